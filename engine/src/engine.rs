@@ -1,0 +1,510 @@
+//! The engine: owns the policy, the storage, the registry and the event bus, and runs jobs.
+//!
+//! Start-up is a reload from the empty policy: [`Engine::reload`] is the one path that
+//! applies every policy change, at start-up, on file change, on SIGHUP and on request.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use rusqlite::params;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::clock::{SharedClock, SystemClock};
+use crate::error::EngineError;
+use crate::events::{EngineEvent, EventBus, JobOutcome, ReloadCause, ReloadOutcome};
+use crate::plugin::{JobContext, JobReport, JobTrigger, Plugin};
+use crate::policy::{load_policy, Policy, PolicySnapshot};
+use crate::registry::PluginRegistry;
+use crate::storage::{RetryPolicy, Storage, StorageOptions};
+
+/// How to start an engine.
+#[derive(Clone)]
+pub struct EngineOptions {
+    pub config_path: PathBuf,
+    /// A missing config file is an error (the user named it) rather than defaults.
+    pub require_config_file: bool,
+    /// The environment `SPECKIT_*` overrides are read from.
+    pub env: Vec<(String, String)>,
+    pub clock: SharedClock,
+    /// This engine's name in job leases; a random one when `None`.
+    pub engine_id: Option<String>,
+}
+
+impl EngineOptions {
+    pub fn new(config_path: impl Into<PathBuf>) -> Self {
+        Self {
+            config_path: config_path.into(),
+            require_config_file: true,
+            env: std::env::vars().collect(),
+            clock: Arc::new(SystemClock),
+            engine_id: None,
+        }
+    }
+}
+
+/// The result of one job run.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct JobRun {
+    pub run_id: i64,
+    pub job: String,
+    pub plugin: String,
+    pub trigger: JobTrigger,
+    pub outcome: JobOutcome,
+    pub report: Option<JobReport>,
+    pub error: Option<String>,
+    pub duration_ms: u64,
+}
+
+/// A cheap, cloneable handle to a running engine.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    id: String,
+    options: EngineOptions,
+    policy: watch::Sender<Arc<PolicySnapshot>>,
+    storage: Storage,
+    registry: Arc<PluginRegistry>,
+    events: EventBus,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+    running: Mutex<HashSet<String>>,
+    /// Serialises reloads so two never interleave.
+    reload_lock: tokio::sync::Mutex<()>,
+}
+
+/// Loads and checks a policy the way a reload would, without applying it (`check`).
+pub fn load_and_validate(
+    options: &EngineOptions,
+    registry: &PluginRegistry,
+) -> Result<PolicySnapshot, EngineError> {
+    let snapshot = load_policy(
+        &options.config_path,
+        options.require_config_file,
+        options.env.clone(),
+    )?;
+    registry.validate(&snapshot.policy)?;
+    Ok(snapshot)
+}
+
+/// Storage settings from a policy.
+pub fn storage_options(policy: &Policy) -> StorageOptions {
+    let mut options = StorageOptions::new(policy.storage.database_path.clone());
+    options.synchronous = policy.storage.synchronous;
+    options.busy_timeout = Duration::from_millis(policy.storage.busy_timeout_ms);
+    options.journal_size_limit_bytes = policy.storage.journal_size_limit_bytes;
+    options.retry = RetryPolicy {
+        max_attempts: policy.storage.write_retry_attempts,
+        ..RetryPolicy::default()
+    };
+    options
+}
+
+impl Engine {
+    /// Loads the policy (a reload from the empty policy), opens the storage and returns.
+    /// Starts no background task: see `scheduler` and `watch` for those.
+    pub async fn start(
+        options: EngineOptions,
+        builtin: Vec<Arc<dyn Plugin>>,
+    ) -> Result<Self, EngineError> {
+        let registry = Arc::new(PluginRegistry::new(builtin)?);
+        let events = EventBus::default();
+        let empty = Arc::new(PolicySnapshot::empty(&options.config_path));
+        let first = match prepare(&options, &registry, &empty) {
+            Ok(Some(snapshot)) => snapshot,
+            Ok(None) => unreachable!("the empty policy has no content hash"),
+            Err(e) => {
+                events.emit(EngineEvent::Reload {
+                    cause: ReloadCause::Startup,
+                    outcome: ReloadOutcome::Rejected {
+                        error: e.to_string(),
+                    },
+                });
+                return Err(e);
+            }
+        };
+        let storage_opts = storage_options(&first.policy);
+        let storage = tokio::task::spawn_blocking(move || Storage::open(storage_opts))
+            .await
+            .map_err(|e| EngineError::Other(format!("storage open task failed: {e}")))??;
+        let (policy, _) = watch::channel(empty);
+        let engine = Engine {
+            inner: Arc::new(Inner {
+                id: options.engine_id.clone().unwrap_or_else(|| {
+                    format!(
+                        "engine-{}-{:08x}",
+                        std::process::id(),
+                        rand::random::<u32>()
+                    )
+                }),
+                options,
+                policy,
+                storage,
+                registry,
+                events,
+                shutdown: CancellationToken::new(),
+                tasks: TaskTracker::new(),
+                running: Mutex::new(HashSet::new()),
+                reload_lock: tokio::sync::Mutex::new(()),
+            }),
+        };
+        engine.apply(first, ReloadCause::Startup);
+        Ok(engine)
+    }
+
+    pub fn id(&self) -> &str {
+        &self.inner.id
+    }
+
+    pub fn options(&self) -> &EngineOptions {
+        &self.inner.options
+    }
+
+    /// The policy in effect now.
+    pub fn policy(&self) -> Arc<PolicySnapshot> {
+        self.inner.policy.borrow().clone()
+    }
+
+    /// Follows policy changes.
+    pub fn subscribe_policy(&self) -> watch::Receiver<Arc<PolicySnapshot>> {
+        self.inner.policy.subscribe()
+    }
+
+    pub fn storage(&self) -> &Storage {
+        &self.inner.storage
+    }
+
+    pub fn registry(&self) -> &Arc<PluginRegistry> {
+        &self.inner.registry
+    }
+
+    pub fn events(&self) -> &EventBus {
+        &self.inner.events
+    }
+
+    pub fn clock(&self) -> &SharedClock {
+        &self.inner.options.clock
+    }
+
+    /// Cancelled when the engine shuts down.
+    pub fn shutdown_token(&self) -> &CancellationToken {
+        &self.inner.shutdown
+    }
+
+    /// Tracks the engine's background tasks so shutdown can wait for them.
+    pub fn tasks(&self) -> &TaskTracker {
+        &self.inner.tasks
+    }
+
+    /// Re-reads the config file and applies it if it is valid and changed; otherwise keeps
+    /// the policy in effect. Every outcome is logged, sent as an event and counted.
+    pub async fn reload(&self, cause: ReloadCause) -> ReloadOutcome {
+        let _guard = self.inner.reload_lock.lock().await;
+        let current = self.policy();
+        let outcome = match prepare(&self.inner.options, &self.inner.registry, &current) {
+            Ok(None) => ReloadOutcome::Unchanged,
+            Ok(Some(candidate)) => match restart_required(&current.policy, &candidate.policy) {
+                Some(message) => ReloadOutcome::Rejected { error: message },
+                None => return self.apply(candidate, cause),
+            },
+            Err(e) => ReloadOutcome::Rejected {
+                error: e.to_string(),
+            },
+        };
+        match &outcome {
+            ReloadOutcome::Rejected { error } => {
+                tracing::warn!(?cause, config = %current.source.path.display(), "reload rejected, keeping the policy in effect: {error}")
+            }
+            _ => tracing::debug!(?cause, "config unchanged; not reloaded"),
+        }
+        self.inner.events.emit(EngineEvent::Reload {
+            cause,
+            outcome: outcome.clone(),
+        });
+        outcome
+    }
+
+    fn apply(&self, mut candidate: PolicySnapshot, cause: ReloadCause) -> ReloadOutcome {
+        let current = self.policy();
+        candidate.generation = current.generation + 1;
+        let changed_keys = changed_keys(&current.policy, &candidate.policy);
+        let snapshot = Arc::new(candidate);
+        self.inner.registry.apply(&snapshot);
+        self.inner.policy.send_replace(snapshot.clone());
+        let outcome = ReloadOutcome::Applied {
+            generation: snapshot.generation,
+            changed_keys,
+        };
+        tracing::info!(?cause, generation = snapshot.generation, config = %snapshot.source.path.display(), "policy applied");
+        self.inner.events.emit(EngineEvent::Reload {
+            cause,
+            outcome: outcome.clone(),
+        });
+        outcome
+    }
+
+    /// Runs a job now on the current policy snapshot and records it in the job-runs table.
+    /// A job already running in this engine is skipped, not run twice.
+    pub async fn run_job(
+        &self,
+        job: &str,
+        trigger: JobTrigger,
+        args: serde_json::Value,
+    ) -> Result<JobRun, EngineError> {
+        let plugin = self
+            .inner
+            .registry
+            .for_job(job)
+            .ok_or_else(|| EngineError::UnknownJob {
+                job: job.to_string(),
+                known: self.inner.registry.jobs(),
+            })?;
+        if !self
+            .inner
+            .running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(job.to_string())
+        {
+            let reason = "still running from an earlier start".to_string();
+            tracing::warn!(job, "skipped: {reason}");
+            self.inner.events.emit(EngineEvent::JobSkipped {
+                job: job.to_string(),
+                reason: reason.clone(),
+            });
+            return Ok(JobRun {
+                run_id: 0,
+                job: job.to_string(),
+                plugin: plugin.name().to_string(),
+                trigger,
+                outcome: JobOutcome::Skipped,
+                report: None,
+                error: Some(reason),
+                duration_ms: 0,
+            });
+        }
+        let _running = RunningGuard {
+            engine: self.clone(),
+            job: job.to_string(),
+        };
+        let policy = self.policy();
+        let clock = self.inner.options.clock.clone();
+        let started_at = clock.now().timestamp_millis();
+        let (job_name, plugin_name, engine_id, trigger_label) = (
+            job.to_string(),
+            plugin.name().to_string(),
+            self.inner.id.clone(),
+            trigger.label(),
+        );
+        let run_id = self
+            .inner
+            .storage
+            .write(move |tx| {
+                tx.execute(
+                    "INSERT INTO hygiene_job_runs (job, plugin, engine_id, trigger, started_at, outcome) VALUES (?1, ?2, ?3, ?4, ?5, 'running')",
+                    params![job_name, plugin_name, engine_id, trigger_label, started_at],
+                )
+                .map_err(|source| crate::storage::StorageError::Sqlite { path: PathBuf::new(), source })?;
+                Ok::<_, crate::storage::StorageError>(tx.last_insert_rowid())
+            })
+            .await?;
+        self.inner.events.emit(EngineEvent::JobStarted {
+            job: job.to_string(),
+            run_id,
+            trigger: trigger.clone(),
+        });
+        tracing::info!(job, run_id, trigger = trigger.label(), "job started");
+        let ctx = JobContext {
+            job: job.to_string(),
+            run_id,
+            trigger: trigger.clone(),
+            policy,
+            storage: self.inner.storage.clone(),
+            clock: clock.clone(),
+            cancel: self.inner.shutdown.child_token(),
+            args,
+            events: self.inner.events.clone(),
+            plugin: plugin.name().to_string(),
+        };
+        let timer = Instant::now();
+        let task_plugin = plugin.clone();
+        // A task of its own, so a panicking plugin fails its job and nothing else.
+        let joined = tokio::spawn(async move { task_plugin.run(ctx).await }).await;
+        let duration_ms = timer.elapsed().as_millis() as u64;
+        let (outcome, report, error) = match joined {
+            Ok(Ok(report)) if report.has_errors() => (JobOutcome::Failed, Some(report), None),
+            Ok(Ok(report)) => (JobOutcome::Succeeded, Some(report), None),
+            Ok(Err(e)) => (JobOutcome::Failed, None, Some(e.to_string())),
+            Err(e) if e.is_panic() => (
+                JobOutcome::Failed,
+                None,
+                Some(format!(
+                    "plugin {} panicked: {}",
+                    plugin.name(),
+                    panic_text(e)
+                )),
+            ),
+            Err(e) => (JobOutcome::Failed, None, Some(e.to_string())),
+        };
+        let finished_at = clock.now().timestamp_millis();
+        let report_json = serde_json::json!({ "report": report, "error": error }).to_string();
+        let outcome_label = match outcome {
+            JobOutcome::Succeeded => "succeeded",
+            JobOutcome::Failed => "failed",
+            JobOutcome::Skipped => "skipped",
+        };
+        let recorded = self
+            .inner
+            .storage
+            .write(move |tx| {
+                tx.execute(
+                    "UPDATE hygiene_job_runs SET finished_at = ?1, outcome = ?2, report_json = ?3 WHERE id = ?4",
+                    params![finished_at, outcome_label, report_json, run_id],
+                )
+                .map_err(|source| crate::storage::StorageError::Sqlite { path: PathBuf::new(), source })?;
+                Ok::<_, crate::storage::StorageError>(())
+            })
+            .await;
+        if let Err(e) = recorded {
+            tracing::error!(job, run_id, "could not record the job's report: {e}");
+        }
+        match &outcome {
+            JobOutcome::Failed => {
+                tracing::warn!(job, run_id, duration_ms, error = ?error, "job failed")
+            }
+            _ => tracing::info!(job, run_id, duration_ms, "job finished"),
+        }
+        self.inner.events.emit(EngineEvent::JobFinished {
+            job: job.to_string(),
+            run_id,
+            outcome: outcome.clone(),
+            report: report.clone(),
+            error: error.clone(),
+            duration_ms,
+        });
+        Ok(JobRun {
+            run_id,
+            job: job.to_string(),
+            plugin: plugin.name().to_string(),
+            trigger,
+            outcome,
+            report,
+            error,
+            duration_ms,
+        })
+    }
+
+    /// Whether `job` is running in this engine now.
+    pub fn is_running(&self, job: &str) -> bool {
+        self.inner
+            .running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(job)
+    }
+
+    /// Stops background tasks and waits up to `grace` for running jobs to reach a safe
+    /// point; then closes the storage after its queued writes.
+    pub async fn shutdown(&self, grace: Duration) {
+        self.inner.shutdown.cancel();
+        self.inner.tasks.close();
+        if tokio::time::timeout(grace, self.inner.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                ?grace,
+                "background tasks did not stop within the grace period"
+            );
+        }
+        let storage = self.inner.storage.clone();
+        let _ = tokio::task::spawn_blocking(move || storage.close()).await;
+    }
+}
+
+struct RunningGuard {
+    engine: Engine,
+    job: String,
+}
+
+impl Drop for RunningGuard {
+    fn drop(&mut self) {
+        self.engine
+            .inner
+            .running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.job);
+    }
+}
+
+fn panic_text(e: tokio::task::JoinError) -> String {
+    let panic = e.into_panic();
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        s.to_string()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "non-string panic payload".into()
+    }
+}
+
+/// Loads the file; `Ok(None)` when its content is the same as the current policy's.
+fn prepare(
+    options: &EngineOptions,
+    registry: &PluginRegistry,
+    current: &PolicySnapshot,
+) -> Result<Option<PolicySnapshot>, EngineError> {
+    let candidate = load_and_validate(options, registry)?;
+    if current.generation > 0 && candidate.source.content_sha256 == current.source.content_sha256 {
+        return Ok(None);
+    }
+    Ok(Some(candidate))
+}
+
+/// A change the running engine cannot apply.
+fn restart_required(current: &Policy, candidate: &Policy) -> Option<String> {
+    if current.storage != candidate.storage {
+        return Some(format!(
+            "[storage] changed ({} -> {}); the database settings apply at start-up only: restart speckit-hygiene to use them",
+            current.storage.database_path.display(),
+            candidate.storage.database_path.display()
+        ));
+    }
+    None
+}
+
+/// Dotted keys whose values differ between two policies.
+pub fn changed_keys(old: &Policy, new: &Policy) -> Vec<String> {
+    let (Ok(old), Ok(new)) = (serde_json::to_value(old), serde_json::to_value(new)) else {
+        return Vec::new();
+    };
+    let mut keys = Vec::new();
+    crate::policy::leaf_keys_of(&new, &mut keys);
+    let mut old_keys = Vec::new();
+    crate::policy::leaf_keys_of(&old, &mut old_keys);
+    for k in old_keys {
+        if !keys.contains(&k) {
+            keys.push(k);
+        }
+    }
+    keys.retain(|k| lookup(&old, k) != lookup(&new, k));
+    keys.sort();
+    keys
+}
+
+fn lookup<'a>(value: &'a serde_json::Value, dotted: &str) -> Option<&'a serde_json::Value> {
+    dotted.split('.').try_fold(value, |v, part| v.get(part))
+}
+
+#[allow(dead_code)]
+fn now_ms() -> i64 {
+    Utc::now().timestamp_millis()
+}

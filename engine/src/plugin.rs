@@ -1,0 +1,159 @@
+//! The plugin boundary: a small object-safe trait, the context a job runs with, and the
+//! report it returns. Compiled-in and dynamically loaded plugins both implement [`Plugin`].
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+use crate::clock::SharedClock;
+use crate::events::{EngineEvent, EventBus};
+use crate::policy::{Policy, PolicySnapshot};
+use crate::storage::{Storage, StorageError};
+
+/// Why a job ran.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum JobTrigger {
+    /// Its cron schedule fired for this time.
+    Schedule { fire_at: DateTime<Utc> },
+    /// It was missed while no engine ran; run once at start-up.
+    CatchUp { missed_at: DateTime<Utc> },
+    /// Someone asked (CLI, host application).
+    Manual,
+}
+
+impl JobTrigger {
+    pub fn label(&self) -> &'static str {
+        match self {
+            JobTrigger::Schedule { .. } => "schedule",
+            JobTrigger::CatchUp { .. } => "catch_up",
+            JobTrigger::Manual => "manual",
+        }
+    }
+}
+
+/// What a job reports. Stored as JSON in the job-runs table; every figure in it must come
+/// from what the job did.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct JobReport {
+    /// One line for people.
+    pub summary: String,
+    /// The job's figures, for programs (`--json`).
+    #[serde(default)]
+    pub data: serde_json::Value,
+    #[serde(default)]
+    pub warnings: Vec<String>,
+    /// Errors the job met but went on past (one file, one SPEC). Any error makes the run
+    /// count as failed (exit status 1).
+    #[serde(default)]
+    pub errors: Vec<String>,
+}
+
+impl JobReport {
+    pub fn new(summary: impl Into<String>, data: serde_json::Value) -> Self {
+        Self {
+            summary: summary.into(),
+            data,
+            ..Self::default()
+        }
+    }
+
+    pub fn has_errors(&self) -> bool {
+        !self.errors.is_empty()
+    }
+}
+
+/// Why a job failed outright.
+#[derive(Debug, thiserror::Error)]
+pub enum PluginError {
+    #[error("invalid job options: {0}")]
+    InvalidArgs(String),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error("cancelled")]
+    Cancelled,
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// Everything a job gets: the policy snapshot it started with (a reload never changes a
+/// running job), storage, the clock, cancellation, and a way to report progress.
+#[derive(Clone)]
+pub struct JobContext {
+    pub job: String,
+    pub run_id: i64,
+    pub trigger: JobTrigger,
+    pub policy: Arc<PolicySnapshot>,
+    pub storage: Storage,
+    pub clock: SharedClock,
+    /// Cancelled at shutdown: stop at the next safe point.
+    pub cancel: CancellationToken,
+    /// Options for this run (`{"dry_run": true, "force": true, "spec": "SPEC-KIT-900"}`);
+    /// `null` for scheduled runs.
+    pub args: serde_json::Value,
+    pub events: EventBus,
+    pub plugin: String,
+}
+
+impl JobContext {
+    /// Reports progress (a tracing event and an engine event).
+    pub fn progress(&self, message: impl Into<String>) {
+        let message = message.into();
+        tracing::info!(job = %self.job, run_id = self.run_id, "{message}");
+        self.emit(
+            "progress",
+            serde_json::json!({ "job": self.job, "message": message }),
+        );
+    }
+
+    /// Sends a plugin event to the host.
+    pub fn emit(&self, kind: &str, data: serde_json::Value) {
+        self.events.emit(EngineEvent::Plugin {
+            plugin: self.plugin.clone(),
+            kind: kind.to_string(),
+            data,
+        });
+    }
+
+    /// A boolean job option, false when absent.
+    pub fn flag(&self, name: &str) -> bool {
+        self.args
+            .get(name)
+            .and_then(|v| v.as_bool())
+            .unwrap_or(false)
+    }
+
+    /// A string job option.
+    pub fn option_str(&self, name: &str) -> Option<&str> {
+        self.args.get(name).and_then(|v| v.as_str())
+    }
+}
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A plugin: a name, the jobs it runs, checks and hooks for its part of the policy, and
+/// the job itself. One required method besides the identity ones.
+pub trait Plugin: Send + Sync + 'static {
+    /// Unique name, shown by `speckit-hygiene plugins`.
+    fn name(&self) -> &str;
+
+    /// The plugin's version.
+    fn version(&self) -> &str;
+
+    /// The jobs this plugin runs (names used in `[schedule]` and `run_job`).
+    fn jobs(&self) -> Vec<String>;
+
+    /// Checks the plugin's part of a candidate policy; an error rejects the whole policy.
+    fn validate(&self, _policy: &Policy) -> Result<(), String> {
+        Ok(())
+    }
+
+    /// Called after a policy is applied (start-up and every applied reload).
+    fn apply(&self, _policy: &PolicySnapshot) {}
+
+    /// Runs `ctx.job`.
+    fn run(&self, ctx: JobContext) -> BoxFuture<'_, Result<JobReport, PluginError>>;
+}

@@ -1,0 +1,190 @@
+//! Argument parsing and dispatch; one module per command group.
+
+mod check;
+mod demo;
+mod jobs;
+mod run;
+mod tasks;
+
+use anyhow::Result;
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use speckit_engine::engine::JobRun;
+use speckit_engine::events::JobOutcome;
+use speckit_engine::{Engine, EngineError, EngineOptions, JobTrigger};
+
+pub const EXIT_OK: u8 = 0;
+pub const EXIT_FAILED: u8 = 1;
+pub const EXIT_USAGE: u8 = 2;
+#[allow(dead_code)] // used by `guard` (issue 5)
+pub const EXIT_BLOCKED: u8 = 3;
+
+/// Keeps a spec-kit consensus database and evidence repository healthy.
+#[derive(Debug, Parser)]
+#[command(name = "speckit-hygiene", version, about)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct GlobalArgs {
+    /// The policy file [default: $SPECKIT_CONFIG, else ./speckit.toml].
+    #[arg(long, short = 'c', global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// More logging on stderr (repeat for more); RUST_LOG overrides.
+    #[arg(long, short = 'v', global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the scheduler and config watcher until SIGINT/SIGTERM.
+    Run(run::RunArgs),
+    /// Validate the policy and print it, with where each value came from.
+    Check(check::CheckArgs),
+    /// List compiled-in and loaded plugins, with versions and load errors.
+    Plugins(check::PluginsArgs),
+    /// Show recent job runs from the database.
+    Jobs(jobs::JobsArgs),
+    /// Create an example workspace in a temporary folder and run one full pass on it.
+    Demo(demo::DemoArgs),
+    /// Shrink the consensus database (incremental vacuum, migrating to it once if needed).
+    Vacuum(tasks::VacuumArgs),
+    /// Archive old evidence of inactive SPECs and purge old archives.
+    Cleanup(tasks::CleanupArgs),
+    /// Put a SPEC's archived files and database rows back.
+    Restore(tasks::RestoreArgs),
+    /// Evidence sizes per SPEC against the limits.
+    Stats(tasks::StatsArgs),
+    /// Whether automation may start on a SPEC (exit 0 allow/warn, 3 block).
+    Guard(tasks::GuardArgs),
+    /// Start a stage's agents in parallel, or show spawn metrics (`spawn stats`).
+    Spawn(tasks::SpawnArgs),
+}
+
+pub fn init_tracing(verbose: u8) {
+    use tracing_subscriber::EnvFilter;
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
+
+pub async fn dispatch(cli: Cli) -> ExitCode {
+    let global = cli.global;
+    let result = match cli.command {
+        Command::Run(a) => run::run(&global, a).await,
+        Command::Check(a) => check::check(&global, a),
+        Command::Plugins(a) => check::plugins(&global, a).await,
+        Command::Jobs(a) => jobs::jobs(&global, a).await,
+        Command::Demo(a) => demo::demo(&global, a).await,
+        Command::Vacuum(a) => tasks::vacuum(&global, a).await,
+        Command::Cleanup(a) => tasks::cleanup(&global, a).await,
+        Command::Restore(a) => tasks::restore(&global, a).await,
+        Command::Stats(a) => tasks::stats(&global, a).await,
+        Command::Guard(a) => tasks::guard(&global, a).await,
+        Command::Spawn(a) => tasks::spawn(&global, a).await,
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            let usage = e
+                .downcast_ref::<EngineError>()
+                .map(EngineError::is_usage)
+                .unwrap_or(false)
+                || e.downcast_ref::<UsageError>().is_some();
+            ExitCode::from(if usage { EXIT_USAGE } else { EXIT_FAILED })
+        }
+    }
+}
+
+/// A mistake in the command line's input (exit status 2).
+#[derive(Debug)]
+pub struct UsageError(pub String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
+/// The config file: `--config`, else `$SPECKIT_CONFIG`, else `./speckit.toml`. Only the
+/// last may be missing (defaults apply).
+pub fn engine_options(global: &GlobalArgs) -> EngineOptions {
+    let (path, required) = match (&global.config, std::env::var_os("SPECKIT_CONFIG")) {
+        (Some(path), _) => (path.clone(), true),
+        (None, Some(env)) if !env.is_empty() => (PathBuf::from(env), true),
+        _ => (PathBuf::from("speckit.toml"), false),
+    };
+    let mut options = EngineOptions::new(path);
+    options.require_config_file = required;
+    options
+}
+
+/// Starts an engine (no background tasks) with the compiled-in plugins.
+pub async fn start_engine(global: &GlobalArgs) -> Result<Engine> {
+    let options = engine_options(global);
+    Ok(Engine::start(options, speckit_hygiene::builtin_plugins()).await?)
+}
+
+/// Runs one job now and returns its record.
+pub async fn run_job(engine: &Engine, job: &str, args: serde_json::Value) -> Result<JobRun> {
+    Ok(engine.run_job(job, JobTrigger::Manual, args).await?)
+}
+
+/// Prints a job's result (its data as JSON, or its summary, warnings and errors) and
+/// returns the exit status.
+pub fn print_job(run: &JobRun, json: bool) -> u8 {
+    if json {
+        let value = match &run.report {
+            Some(report) => {
+                let mut data = report.data.clone();
+                if let Some(obj) = data.as_object_mut() {
+                    obj.entry("errors")
+                        .or_insert_with(|| serde_json::json!(report.errors));
+                    obj.entry("warnings")
+                        .or_insert_with(|| serde_json::json!(report.warnings));
+                }
+                data
+            }
+            None => serde_json::json!({ "error": run.error }),
+        };
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&value).unwrap_or_default()
+        );
+    } else {
+        if let Some(report) = &run.report {
+            println!("{}", report.summary);
+            for w in &report.warnings {
+                println!("warning: {w}");
+            }
+            for e in &report.errors {
+                println!("error: {e}");
+            }
+        }
+        if let Some(error) = &run.error {
+            eprintln!("error: job {} failed: {error}", run.job);
+        }
+    }
+    match run.outcome {
+        JobOutcome::Succeeded => EXIT_OK,
+        JobOutcome::Skipped => EXIT_OK,
+        JobOutcome::Failed => EXIT_FAILED,
+    }
+}

@@ -1,0 +1,70 @@
+//! `run`: the scheduler and config watcher until SIGINT/SIGTERM; `run --once`: every
+//! enabled job once.
+
+use anyhow::Result;
+use clap::Args;
+use std::time::Duration;
+
+use super::{GlobalArgs, EXIT_FAILED, EXIT_OK};
+use speckit_engine::events::JobOutcome;
+use speckit_engine::policy::is_off;
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Run every enabled job once, then exit.
+    #[arg(long)]
+    once: bool,
+    /// With --once: print the job reports as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub async fn run(global: &GlobalArgs, args: RunArgs) -> Result<u8> {
+    let engine = super::start_engine(global).await?;
+    if args.once {
+        let policy = engine.policy();
+        let mut failed = false;
+        let mut runs = Vec::new();
+        for (job, expression) in policy.policy.scheduled_jobs() {
+            if is_off(&expression) || engine.registry().for_job(&job).is_none() {
+                continue;
+            }
+            let run = super::run_job(&engine, &job, serde_json::Value::Null).await?;
+            failed |= run.outcome == JobOutcome::Failed;
+            if !args.json {
+                println!("== {job}: {:?}", run.outcome);
+                super::print_job(&run, false);
+            }
+            runs.push(run);
+        }
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&runs)?);
+        }
+        let grace = Duration::from_secs(policy.policy.schedule.shutdown_grace_seconds);
+        engine.shutdown(grace).await;
+        return Ok(if failed { EXIT_FAILED } else { EXIT_OK });
+    }
+    speckit_engine::scheduler::spawn(&engine);
+    speckit_engine::watch::spawn(&engine)?;
+    wait_for_termination().await;
+    let grace = Duration::from_secs(engine.policy().policy.schedule.shutdown_grace_seconds);
+    tracing::info!(?grace, "shutting down");
+    engine.shutdown(grace).await;
+    Ok(EXIT_OK)
+}
+
+async fn wait_for_termination() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!("cannot listen for SIGTERM: {e}");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

@@ -1,0 +1,99 @@
+//! The demo: a realistic example workspace in a temporary folder (a speckit.toml, a SPEC
+//! tracker, an evidence tree with aged files, an upstream-shaped bloated consensus
+//! database), and one full pass of the engine's jobs over it.
+
+use chrono::{Duration, Utc};
+use std::path::{Path, PathBuf};
+
+use speckit_testkit::{database, evidence, tracker};
+
+/// What the demo workspace holds.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DemoWorkspace {
+    pub dir: PathBuf,
+    pub config_path: PathBuf,
+    pub database_path: PathBuf,
+    pub evidence_root: PathBuf,
+    pub evidence_files: usize,
+    pub evidence_bytes: u64,
+    pub database_bytes: u64,
+}
+
+/// SPECs of the demo and their tracker statuses.
+pub const DEMO_SPECS: &[(&str, &str)] = &[
+    ("SPEC-KIT-900", "Done"),
+    ("SPEC-KIT-901", "In Progress"),
+    ("SPEC-KIT-902", "DONE"),
+    ("SPEC-KIT-903", "Backlog"),
+];
+
+/// Writes the demo workspace into `dir`.
+pub fn create_workspace(dir: &Path) -> std::io::Result<DemoWorkspace> {
+    let now = Utc::now();
+    let evidence_root = dir.join("docs/SPEC-OPS-004-integrated-coder-hooks/evidence");
+    std::fs::create_dir_all(&evidence_root)?;
+    let specs: Vec<evidence::SpecEvidence> = DEMO_SPECS
+        .iter()
+        .enumerate()
+        .map(|(i, (spec, _))| evidence::SpecEvidence {
+            spec_id: spec.to_string(),
+            files_per_kind: 24 + 8 * i,
+            file_bytes: 12_000 + 4_000 * i,
+            oldest_age: Duration::days(150),
+            newest_age: Duration::days(2),
+        })
+        .collect();
+    let files = evidence::generate(&evidence_root, &specs, now)?;
+    tracker::write_eleven_column(&dir.join("SPEC.md"), DEMO_SPECS)?;
+
+    let database_path = dir.join("consensus_artifacts.db");
+    let runs: Vec<(&str, &str, i64)> = DEMO_SPECS
+        .iter()
+        .flat_map(|(spec, _)| {
+            [
+                (*spec, "plan", 120i64),
+                (*spec, "tasks", 45),
+                (*spec, "implement", 3),
+            ]
+        })
+        .collect();
+    database::create_bloated(
+        &database_path,
+        40 * 1024 * 1024,
+        3,
+        &runs,
+        now.timestamp_millis(),
+    )
+    .map_err(std::io::Error::other)?;
+
+    let config_path = dir.join("speckit.toml");
+    std::fs::write(&config_path, DEMO_CONFIG)?;
+    Ok(DemoWorkspace {
+        dir: dir.to_path_buf(),
+        config_path,
+        database_bytes: std::fs::metadata(&database_path)?.len(),
+        database_path,
+        evidence_root,
+        evidence_files: files.len(),
+        evidence_bytes: files.iter().map(|f| f.bytes).sum(),
+    })
+}
+
+const DEMO_CONFIG: &str = r#"# speckit-hygiene demo policy (see config/speckit.toml for every field).
+[storage]
+database_path = "consensus_artifacts.db"
+
+[evidence]
+root = "docs/SPEC-OPS-004-integrated-coder-hooks/evidence"
+tracker_paths = ["SPEC.md"]
+warn_mb = 0.5
+limit_mb = 1.0
+
+[retention]
+archive_after_days = 30
+purge_after_days = 90
+
+[vacuum]
+free_fraction_threshold = 0.1
+chunk_pages = 512
+"#;

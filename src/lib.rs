@@ -1,0 +1,18 @@
+//! speckit-hygiene as a library: the compiled-in plugins, the demo workspace, and the API a
+//! host application embeds at start-up. Nothing here writes to stdout; only the binary does.
+
+pub mod demo;
+
+use std::sync::Arc;
+
+pub use speckit_engine as engine;
+use speckit_engine::Plugin;
+
+/// The plugins compiled into speckit-hygiene, in the order `plugins` lists them.
+pub fn builtin_plugins() -> Vec<Arc<dyn Plugin>> {
+    vec![
+        Arc::new(speckit_retention::RetentionPlugin::new()),
+        Arc::new(speckit_vacuum::VacuumPlugin::new()),
+        Arc::new(speckit_spawn::SpawnPlugin::new()),
+    ]
+}

@@ -1,0 +1,29 @@
+//! The `speckit-hygiene` command line. Data goes to stdout, logs to stderr (`RUST_LOG`).
+//! Exit status: 0 all went well, 1 a job failed, 2 usage or config error, 3 guard blocked.
+
+mod cli;
+
+use clap::Parser;
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    // Die quietly on a closed pipe (`speckit-hygiene check | head`) like other Unix tools,
+    // instead of panicking in println!.
+    // SAFETY: called first in main, before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+    let args = cli::Cli::parse();
+    cli::init_tracing(args.global.verbose);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(cli::EXIT_FAILED);
+        }
+    };
+    runtime.block_on(cli::dispatch(args))
+}

@@ -1,0 +1,8 @@
+//! Generators of realistic spec-kit data, for the demo, tests and benchmarks: an evidence
+//! tree with aged files named as upstream names them, a SPEC tracker, and an
+//! upstream-shaped consensus database (optionally bloated the way the real one was).
+//! Everything here is the project's own; no upstream data is copied.
+
+pub mod database;
+pub mod evidence;
+pub mod tracker;
