@@ -1,6 +1,8 @@
 //! The retention plugin: evidence layout, archive, purge, restore, size limits and stats.
 //! (Being built: see issues 4 and 5.)
 
+pub mod layout;
+
 use speckit_engine::plugin::BoxFuture;
 use speckit_engine::{JobContext, JobReport, Plugin, PluginError};
 

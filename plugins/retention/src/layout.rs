@@ -1,0 +1,407 @@
+//! The evidence tree's layout: which files belong to which SPEC folder, found by walking the
+//! root without ever following a symbolic link.
+//!
+//! ```text
+//! <root>/commands/<SPEC folder>/**      per-SPEC command evidence
+//! <root>/consensus/<SPEC folder>/**     per-SPEC consensus evidence
+//! <root>/commands/<file>                non-SPEC (top-level command files)
+//! <root>/<anything else>                non-SPEC (archive/, costs/, .locks/, cleanup/...)
+//! ```
+//!
+//! A SPEC folder's name is not always a clean SPEC-ID (`SPEC-KIT-025-add-automated-...`);
+//! [`tracker_id`] maps it to the ID a tracker uses. Symlinks, sockets and other special
+//! files are never followed or counted as evidence: they are reported as skipped, with the
+//! reason, so no number silently leaves files out.
+
+use serde::Serialize;
+use speckit_engine::SpecId;
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+/// Which half of a SPEC's evidence a file is in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EvidenceKind {
+    Commands,
+    Consensus,
+}
+
+impl EvidenceKind {
+    pub const ALL: [EvidenceKind; 2] = [EvidenceKind::Commands, EvidenceKind::Consensus];
+
+    pub fn dir_name(self) -> &'static str {
+        match self {
+            EvidenceKind::Commands => "commands",
+            EvidenceKind::Consensus => "consensus",
+        }
+    }
+}
+
+/// One regular file of the tree, as `walk` found it.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    /// Path relative to the evidence root.
+    pub relative: PathBuf,
+    /// The SPEC folder it belongs to, and which half; `None` for non-SPEC entries.
+    pub owner: Option<(SpecId, EvidenceKind)>,
+    /// Apparent size in bytes (what `find -printf '%s'` reports).
+    pub size: u64,
+    pub mtime: SystemTime,
+}
+
+/// Why something in the tree was not counted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "reason", rename_all = "snake_case")]
+pub enum SkipReason {
+    /// A symbolic link: never followed, never archived or deleted.
+    Symlink,
+    /// A socket, FIFO or device.
+    SpecialFile,
+    /// A SPEC folder whose name could escape its folder or is not a valid SPEC-ID.
+    InvalidSpecFolder { detail: String },
+    /// Could not be read (permission denied, vanished...).
+    Unreadable { detail: String },
+}
+
+/// Something `walk` did not count, with its path relative to the root.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Skipped {
+    pub relative: PathBuf,
+    #[serde(flatten)]
+    pub reason: SkipReason,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LayoutError {
+    #[error("evidence root {} does not exist", .0.display())]
+    RootMissing(PathBuf),
+    #[error("evidence root {} is not a folder", .0.display())]
+    RootNotDir(PathBuf),
+    #[error("cannot read evidence root {}: {source}", path.display())]
+    RootUnreadable {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// Checks the root exists and is a folder (the configured root itself may be a symlink to
+/// one: it is the user's choice; nothing below it is followed).
+pub fn check_root(root: &Path) -> Result<(), LayoutError> {
+    match fs::metadata(root) {
+        Ok(m) if m.is_dir() => Ok(()),
+        Ok(_) => Err(LayoutError::RootNotDir(root.to_path_buf())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Err(LayoutError::RootMissing(root.to_path_buf()))
+        }
+        Err(source) => Err(LayoutError::RootUnreadable {
+            path: root.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+/// Walks the whole evidence root, calling `on_file` for every regular file and `on_skip`
+/// for everything not counted. Streaming: memory does not grow with the tree.
+pub fn walk(
+    root: &Path,
+    on_file: &mut dyn FnMut(Entry),
+    on_skip: &mut dyn FnMut(Skipped),
+) -> Result<(), LayoutError> {
+    check_root(root)?;
+    let top = fs::read_dir(root).map_err(|source| LayoutError::RootUnreadable {
+        path: root.to_path_buf(),
+        source,
+    })?;
+    for dirent in top {
+        let dirent = match dirent {
+            Ok(d) => d,
+            Err(e) => {
+                on_skip(unreadable(PathBuf::new(), &e));
+                continue;
+            }
+        };
+        let name = PathBuf::from(dirent.file_name());
+        let kind = match dirent.file_name().to_str() {
+            Some("commands") => Some(EvidenceKind::Commands),
+            Some("consensus") => Some(EvidenceKind::Consensus),
+            _ => None,
+        };
+        match (kind, classify(&root.join(&name))) {
+            (Some(kind), Ok(Node::Dir)) => walk_kind(root, &name, kind, on_file, on_skip),
+            (_, Ok(Node::Dir)) => walk_files(root, &name, None, on_file, on_skip),
+            (_, Ok(Node::File(size, mtime))) => on_file(Entry {
+                relative: name,
+                owner: None,
+                size,
+                mtime,
+            }),
+            (_, Ok(Node::Skip(reason))) => on_skip(Skipped {
+                relative: name,
+                reason,
+            }),
+            (_, Err(e)) => on_skip(unreadable(name, &e)),
+        }
+    }
+    Ok(())
+}
+
+/// `commands/` or `consensus/`: folders are SPEC folders, files are non-SPEC.
+fn walk_kind(
+    root: &Path,
+    kind_dir: &Path,
+    kind: EvidenceKind,
+    on_file: &mut dyn FnMut(Entry),
+    on_skip: &mut dyn FnMut(Skipped),
+) {
+    let entries = match fs::read_dir(root.join(kind_dir)) {
+        Ok(e) => e,
+        Err(e) => return on_skip(unreadable(kind_dir.to_path_buf(), &e)),
+    };
+    for dirent in entries {
+        let dirent = match dirent {
+            Ok(d) => d,
+            Err(e) => {
+                on_skip(unreadable(kind_dir.to_path_buf(), &e));
+                continue;
+            }
+        };
+        let relative = kind_dir.join(dirent.file_name());
+        match classify(&root.join(&relative)) {
+            Ok(Node::Dir) => {
+                let owner = dirent
+                    .file_name()
+                    .to_str()
+                    .ok_or_else(|| "the name is not valid UTF-8".to_string())
+                    .and_then(|n| SpecId::parse(n).map_err(|e| e.to_string()));
+                match owner {
+                    Ok(spec) => walk_files(root, &relative, Some((spec, kind)), on_file, on_skip),
+                    Err(detail) => on_skip(Skipped {
+                        relative,
+                        reason: SkipReason::InvalidSpecFolder { detail },
+                    }),
+                }
+            }
+            Ok(Node::File(size, mtime)) => on_file(Entry {
+                relative,
+                owner: None,
+                size,
+                mtime,
+            }),
+            Ok(Node::Skip(reason)) => on_skip(Skipped { relative, reason }),
+            Err(e) => on_skip(unreadable(relative, &e)),
+        }
+    }
+}
+
+/// Every regular file below `dir` (relative to root), depth first, no symlinks followed.
+fn walk_files(
+    root: &Path,
+    dir: &Path,
+    owner: Option<(SpecId, EvidenceKind)>,
+    on_file: &mut dyn FnMut(Entry),
+    on_skip: &mut dyn FnMut(Skipped),
+) {
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(current) = stack.pop() {
+        let entries = match fs::read_dir(root.join(&current)) {
+            Ok(e) => e,
+            Err(e) => {
+                on_skip(unreadable(current, &e));
+                continue;
+            }
+        };
+        for dirent in entries {
+            let dirent = match dirent {
+                Ok(d) => d,
+                Err(e) => {
+                    on_skip(unreadable(current.clone(), &e));
+                    continue;
+                }
+            };
+            let relative = current.join(dirent.file_name());
+            // DirEntry::file_type does not follow symlinks; fall back to lstat.
+            let node = match dirent.file_type() {
+                Ok(t) if t.is_symlink() => Ok(Node::Skip(SkipReason::Symlink)),
+                Ok(t) if t.is_dir() => Ok(Node::Dir),
+                _ => classify(&root.join(&relative)),
+            };
+            match node {
+                Ok(Node::Dir) => stack.push(relative),
+                Ok(Node::File(size, mtime)) => on_file(Entry {
+                    relative,
+                    owner: owner.clone(),
+                    size,
+                    mtime,
+                }),
+                Ok(Node::Skip(reason)) => on_skip(Skipped { relative, reason }),
+                Err(e) => on_skip(unreadable(relative, &e)),
+            }
+        }
+    }
+}
+
+enum Node {
+    Dir,
+    File(u64, SystemTime),
+    Skip(SkipReason),
+}
+
+/// lstat: what a path is, without following a symlink.
+fn classify(path: &Path) -> std::io::Result<Node> {
+    let meta = fs::symlink_metadata(path)?;
+    let t = meta.file_type();
+    Ok(if t.is_symlink() {
+        Node::Skip(SkipReason::Symlink)
+    } else if t.is_dir() {
+        Node::Dir
+    } else if t.is_file() {
+        Node::File(meta.len(), meta.modified()?)
+    } else {
+        Node::Skip(SkipReason::SpecialFile)
+    })
+}
+
+fn unreadable(relative: PathBuf, e: &std::io::Error) -> Skipped {
+    Skipped {
+        relative,
+        reason: SkipReason::Unreadable {
+            detail: e.to_string(),
+        },
+    }
+}
+
+/// All of a tree, collected: per SPEC folder its files, plus non-SPEC files and skips.
+#[derive(Debug, Default)]
+pub struct EvidenceScan {
+    pub specs: BTreeMap<SpecId, Vec<Entry>>,
+    pub non_spec: Vec<Entry>,
+    pub skipped: Vec<Skipped>,
+}
+
+/// Walks the tree and collects it (memory grows with the tree; prefer [`walk`] for sums).
+pub fn scan(root: &Path) -> Result<EvidenceScan, LayoutError> {
+    let mut out = EvidenceScan::default();
+    let mut skipped = Vec::new();
+    walk(
+        root,
+        &mut |entry| match &entry.owner {
+            Some((spec, _)) => out.specs.entry(spec.clone()).or_default().push(entry),
+            None => out.non_spec.push(entry),
+        },
+        &mut |skip| skipped.push(skip),
+    )?;
+    out.skipped = skipped;
+    Ok(out)
+}
+
+/// The SPEC-ID a tracker would use for an evidence folder name.
+///
+/// Rule: an exact tracker ID wins; else the longest tracker ID that the folder name starts
+/// with, followed by `-` (`SPEC-KIT-025-add-automated-conflict-resolution-with` and its
+/// truncated twin `...-wit` both map to `SPEC-KIT-025`); else the canonical prefix: upper-case
+/// word segments up to and including the first all-digit segment (`SPEC-KIT-045-mini` ->
+/// `SPEC-KIT-045`); else the folder name itself (`SPEC-KIT-DEMO`).
+pub fn tracker_id<'a>(folder: &'a str, tracker_ids: impl IntoIterator<Item = &'a str>) -> String {
+    let mut best: Option<&str> = None;
+    for id in tracker_ids {
+        if id == folder {
+            return id.to_string();
+        }
+        let prefixed = folder.len() > id.len()
+            && folder.starts_with(id)
+            && folder.as_bytes()[id.len()] == b'-';
+        if prefixed && best.is_none_or(|b| id.len() > b.len()) {
+            best = Some(id);
+        }
+    }
+    if let Some(id) = best {
+        return id.to_string();
+    }
+    canonical_id(folder).to_string()
+}
+
+/// `SPEC-KIT-045-mini` -> `SPEC-KIT-045`; a name without such a prefix is returned whole.
+pub fn canonical_id(folder: &str) -> &str {
+    let mut end = 0;
+    for (i, segment) in folder.split('-').enumerate() {
+        let start = if i == 0 { 0 } else { end + 1 };
+        let seg_end = start + segment.len();
+        if !segment.is_empty() && segment.bytes().all(|b| b.is_ascii_digit()) {
+            if i == 0 {
+                return folder;
+            }
+            return &folder[..seg_end];
+        }
+        if segment.is_empty() || !segment.bytes().all(|b| b.is_ascii_uppercase()) {
+            return folder;
+        }
+        end = seg_end;
+    }
+    folder
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn folder_names_map_to_tracker_ids() {
+        let ids = ["SPEC-KIT-025", "SPEC-KIT-900", "SPEC-KIT-02"];
+        assert_eq!(tracker_id("SPEC-KIT-900", ids), "SPEC-KIT-900");
+        assert_eq!(
+            tracker_id("SPEC-KIT-025-add-automated-conflict-resolution-with", ids),
+            "SPEC-KIT-025"
+        );
+        assert_eq!(
+            tracker_id("SPEC-KIT-025-add-automated-conflict-resolution-wit", ids),
+            "SPEC-KIT-025"
+        );
+        assert_eq!(tracker_id("SPEC-KIT-045-mini", ids), "SPEC-KIT-045");
+        assert_eq!(tracker_id("SPEC-KIT-DEMO", ids), "SPEC-KIT-DEMO");
+        assert_eq!(tracker_id("SPEC-DOGFOOD-001", ids), "SPEC-DOGFOOD-001");
+        assert_eq!(canonical_id("notes-2024"), "notes-2024");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn walk_never_follows_symlinks() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("evidence");
+        let outside = dir.path().join("outside");
+        fs::create_dir_all(root.join("commands/SPEC-KIT-1")).unwrap();
+        fs::create_dir_all(&outside).unwrap();
+        fs::write(outside.join("secret.json"), b"12345").unwrap();
+        fs::write(root.join("commands/SPEC-KIT-1/a.json"), b"abc").unwrap();
+        fs::write(root.join("commands/top.json"), b"x").unwrap();
+        std::os::unix::fs::symlink(&outside, root.join("commands/SPEC-KIT-1/link")).unwrap();
+        std::os::unix::fs::symlink(&outside, root.join("consensus")).unwrap();
+        let scan = scan(&root).unwrap();
+        let files = &scan.specs[&SpecId::parse("SPEC-KIT-1").unwrap()];
+        assert_eq!(files.len(), 1);
+        assert_eq!(files[0].size, 3);
+        assert_eq!(scan.non_spec.len(), 1);
+        assert_eq!(scan.skipped.len(), 2);
+        assert!(scan.skipped.iter().all(|s| s.reason == SkipReason::Symlink));
+    }
+
+    #[test]
+    fn bad_spec_folder_is_skipped_with_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir_all(dir.path().join("consensus/bad name")).unwrap();
+        fs::write(dir.path().join("consensus/bad name/x.json"), b"1").unwrap();
+        let scan = scan(dir.path()).unwrap();
+        assert!(scan.specs.is_empty());
+        assert!(matches!(
+            scan.skipped[0].reason,
+            SkipReason::InvalidSpecFolder { .. }
+        ));
+    }
+
+    #[test]
+    fn missing_root_is_an_error() {
+        let err = scan(Path::new("/nonexistent/evidence")).unwrap_err();
+        assert!(err.to_string().contains("/nonexistent/evidence"));
+    }
+}
