@@ -1,0 +1,125 @@
+//! End-to-end tests of `check`, `plugins`, `jobs` and exit statuses.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn bin() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_speckit-hygiene"));
+    // A clean environment for policy: no SPECKIT_ variables from the caller.
+    for (key, _) in std::env::vars() {
+        if key.starts_with("SPECKIT_") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd
+}
+
+fn run(cmd: &mut Command) -> (i32, String, String) {
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = cmd.output().unwrap();
+    (
+        status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&stdout).into_owned(),
+        String::from_utf8_lossy(&stderr).into_owned(),
+    )
+}
+
+fn write_config(dir: &Path, text: &str) -> std::path::PathBuf {
+    let path = dir.join("speckit.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn check_reports_values_and_origins_as_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "[retention]\narchive_after_days = 20\n");
+    // --config after the subcommand works too (a global option).
+    let (code, stdout, stderr) = run(bin()
+        .args(["check", "--json", "--config"])
+        .arg(&config)
+        .env("SPECKIT_SPAWN__MAX_CONCURRENCY", "3"));
+    assert_eq!(code, 0, "{stderr}");
+    let json: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let find = |key: &str| {
+        json["values"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["key"] == key)
+            .cloned()
+            .unwrap_or_else(|| panic!("{key} missing"))
+    };
+    assert_eq!(find("retention.archive_after_days")["value"], 20);
+    assert_eq!(
+        find("retention.archive_after_days")["origin"]["kind"],
+        "file"
+    );
+    assert_eq!(find("spawn.max_concurrency")["value"], 3);
+    assert_eq!(
+        find("spawn.max_concurrency")["origin"]["variable"],
+        "SPECKIT_SPAWN__MAX_CONCURRENCY"
+    );
+    assert_eq!(find("vacuum.chunk_pages")["origin"]["kind"], "default");
+}
+
+#[test]
+fn bad_config_exits_2_naming_file_key_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        "[retention]\narchive_after_days = 30\npurge_after_days = 10\n",
+    );
+    let (code, stdout, stderr) = run(bin().arg("--config").arg(&config).arg("check"));
+    assert_eq!(code, 2);
+    assert!(stdout.is_empty());
+    assert!(stderr.contains("speckit.toml"), "{stderr}");
+    assert!(
+        stderr.contains("retention.purge_after_days (line 3)"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn bad_cron_and_unknown_key_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "[schedule]\ncleanup = \"0 3 * *\"\n");
+    let (code, _, stderr) = run(bin().arg("--config").arg(&config).arg("check"));
+    assert_eq!(code, 2);
+    assert!(stderr.contains("schedule.cleanup"), "{stderr}");
+    let config = write_config(dir.path(), "[vacuum]\nchunk_page = 3\n");
+    let (code, _, stderr) = run(bin().arg("--config").arg(&config).arg("check"));
+    assert_eq!(code, 2);
+    assert!(stderr.contains("vacuum.chunk_page"), "{stderr}");
+}
+
+#[test]
+fn missing_named_config_is_an_error_but_default_path_is_optional() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, _, stderr) = run(bin().args(["check", "--config", "/nonexistent/speckit.toml"]));
+    assert_eq!(code, 2);
+    assert!(stderr.contains("/nonexistent/speckit.toml"), "{stderr}");
+    let (code, stdout, _) = run(bin().arg("check").current_dir(dir.path()));
+    assert_eq!(code, 0);
+    assert!(stdout.contains("defaults"), "{stdout}");
+}
+
+#[test]
+fn speckit_config_variable_names_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "[spawn]\nmax_concurrency = 5\n");
+    let (code, stdout, stderr) = run(bin()
+        .args(["check", "--json"])
+        .env("SPECKIT_CONFIG", &config));
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("\"max_concurrency\": 5"), "{stdout}");
+}
+
+#[test]
+fn usage_error_exits_2() {
+    let (code, _, _) = run(bin().arg("no-such-command"));
+    assert_eq!(code, 2);
+}
