@@ -17,6 +17,8 @@ pub struct DemoWorkspace {
     pub evidence_files: usize,
     pub evidence_bytes: u64,
     pub database_bytes: u64,
+    /// Archives an earlier cleanup wrote long ago (the pass purges them).
+    pub old_archives: usize,
 }
 
 /// SPECs of the demo and their tracker statuses.
@@ -44,6 +46,7 @@ pub fn create_workspace(dir: &Path) -> std::io::Result<DemoWorkspace> {
         })
         .collect();
     let files = evidence::generate(&evidence_root, &specs, now)?;
+    let old_archives = write_old_archives(dir, &evidence_root, now)?;
     tracker::write_eleven_column(&dir.join("SPEC.md"), DEMO_SPECS)?;
 
     let database_path = dir.join("consensus_artifacts.db");
@@ -67,8 +70,12 @@ pub fn create_workspace(dir: &Path) -> std::io::Result<DemoWorkspace> {
     .map_err(std::io::Error::other)?;
 
     let config_path = dir.join("speckit.toml");
-    std::fs::write(&config_path, DEMO_CONFIG)?;
+    std::fs::write(
+        &config_path,
+        format!("{DEMO_CONFIG}{}", crate::demo_agents::agents_toml()),
+    )?;
     Ok(DemoWorkspace {
+        old_archives,
         dir: dir.to_path_buf(),
         config_path,
         database_bytes: std::fs::metadata(&database_path)?.len(),
@@ -97,3 +104,70 @@ purge_after_days = 90
 free_fraction_threshold = 0.1
 chunk_pages = 512
 "#;
+
+/// Archives of the finished SPECs as an earlier cleanup wrote them 120 days ago (their
+/// sources long deleted), so the demo pass has old archives to purge. The fresh demo
+/// database has no record of them: the pass adopts them (verified) and then purges them.
+fn write_old_archives(
+    dir: &Path,
+    evidence_root: &Path,
+    now: chrono::DateTime<Utc>,
+) -> std::io::Result<usize> {
+    use speckit_retention::archive;
+    let staging = dir.join(".demo-staging");
+    let mut written = 0;
+    for (spec, status) in DEMO_SPECS {
+        if !status.eq_ignore_ascii_case("done") {
+            continue;
+        }
+        let created_at = now - Duration::days(120);
+        let generated = evidence::generate(
+            &staging,
+            &[evidence::SpecEvidence {
+                spec_id: spec.to_string(),
+                files_per_kind: 4,
+                file_bytes: 8_000,
+                oldest_age: Duration::days(200),
+                newest_age: Duration::days(160),
+            }],
+            now,
+        )?;
+        let sources: Vec<archive::SourceFile> = generated
+            .iter()
+            .map(|f| {
+                let meta = std::fs::metadata(&f.path)?;
+                Ok(archive::SourceFile {
+                    path: f
+                        .path
+                        .strip_prefix(&staging)
+                        .map_err(std::io::Error::other)?
+                        .to_string_lossy()
+                        .into_owned(),
+                    size: meta.len(),
+                    mtime_ns: speckit_retention::fsutil::meta_mtime_ns(&meta),
+                })
+            })
+            .collect::<std::io::Result<_>>()?;
+        let name = archive::archive_name(spec, created_at.date_naive(), &sources, &[]);
+        let relative = archive::spec_dir(spec).join(name);
+        let out = archive::write(archive::WriteRequest {
+            root: &staging,
+            relative: &relative,
+            spec,
+            created_at,
+            files: &sources,
+            db: &[],
+            zstd_level: 3,
+            faults: None,
+            cancelled: &|| false,
+        })
+        .map_err(std::io::Error::other)?;
+        if out.written.is_some() {
+            std::fs::create_dir_all(evidence_root.join(archive::spec_dir(spec)))?;
+            std::fs::rename(staging.join(&relative), evidence_root.join(&relative))?;
+            written += 1;
+        }
+    }
+    std::fs::remove_dir_all(&staging)?;
+    Ok(written)
+}

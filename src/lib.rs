@@ -2,9 +2,12 @@
 //! host application embeds at start-up. Nothing here writes to stdout; only the binary does.
 
 pub mod demo;
+pub mod demo_agents;
+pub mod embed;
 
 use std::sync::Arc;
 
+pub use embed::{EmbedError, EngineBuilder, EngineHandle};
 pub use speckit_engine as engine;
 use speckit_engine::Plugin;
 

@@ -123,3 +123,16 @@ fn usage_error_exits_2() {
     let (code, _, _) = run(bin().arg("no-such-command"));
     assert_eq!(code, 2);
 }
+
+#[test]
+fn check_json_on_a_bad_config_reports_problems_and_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "[spawn]\nmax_concurrency = 0\n");
+    let (code, stdout, stderr) = run(bin().args(["check", "--json", "-c"]).arg(&config));
+    assert_eq!(code, 2, "{stderr}");
+    let json: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(json["valid"], false);
+    assert_eq!(json["problems"][0]["key"], "spawn.max_concurrency");
+    assert_eq!(json["problems"][0]["line"], 2);
+    assert!(stderr.contains("spawn.max_concurrency"), "{stderr}");
+}

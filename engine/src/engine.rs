@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::clock::{SharedClock, SystemClock};
+use crate::dynamic::{DynamicLoader, PreparedPlugins};
 use crate::error::EngineError;
 use crate::events::{EngineEvent, EventBus, JobOutcome, ReloadCause, ReloadOutcome};
 use crate::plugin::{JobContext, JobReport, JobTrigger, Plugin};
@@ -72,6 +73,8 @@ struct Inner {
     policy: watch::Sender<Arc<PolicySnapshot>>,
     storage: Storage,
     registry: Arc<PluginRegistry>,
+    /// Loads `[plugins.<name>]` libraries at every reload and keeps the registry in step.
+    dynamic: Arc<DynamicLoader>,
     events: EventBus,
     shutdown: CancellationToken,
     tasks: TaskTracker,
@@ -81,7 +84,19 @@ struct Inner {
 }
 
 /// Loads and checks a policy the way a reload would, without applying it (`check`).
+/// Dynamic plugins validate their own config sections, so their libraries are loaded (for
+/// the rest of this process); a library that fails to load does not fail the check.
 pub fn load_and_validate(
+    options: &EngineOptions,
+    registry: &PluginRegistry,
+) -> Result<PolicySnapshot, EngineError> {
+    let snapshot = load_checked(options, registry)?;
+    DynamicLoader::new().prepare(&snapshot.policy, registry)?;
+    Ok(snapshot)
+}
+
+/// Loads the policy file and has the registered plugins check it.
+fn load_checked(
     options: &EngineOptions,
     registry: &PluginRegistry,
 ) -> Result<PolicySnapshot, EngineError> {
@@ -115,10 +130,11 @@ impl Engine {
         builtin: Vec<Arc<dyn Plugin>>,
     ) -> Result<Self, EngineError> {
         let registry = Arc::new(PluginRegistry::new(builtin)?);
+        let dynamic = Arc::new(DynamicLoader::new());
         let events = EventBus::default();
         let empty = Arc::new(PolicySnapshot::empty(&options.config_path));
-        let first = match prepare(&options, &registry, &empty) {
-            Ok(Some(snapshot)) => snapshot,
+        let first = match prepare_off_runtime(&options, &registry, &dynamic, &empty).await {
+            Ok(Some(prepared)) => prepared,
             Ok(None) => unreachable!("the empty policy has no content hash"),
             Err(e) => {
                 events.emit(EngineEvent::Reload {
@@ -130,7 +146,7 @@ impl Engine {
                 return Err(e);
             }
         };
-        let storage_opts = storage_options(&first.policy);
+        let storage_opts = storage_options(&first.0.policy);
         let storage = tokio::task::spawn_blocking(move || Storage::open(storage_opts))
             .await
             .map_err(|e| EngineError::Other(format!("storage open task failed: {e}")))??;
@@ -148,6 +164,7 @@ impl Engine {
                 policy,
                 storage,
                 registry,
+                dynamic,
                 events,
                 shutdown: CancellationToken::new(),
                 tasks: TaskTracker::new(),
@@ -155,7 +172,7 @@ impl Engine {
                 reload_lock: tokio::sync::Mutex::new(()),
             }),
         };
-        engine.apply(first, ReloadCause::Startup);
+        engine.apply(first.0, first.1, ReloadCause::Startup);
         Ok(engine)
     }
 
@@ -185,6 +202,11 @@ impl Engine {
         &self.inner.registry
     }
 
+    /// The dynamic-plugin loader (which libraries this process has loaded).
+    pub fn dynamic_plugins(&self) -> &Arc<DynamicLoader> {
+        &self.inner.dynamic
+    }
+
     pub fn events(&self) -> &EventBus {
         &self.inner.events
     }
@@ -208,16 +230,22 @@ impl Engine {
     pub async fn reload(&self, cause: ReloadCause) -> ReloadOutcome {
         let _guard = self.inner.reload_lock.lock().await;
         let current = self.policy();
-        let outcome = match prepare(&self.inner.options, &self.inner.registry, &current) {
-            Ok(None) => ReloadOutcome::Unchanged,
-            Ok(Some(candidate)) => match restart_required(&current.policy, &candidate.policy) {
-                Some(message) => ReloadOutcome::Rejected { error: message },
-                None => return self.apply(candidate, cause),
-            },
-            Err(e) => ReloadOutcome::Rejected {
-                error: e.to_string(),
-            },
-        };
+        let inner = &self.inner;
+        let outcome =
+            match prepare_off_runtime(&inner.options, &inner.registry, &inner.dynamic, &current)
+                .await
+            {
+                Ok(None) => ReloadOutcome::Unchanged,
+                Ok(Some((candidate, plugins))) => {
+                    match restart_required(&current.policy, &candidate.policy) {
+                        Some(message) => ReloadOutcome::Rejected { error: message },
+                        None => return self.apply(candidate, plugins, cause),
+                    }
+                }
+                Err(e) => ReloadOutcome::Rejected {
+                    error: e.to_string(),
+                },
+            };
         match &outcome {
             ReloadOutcome::Rejected { error } => {
                 tracing::warn!(?cause, config = %current.source.path.display(), "reload rejected, keeping the policy in effect: {error}")
@@ -231,11 +259,19 @@ impl Engine {
         outcome
     }
 
-    fn apply(&self, mut candidate: PolicySnapshot, cause: ReloadCause) -> ReloadOutcome {
+    fn apply(
+        &self,
+        mut candidate: PolicySnapshot,
+        plugins: PreparedPlugins,
+        cause: ReloadCause,
+    ) -> ReloadOutcome {
         let current = self.policy();
         candidate.generation = current.generation + 1;
         let changed_keys = changed_keys(&current.policy, &candidate.policy);
         let snapshot = Arc::new(candidate);
+        // Dynamic plugins first, so the policy's new [plugins.*] jobs are runnable by the
+        // time anyone sees the policy.
+        self.inner.dynamic.install(&self.inner.registry, plugins);
         self.inner.registry.apply(&snapshot);
         self.inner.policy.send_replace(snapshot.clone());
         let outcome = ReloadOutcome::Applied {
@@ -456,17 +492,49 @@ fn panic_text(e: tokio::task::JoinError) -> String {
     }
 }
 
-/// Loads the file; `Ok(None)` when its content is the same as the current policy's.
+/// [`prepare`] on a blocking thread: it reads the config file, and may load libraries and
+/// wait for plugins' `validate` calls (each at most its `call_timeout_ms`).
+async fn prepare_off_runtime(
+    options: &EngineOptions,
+    registry: &Arc<PluginRegistry>,
+    dynamic: &Arc<DynamicLoader>,
+    current: &Arc<PolicySnapshot>,
+) -> Result<Option<(PolicySnapshot, PreparedPlugins)>, EngineError> {
+    let (options, registry, dynamic, current) = (
+        options.clone(),
+        registry.clone(),
+        dynamic.clone(),
+        current.clone(),
+    );
+    tokio::task::spawn_blocking(move || prepare(&options, &registry, &dynamic, &current))
+        .await
+        .map_err(|e| EngineError::Other(format!("policy load task failed: {e}")))?
+}
+
+/// Loads the file, then the dynamic plugins it names; `Ok(None)` when its content is the
+/// same as the current policy's.
 fn prepare(
     options: &EngineOptions,
     registry: &PluginRegistry,
+    dynamic: &DynamicLoader,
     current: &PolicySnapshot,
-) -> Result<Option<PolicySnapshot>, EngineError> {
-    let candidate = load_and_validate(options, registry)?;
+) -> Result<Option<(PolicySnapshot, PreparedPlugins)>, EngineError> {
+    let candidate = load_checked(options, registry)?;
+    // A file that was there and is gone (deleted, or renamed away mid-save) keeps the
+    // policy in effect instead of falling back to the defaults (which may be a different
+    // database, or a cleanup schedule the user turned off).
+    if current.source.content_sha256.is_some() && candidate.source.content_sha256.is_none() {
+        return Err(crate::policy::LoadError::Read {
+            path: candidate.source.path,
+            message: "the file is gone (deleted or renamed away)".into(),
+        }
+        .into());
+    }
     if current.generation > 0 && candidate.source.content_sha256 == current.source.content_sha256 {
         return Ok(None);
     }
-    Ok(Some(candidate))
+    let plugins = dynamic.prepare(&candidate.policy, registry)?;
+    Ok(Some((candidate, plugins)))
 }
 
 /// A change the running engine cannot apply.

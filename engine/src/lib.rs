@@ -3,6 +3,7 @@
 
 pub mod clock;
 pub mod cron_expr;
+pub mod dynamic;
 pub mod engine;
 pub mod error;
 pub mod events;

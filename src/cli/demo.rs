@@ -46,6 +46,10 @@ pub async fn demo(_global: &GlobalArgs, args: DemoArgs) -> Result<u8> {
             .display()
     );
     println!(
+        "  {} archive(s) an earlier cleanup wrote 120 days ago (past purge_after_days)",
+        ws.old_archives
+    );
+    println!(
         "  consensus database {} ({:.1} MiB, upstream-shaped, mostly free pages)",
         ws.database_path
             .file_name()
@@ -63,7 +67,12 @@ pub async fn demo(_global: &GlobalArgs, args: DemoArgs) -> Result<u8> {
         failed |= run.outcome == JobOutcome::Failed;
         super::print_job(&run, false);
     }
+    failed |= super::spawn::demo_step(&engine).await?;
+    // The pass ends with where the evidence stands against the limits (issue 5).
+    println!("\n== stats");
+    let stats = super::stats::print_table_for(&engine.policy()).await;
     engine.shutdown(std::time::Duration::from_secs(10)).await;
+    stats?;
     if args.keep.is_some() {
         println!("\nWorkspace kept in {}", dir.display());
     }

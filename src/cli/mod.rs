@@ -1,10 +1,14 @@
 //! Argument parsing and dispatch; one module per command group.
 
 mod check;
+mod cleanup;
 mod demo;
 mod jobs;
 mod run;
-mod tasks;
+mod spawn;
+mod stats;
+mod stats_render;
+mod vacuum;
 
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
@@ -18,7 +22,6 @@ use speckit_engine::{Engine, EngineError, EngineOptions, JobTrigger};
 pub const EXIT_OK: u8 = 0;
 pub const EXIT_FAILED: u8 = 1;
 pub const EXIT_USAGE: u8 = 2;
-#[allow(dead_code)] // used by `guard` (issue 5)
 pub const EXIT_BLOCKED: u8 = 3;
 
 /// Keeps a spec-kit consensus database and evidence repository healthy.
@@ -54,17 +57,17 @@ pub enum Command {
     /// Create an example workspace in a temporary folder and run one full pass on it.
     Demo(demo::DemoArgs),
     /// Shrink the consensus database (incremental vacuum, migrating to it once if needed).
-    Vacuum(tasks::VacuumArgs),
+    Vacuum(vacuum::VacuumArgs),
     /// Archive old evidence of inactive SPECs and purge old archives.
-    Cleanup(tasks::CleanupArgs),
+    Cleanup(cleanup::CleanupArgs),
     /// Put a SPEC's archived files and database rows back.
-    Restore(tasks::RestoreArgs),
+    Restore(cleanup::RestoreArgs),
     /// Evidence sizes per SPEC against the limits.
-    Stats(tasks::StatsArgs),
+    Stats(stats::StatsArgs),
     /// Whether automation may start on a SPEC (exit 0 allow/warn, 3 block).
-    Guard(tasks::GuardArgs),
+    Guard(stats::GuardArgs),
     /// Start a stage's agents in parallel, or show spawn metrics (`spawn stats`).
-    Spawn(tasks::SpawnArgs),
+    Spawn(spawn::SpawnArgs),
 }
 
 pub fn init_tracing(verbose: u8) {
@@ -90,12 +93,12 @@ pub async fn dispatch(cli: Cli) -> ExitCode {
         Command::Plugins(a) => check::plugins(&global, a).await,
         Command::Jobs(a) => jobs::jobs(&global, a).await,
         Command::Demo(a) => demo::demo(&global, a).await,
-        Command::Vacuum(a) => tasks::vacuum(&global, a).await,
-        Command::Cleanup(a) => tasks::cleanup(&global, a).await,
-        Command::Restore(a) => tasks::restore(&global, a).await,
-        Command::Stats(a) => tasks::stats(&global, a).await,
-        Command::Guard(a) => tasks::guard(&global, a).await,
-        Command::Spawn(a) => tasks::spawn(&global, a).await,
+        Command::Vacuum(a) => vacuum::vacuum(&global, a).await,
+        Command::Cleanup(a) => cleanup::cleanup(&global, a).await,
+        Command::Restore(a) => cleanup::restore(&global, a).await,
+        Command::Stats(a) => stats::stats(&global, a).await,
+        Command::Guard(a) => stats::guard(&global, a).await,
+        Command::Spawn(a) => spawn::spawn(&global, a).await,
     };
     match result {
         Ok(code) => ExitCode::from(code),

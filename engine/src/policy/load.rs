@@ -562,6 +562,12 @@ pub fn validate(policy: &Policy) -> Vec<Problem> {
     if v.chunk_pages == 0 {
         bad("vacuum.chunk_pages", "must be at least 1".into());
     }
+    if !(v.lock_time_fraction > 0.0 && v.lock_time_fraction <= 1.0) {
+        bad(
+            "vacuum.lock_time_fraction",
+            format!("must be in (0, 1], got {}", v.lock_time_fraction),
+        );
+    }
 
     let sp = &policy.spawn;
     if sp.max_concurrency == 0 {
@@ -783,7 +789,11 @@ mod documented_defaults {
         let missing: Vec<_> = snapshot
             .origins
             .iter()
-            .filter(|(k, o)| **o == Origin::Default && !k.starts_with("spawn.agents") && !k.starts_with("plugins"))
+            .filter(|(k, o)| {
+                **o == Origin::Default
+                    && !k.starts_with("spawn.agents")
+                    && !k.starts_with("plugins")
+            })
             .map(|(k, _)| k.clone())
             .collect();
         assert!(missing.is_empty(), "undocumented keys: {missing:?}");

@@ -159,6 +159,10 @@ pub struct VacuumPolicy {
     pub chunk_pages: u32,
     /// Switch an `auto_vacuum = NONE` database to INCREMENTAL with one full VACUUM.
     pub migrate_to_incremental: bool,
+    /// The largest share (0-1] of the time the vacuum holds the write lock: after a chunk
+    /// that took T it pauses T * (1 - share) / share, so writers in other processes (which
+    /// poll for the lock) get in between chunks. 1 means no pause.
+    pub lock_time_fraction: f64,
 }
 
 impl Default for VacuumPolicy {
@@ -167,6 +171,7 @@ impl Default for VacuumPolicy {
             free_fraction_threshold: 0.1,
             chunk_pages: 256,
             migrate_to_incremental: true,
+            lock_time_fraction: 0.5,
         }
     }
 }

@@ -86,22 +86,34 @@ CREATE TABLE IF NOT EXISTS hygiene_schedule_state (
         version: 3,
         name: "retention: archive manifests",
         sql: r#"
+-- One row per verified archive; kept (with purged_at) after the file is purged.
 CREATE TABLE IF NOT EXISTS hygiene_archives (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
+    -- the SPEC folder (or database SPEC-ID) the archive belongs to
     spec_id TEXT NOT NULL,
+    -- relative to the evidence root: cleanup/archives/<SPEC>/<name>.tar.zst
     path TEXT NOT NULL UNIQUE,
+    -- ms since the epoch, from the manifest
     created_at INTEGER NOT NULL,
+    -- size of the archive file, and sha256 of its bytes
     bytes INTEGER NOT NULL,
     member_count INTEGER NOT NULL,
     source_bytes INTEGER NOT NULL,
     sha256 TEXT NOT NULL,
     db_rows INTEGER NOT NULL DEFAULT 0,
+    -- 'written' by cleanup, or 'adopted': found verified on disk without a record
+    origin TEXT NOT NULL DEFAULT 'written',
+    -- ms since the epoch; NULL while the file exists
     purged_at INTEGER
 );
+CREATE INDEX IF NOT EXISTS idx_hygiene_archives_spec ON hygiene_archives(spec_id, purged_at);
+-- The manifest: one row per member (evidence files and db/<table>.jsonl parts); deleted
+-- when the archive is purged.
 CREATE TABLE IF NOT EXISTS hygiene_archive_members (
     archive_id INTEGER NOT NULL REFERENCES hygiene_archives(id) ON DELETE CASCADE,
     path TEXT NOT NULL,
     size INTEGER NOT NULL,
+    -- ns since the epoch (0 for db parts)
     mtime INTEGER NOT NULL,
     sha256 TEXT NOT NULL,
     PRIMARY KEY (archive_id, path)
@@ -118,18 +130,28 @@ CREATE TABLE IF NOT EXISTS hygiene_spawn_batches (
     stage TEXT NOT NULL,
     agent_count INTEGER NOT NULL,
     max_concurrency INTEGER NOT NULL,
+    -- ms since the epoch
     started_at INTEGER NOT NULL,
-    total_us INTEGER NOT NULL,
-    ok INTEGER NOT NULL
+    -- request to every agent initialised, in microseconds; NULL while the batch runs
+    total_us INTEGER,
+    ok_count INTEGER,
+    failed_count INTEGER,
+    -- the consensus run its agents' outputs go to, created at the first completion
+    consensus_run_id INTEGER REFERENCES consensus_runs(id) ON DELETE SET NULL
 );
+CREATE INDEX IF NOT EXISTS idx_hygiene_spawn_batches_started ON hygiene_spawn_batches(started_at);
+CREATE INDEX IF NOT EXISTS idx_hygiene_spawn_batches_run ON hygiene_spawn_batches(consensus_run_id);
 CREATE TABLE IF NOT EXISTS hygiene_spawn_metrics (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
     batch_id TEXT NOT NULL REFERENCES hygiene_spawn_batches(batch_id) ON DELETE CASCADE,
     agent_id TEXT NOT NULL,
     agent_name TEXT NOT NULL,
+    -- waiting for a concurrency slot, in microseconds
+    queued_us INTEGER NOT NULL,
+    -- request to the agent running (and ready) with its row committed, in microseconds
     spawn_us INTEGER NOT NULL,
     ok INTEGER NOT NULL,
-    error TEXT
+    error TEXT,
+    PRIMARY KEY (batch_id, agent_name)
 );
 "#,
     },

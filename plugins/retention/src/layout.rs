@@ -221,11 +221,13 @@ fn walk_files(
                 }
             };
             let relative = current.join(dirent.file_name());
-            // DirEntry::file_type does not follow symlinks; fall back to lstat.
+            // DirEntry::file_type does not follow symlinks; DirEntry::metadata neither, and
+            // it stats the name relative to the open folder (fstatat), which saves the
+            // kernel resolving the whole path again for each of a million files.
             let node = match dirent.file_type() {
                 Ok(t) if t.is_symlink() => Ok(Node::Skip(SkipReason::Symlink)),
                 Ok(t) if t.is_dir() => Ok(Node::Dir),
-                _ => classify(&root.join(&relative)),
+                _ => dirent.metadata().and_then(node_of),
             };
             match node {
                 Ok(Node::Dir) => stack.push(relative),
@@ -250,7 +252,11 @@ enum Node {
 
 /// lstat: what a path is, without following a symlink.
 fn classify(path: &Path) -> std::io::Result<Node> {
-    let meta = fs::symlink_metadata(path)?;
+    node_of(fs::symlink_metadata(path)?)
+}
+
+/// What metadata read without following a symlink says a path is.
+fn node_of(meta: fs::Metadata) -> std::io::Result<Node> {
     let t = meta.file_type();
     Ok(if t.is_symlink() {
         Node::Skip(SkipReason::Symlink)
@@ -270,6 +276,80 @@ fn unreadable(relative: PathBuf, e: &std::io::Error) -> Skipped {
             detail: e.to_string(),
         },
     }
+}
+
+/// Walks only the SPEC folders of `commands/` and `consensus/` whose names `select` accepts,
+/// so one SPEC's figures do not need a walk of the whole root. What it meets is reported
+/// exactly as [`walk`] reports it; a missing `commands/` or `consensus/` holds no evidence
+/// and is not a skip. Non-SPEC entries are not visited.
+pub fn walk_spec_folders(
+    root: &Path,
+    select: &mut dyn FnMut(&str) -> bool,
+    on_file: &mut dyn FnMut(Entry),
+    on_skip: &mut dyn FnMut(Skipped),
+) -> Result<(), LayoutError> {
+    check_root(root)?;
+    for kind in EvidenceKind::ALL {
+        let kind_dir = PathBuf::from(kind.dir_name());
+        match classify(&root.join(&kind_dir)) {
+            Ok(Node::Dir) => {}
+            // No folder (or a plain file of that name, which walk counts as non-SPEC).
+            Ok(Node::File(..)) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Ok(Node::Skip(reason)) => {
+                on_skip(Skipped {
+                    relative: kind_dir,
+                    reason,
+                });
+                continue;
+            }
+            Err(e) => {
+                on_skip(unreadable(kind_dir, &e));
+                continue;
+            }
+        }
+        let entries = match fs::read_dir(root.join(&kind_dir)) {
+            Ok(e) => e,
+            Err(e) => {
+                on_skip(unreadable(kind_dir, &e));
+                continue;
+            }
+        };
+        for dirent in entries {
+            let dirent = match dirent {
+                Ok(d) => d,
+                Err(e) => {
+                    on_skip(unreadable(kind_dir.clone(), &e));
+                    continue;
+                }
+            };
+            let file_name = dirent.file_name();
+            // A name that is not UTF-8 can never equal or start with a valid SPEC-ID.
+            let Some(name) = file_name.to_str() else {
+                continue;
+            };
+            if !select(name) {
+                continue;
+            }
+            let relative = kind_dir.join(name);
+            match classify(&root.join(&relative)) {
+                Ok(Node::Dir) => match SpecId::parse(name) {
+                    Ok(spec) => walk_files(root, &relative, Some((spec, kind)), on_file, on_skip),
+                    Err(e) => on_skip(Skipped {
+                        relative,
+                        reason: SkipReason::InvalidSpecFolder {
+                            detail: e.to_string(),
+                        },
+                    }),
+                },
+                // A file directly in commands/ is non-SPEC evidence, not this SPEC's.
+                Ok(Node::File(..)) => {}
+                Ok(Node::Skip(reason)) => on_skip(Skipped { relative, reason }),
+                Err(e) => on_skip(unreadable(relative, &e)),
+            }
+        }
+    }
+    Ok(())
 }
 
 /// All of a tree, collected: per SPEC folder its files, plus non-SPEC files and skips.

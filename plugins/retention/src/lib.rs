@@ -1,13 +1,55 @@
 //! The retention plugin: evidence layout, archive, purge, restore, size limits and stats.
-//! (Being built: see issues 4 and 5.)
+//!
+//! Jobs: `cleanup` (plan, then archive old evidence and database rows of inactive SPECs,
+//! purge old archives; see [`plan`] and [`execute`]) and `restore` (see [`restore`]).
+//! Size limits and stats: issue 5 ([`stats`], [`limits`], [`guard`]).
 
+pub mod age;
+pub mod archive;
+pub mod catalog;
+pub mod error;
+pub mod execute;
+pub mod faults;
+pub mod fsutil;
+pub mod guard;
+pub mod job;
 pub mod layout;
+pub mod limits;
+pub mod lock;
+pub mod plan;
+pub mod restore;
+pub mod rows;
+pub mod stats;
+pub mod summary;
+pub mod tracker;
 
 use speckit_engine::plugin::BoxFuture;
 use speckit_engine::{JobContext, JobReport, Plugin, PluginError};
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
 
-#[derive(Debug, Default)]
-pub struct RetentionPlugin;
+use faults::Faults;
+use plan::Action;
+
+/// How many runs' action lists are kept for callers that asked for them.
+const KEPT_ACTION_LISTS: usize = 4;
+
+/// The retention plugin. Cheap to create; holds the action lists of recent runs that
+/// asked for them (`list_actions`), so the CLI can print every action without the job
+/// report (stored in the database) carrying them.
+#[derive(Default)]
+pub struct RetentionPlugin {
+    actions: Mutex<VecDeque<(i64, Vec<Action>)>>,
+    faults: Option<Arc<dyn Faults>>,
+}
+
+impl std::fmt::Debug for RetentionPlugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RetentionPlugin")
+            .field("faults", &self.faults.is_some())
+            .finish()
+    }
+}
 
 impl Plugin for RetentionPlugin {
     fn name(&self) -> &str {
@@ -17,20 +59,49 @@ impl Plugin for RetentionPlugin {
         env!("CARGO_PKG_VERSION")
     }
     fn jobs(&self) -> Vec<String> {
-        vec!["cleanup".into()]
+        vec!["cleanup".into(), "restore".into()]
     }
     fn run(&self, ctx: JobContext) -> BoxFuture<'_, Result<JobReport, PluginError>> {
         Box::pin(async move {
-            Err(PluginError::Failed(format!(
-                "job {} is not built yet",
-                ctx.job
-            )))
+            match ctx.job.as_str() {
+                "cleanup" => {
+                    let run_id = ctx.run_id;
+                    let (report, actions) = job::cleanup(ctx, self.faults.clone()).await?;
+                    if let Some(actions) = actions {
+                        let mut kept = self.actions.lock().unwrap_or_else(|e| e.into_inner());
+                        if kept.len() >= KEPT_ACTION_LISTS {
+                            kept.pop_front();
+                        }
+                        kept.push_back((run_id, actions));
+                    }
+                    Ok(report)
+                }
+                "restore" => job::restore(ctx, self.faults.clone()).await,
+                other => Err(PluginError::InvalidArgs(format!(
+                    "the retention plugin has no job {other:?}"
+                ))),
+            }
         })
     }
 }
 
 impl RetentionPlugin {
     pub fn new() -> Self {
-        Self
+        Self::default()
+    }
+
+    /// A plugin whose I/O steps consult `faults` (reliability tests).
+    pub fn with_faults(faults: Arc<dyn Faults>) -> Self {
+        Self {
+            faults: Some(faults),
+            ..Self::default()
+        }
+    }
+
+    /// The actions of cleanup run `run_id`, if it ran with `list_actions` (taken once).
+    pub fn take_actions(&self, run_id: i64) -> Option<Vec<Action>> {
+        let mut kept = self.actions.lock().unwrap_or_else(|e| e.into_inner());
+        let i = kept.iter().position(|(id, _)| *id == run_id)?;
+        kept.remove(i).map(|(_, a)| a)
     }
 }

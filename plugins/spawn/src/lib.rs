@@ -1,34 +1,99 @@
-//! The spawn plugin: starts a stage's agents in parallel and measures every spawn.
-//! (Being built: see issue 6.)
+//! The spawn plugin: starts a stage's agents in parallel, measures every spawn, and records
+//! agents and their outputs in the consensus database without ever corrupting it.
+//!
+//! [`spawn_agents`] takes a [`SpawnRequest`] (a validated SPEC-ID, a stage, a prompt, agent
+//! names from `[[spawn.agents]]`). Per agent, initialising means: write its prompt file,
+//! insert its `agent_executions` row through the engine's [`Storage`] (both at once), start
+//! its process (tokio, in its own process group) with stdout and stderr going to evidence
+//! files under `<evidence root>/commands/<SPEC-ID>/`, and wait until it is running (and,
+//! for a `readiness = { line = "..." }` agent, until it printed that line). Agents
+//! initialise concurrently under `spawn.max_concurrency`.
+//!
+//! A failed agent is reported by name and cause ([`AgentFailure`]); its process is killed
+//! and reaped, its row marked failed; the others go on. Each [`AgentHandle`] can be awaited:
+//! completion records `completed_at`, the response (at most `spawn.max_response_bytes`;
+//! the rest stays in the output file) and `agent_outputs`/`consensus_runs` rows in one
+//! transaction. Per-agent spawn times (request to running, ready and row committed) and the
+//! batch total are stored in `hygiene_spawn_batches`/`hygiene_spawn_metrics`, exported to
+//! `spawn_metrics.json` and sent as a `spawn_metrics` plugin event; [`stats`] reads them.
+//!
+//! [`Storage`]: speckit_engine::Storage
+
+mod batch;
+pub mod command;
+mod db;
+mod error;
+pub mod evidence;
+mod handle;
+mod job;
+mod launch;
+mod process;
+mod request;
+pub mod stats;
+
+pub use batch::{spawn_agents, BatchMetrics, SpawnBatch};
+pub use db::AgentMetric;
+pub use error::{AgentFailure, CompletionError, FailureCause, RunFailure, SpawnError};
+pub use handle::{AgentCompletion, AgentHandle};
+pub use job::default_prompt;
+pub use request::{validate_stage, SpawnRequest, DEFAULT_PHASE_TYPE};
 
 use speckit_engine::plugin::BoxFuture;
-use speckit_engine::{JobContext, JobReport, Plugin, PluginError};
+use speckit_engine::{JobContext, JobReport, Plugin, PluginError, Policy};
 
+/// The plugin's name, also the `plugin` of its events.
+pub const PLUGIN_NAME: &str = "spawn";
+
+/// The compiled-in spawn plugin: checks `[spawn]` at every policy load and runs the
+/// `spawn` job.
 #[derive(Debug, Default)]
 pub struct SpawnPlugin;
-
-impl Plugin for SpawnPlugin {
-    fn name(&self) -> &str {
-        "spawn"
-    }
-    fn version(&self) -> &str {
-        env!("CARGO_PKG_VERSION")
-    }
-    fn jobs(&self) -> Vec<String> {
-        vec!["spawn".into()]
-    }
-    fn run(&self, ctx: JobContext) -> BoxFuture<'_, Result<JobReport, PluginError>> {
-        Box::pin(async move {
-            Err(PluginError::Failed(format!(
-                "job {} is not built yet",
-                ctx.job
-            )))
-        })
-    }
-}
 
 impl SpawnPlugin {
     pub fn new() -> Self {
         Self
+    }
+}
+
+impl Plugin for SpawnPlugin {
+    fn name(&self) -> &str {
+        PLUGIN_NAME
+    }
+
+    fn version(&self) -> &str {
+        env!("CARGO_PKG_VERSION")
+    }
+
+    fn jobs(&self) -> Vec<String> {
+        vec!["spawn".into()]
+    }
+
+    /// Agent names become parts of file names and placeholders must be known: a policy
+    /// breaking either is rejected when it loads, not when an agent starts.
+    fn validate(&self, policy: &Policy) -> Result<(), String> {
+        let mut problems = Vec::new();
+        for (i, agent) in policy.spawn.agents.iter().enumerate() {
+            if let Some(problem) = request::agent_name_problem(&agent.name) {
+                problems.push(format!(
+                    "spawn.agents.{i}.name ({:?}): {problem}",
+                    agent.name
+                ));
+            }
+            for (key, message) in command::check_agent(agent) {
+                problems.push(format!(
+                    "spawn.agents.{i}.{key} (agent {:?}): {message}",
+                    agent.name
+                ));
+            }
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems.join("; "))
+        }
+    }
+
+    fn run(&self, ctx: JobContext) -> BoxFuture<'_, Result<JobReport, PluginError>> {
+        Box::pin(job::run(ctx))
     }
 }

@@ -1,0 +1,906 @@
+//! A terminal UI that embeds speckit-hygiene at start-up and shows it live: the policy in
+//! effect and when it was last reloaded, the next scheduled runs, the last job reports,
+//! per-SPEC evidence against the limits as bars, and spawn metrics.
+//!
+//! ```text
+//! cargo run --example tui_startup -- --config FILE [--log FILE]
+//! ```
+//!
+//! Keys: `c` cleanup dry run, `v` vacuum, `r` reload the policy, `q` (or Esc, Ctrl-C) quit.
+//! Logs go to `--log FILE`, or nowhere: nothing may draw over the UI.
+
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use chrono::{DateTime, Utc};
+use clap::Parser;
+use crossterm::event::{Event, KeyCode, KeyEventKind, KeyModifiers};
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::style::{Color, Modifier, Style};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, LineGauge, Paragraph, Wrap};
+use ratatui::{DefaultTerminal, Frame};
+use tokio::sync::{broadcast, mpsc};
+
+use speckit_hygiene::embed::{EngineBuilder, EngineHandle, JobRecord, SpawnStats, StatsReport};
+use speckit_hygiene::engine::cron_expr::{self, ScheduleTz};
+use speckit_hygiene::engine::events::{JobOutcome, ReloadCause};
+use speckit_hygiene::engine::{EngineEvent, PolicySnapshot, ReloadOutcome};
+use speckit_retention::limits::human_bytes;
+
+/// How many job reports the UI keeps.
+const JOB_LINES: usize = 50;
+/// How often evidence and spawn figures are measured again without a reason to.
+const REFRESH_EVERY: Duration = Duration::from_secs(15);
+
+/// Command line of the example.
+#[derive(Debug, Parser)]
+#[command(about = "A terminal UI embedding speckit-hygiene")]
+pub struct Options {
+    /// The policy file (speckit.toml).
+    #[arg(long, short = 'c', value_name = "FILE")]
+    pub config: PathBuf,
+    /// Write logs to this file (default: logs are dropped; they would draw over the UI).
+    #[arg(long, value_name = "FILE")]
+    pub log: Option<PathBuf>,
+}
+
+#[allow(dead_code)] // The tmux test includes this file and calls `run` itself.
+fn main() -> ExitCode {
+    match run(Options::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Starts the engine, then the UI, until the user quits.
+pub fn run(options: Options) -> Result<()> {
+    if let Some(path) = &options.log {
+        init_logging(path)?;
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async_main(options))
+}
+
+fn init_logging(path: &Path) -> Result<()> {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .with_context(|| format!("cannot open log file {}", path.display()))?;
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::sync::Mutex::new(file))
+        .with_ansi(false)
+        .try_init()
+        .map_err(|e| anyhow::anyhow!("cannot set up logging: {e}"))
+}
+
+async fn async_main(options: Options) -> Result<()> {
+    // The engine first, so a bad policy is reported on a normal terminal.
+    let engine = EngineBuilder::new(&options.config)
+        .start()
+        .await
+        .with_context(|| format!("cannot start the engine for {}", options.config.display()))?;
+    let events = engine.subscribe();
+    let mut terminal = ratatui::try_init().context("cannot set up the terminal")?;
+    let (app, updates) = App::new(engine.clone());
+    let outcome = app.run(&mut terminal, events, updates).await;
+    ratatui::restore();
+    // Normally done already in the UI (with a "shutting down" screen); idempotent.
+    engine.shutdown().await;
+    outcome
+}
+
+/// What a key asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Action {
+    CleanupDryRun,
+    Vacuum,
+    Reload,
+    Quit,
+}
+
+fn action_for(key: &crossterm::event::KeyEvent) -> Option<Action> {
+    if key.kind != KeyEventKind::Press {
+        return None;
+    }
+    match key.code {
+        KeyCode::Char('c') if key.modifiers.contains(KeyModifiers::CONTROL) => Some(Action::Quit),
+        KeyCode::Char('c') => Some(Action::CleanupDryRun),
+        KeyCode::Char('v') => Some(Action::Vacuum),
+        KeyCode::Char('r') => Some(Action::Reload),
+        KeyCode::Char('q') | KeyCode::Esc => Some(Action::Quit),
+        _ => None,
+    }
+}
+
+/// Results of background work, sent back to the UI loop.
+enum Update {
+    Evidence(Result<StatsReport, String>),
+    Spawn(Result<SpawnStats, String>),
+    History(Result<Vec<JobRecord>, String>),
+    Reloaded(ReloadOutcome),
+    JobNotRun { job: String, error: String },
+}
+
+/// A figure being measured in the background.
+enum Measured<T> {
+    Pending,
+    Ready(T),
+    Failed(String),
+}
+
+/// One line of the job reports panel.
+struct JobLine {
+    run_id: i64,
+    at: Option<DateTime<Utc>>,
+    job: String,
+    trigger: String,
+    outcome: String,
+    duration_ms: Option<u64>,
+    summary: String,
+}
+
+/// The latest reload: what the applied policy changed, and a rejection since, if any.
+struct ReloadNote {
+    /// Why the policy in effect was applied, and the keys it changed.
+    applied: String,
+    /// A reload rejected after it: when, and why (the policy in effect stayed).
+    rejected: Option<(DateTime<Utc>, String)>,
+}
+
+struct App {
+    engine: EngineHandle,
+    policy: Arc<PolicySnapshot>,
+    reload: ReloadNote,
+    jobs: VecDeque<JobLine>,
+    evidence: Measured<StatsReport>,
+    spawn: Measured<SpawnStats>,
+    last_batch: Option<String>,
+    warnings: VecDeque<String>,
+    status: String,
+    updates: mpsc::UnboundedSender<Update>,
+    evidence_in_flight: bool,
+    evidence_stale: bool,
+}
+
+impl App {
+    /// The app, and where its background work reports back.
+    fn new(engine: EngineHandle) -> (Self, mpsc::UnboundedReceiver<Update>) {
+        let policy = engine.policy();
+        let (updates, updates_rx) = mpsc::unbounded_channel();
+        let app = Self {
+            reload: ReloadNote {
+                applied: "start-up".into(),
+                rejected: None,
+            },
+            policy,
+            engine,
+            jobs: VecDeque::new(),
+            evidence: Measured::Pending,
+            spawn: Measured::Pending,
+            last_batch: None,
+            warnings: VecDeque::new(),
+            status: "engine started".into(),
+            updates,
+            evidence_in_flight: false,
+            evidence_stale: false,
+        };
+        (app, updates_rx)
+    }
+
+    async fn run(
+        mut self,
+        terminal: &mut DefaultTerminal,
+        mut events: broadcast::Receiver<EngineEvent>,
+        mut updates: mpsc::UnboundedReceiver<Update>,
+    ) -> Result<()> {
+        let (mut keys, stop_keys) = spawn_key_reader();
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        // The first measurement starts below; the periodic ones after that.
+        let mut refresh =
+            tokio::time::interval_at(tokio::time::Instant::now() + REFRESH_EVERY, REFRESH_EVERY);
+        self.load_history();
+        self.refresh_spawn();
+        let result = loop {
+            if let Err(e) = terminal.draw(|frame| self.draw(frame)) {
+                break Err(e).context("cannot draw the UI");
+            }
+            tokio::select! {
+                key = keys.recv() => match key {
+                    Some(Ok(Event::Key(key))) => match action_for(&key) {
+                        Some(Action::Quit) => break Ok(()),
+                        Some(action) => self.act(action),
+                        None => {}
+                    },
+                    Some(Ok(_)) => {} // resize and the like: redrawn above
+                    Some(Err(e)) => break Err(e).context("cannot read the keyboard"),
+                    None => break Ok(()),
+                },
+                event = events.recv() => match event {
+                    Ok(event) => self.on_engine_event(event),
+                    Err(broadcast::error::RecvError::Lagged(missed)) => {
+                        self.status = format!("missed {missed} engine events; reloading job history");
+                        self.load_history();
+                    }
+                    Err(broadcast::error::RecvError::Closed) => break Ok(()),
+                },
+                Some(update) = updates.recv() => self.on_update(update),
+                _ = refresh.tick() => {
+                    self.refresh_evidence();
+                    self.refresh_spawn();
+                }
+                _ = tick.tick() => {} // redraw: next-run countdowns move
+            }
+        };
+        stop_keys.store(true, Ordering::Relaxed);
+        self.status = "shutting down: waiting for running jobs to reach a safe point".into();
+        let _ = terminal.draw(|frame| self.draw(frame));
+        self.engine.shutdown().await;
+        result
+    }
+
+    fn act(&mut self, action: Action) {
+        match action {
+            Action::CleanupDryRun => {
+                self.run_job("cleanup", serde_json::json!({ "dry_run": true }))
+            }
+            Action::Vacuum => self.run_job("vacuum", serde_json::json!({})),
+            Action::Reload => {
+                self.status = "reloading the policy".into();
+                let (engine, updates) = (self.engine.clone(), self.updates.clone());
+                tokio::spawn(async move {
+                    let _ = updates.send(Update::Reloaded(engine.reload().await));
+                });
+            }
+            Action::Quit => {}
+        }
+    }
+
+    /// Runs a job in the background; its start and report arrive as engine events.
+    fn run_job(&mut self, job: &'static str, args: serde_json::Value) {
+        self.status = format!("{job} requested");
+        let (engine, updates) = (self.engine.clone(), self.updates.clone());
+        tokio::spawn(async move {
+            if let Err(e) = engine.run_job(job, args).await {
+                let _ = updates.send(Update::JobNotRun {
+                    job: job.to_string(),
+                    error: e.to_string(),
+                });
+            }
+        });
+    }
+
+    fn on_engine_event(&mut self, event: EngineEvent) {
+        match event {
+            EngineEvent::Reload { cause, outcome } => self.on_reload(cause, outcome),
+            EngineEvent::JobStarted {
+                job,
+                run_id,
+                trigger,
+            } => {
+                self.status = format!("{job} started ({})", trigger.label());
+                self.upsert_job(JobLine {
+                    run_id,
+                    at: Some(Utc::now()),
+                    job,
+                    trigger: trigger.label().into(),
+                    outcome: "running".into(),
+                    duration_ms: None,
+                    summary: String::new(),
+                });
+            }
+            EngineEvent::JobFinished {
+                job,
+                run_id,
+                outcome,
+                report,
+                error,
+                duration_ms,
+            } => {
+                let outcome = outcome_label(&outcome);
+                self.status = format!("{job} {outcome}");
+                let summary = match (&report, error) {
+                    (Some(r), _) => {
+                        let mut text = r.summary.clone();
+                        if !r.errors.is_empty() {
+                            text.push_str(&format!(" [{} errors]", r.errors.len()));
+                        }
+                        if !r.warnings.is_empty() {
+                            text.push_str(&format!(" [{} warnings]", r.warnings.len()));
+                        }
+                        text
+                    }
+                    (None, Some(error)) => error,
+                    (None, None) => String::new(),
+                };
+                let (at, trigger) = self
+                    .jobs
+                    .iter()
+                    .find(|l| l.run_id == run_id)
+                    .map(|l| (l.at, l.trigger.clone()))
+                    .unwrap_or((Some(Utc::now()), String::new()));
+                self.upsert_job(JobLine {
+                    run_id,
+                    at,
+                    job,
+                    trigger,
+                    outcome: outcome.into(),
+                    duration_ms: Some(duration_ms),
+                    summary,
+                });
+                // A job may have moved evidence or spawned agents.
+                self.refresh_evidence();
+                self.refresh_spawn();
+            }
+            EngineEvent::JobSkipped { job, reason } => {
+                self.status = format!("{job} skipped: {reason}");
+            }
+            EngineEvent::Plugin { kind, data, .. } => match kind.as_str() {
+                "limit_warning" => {
+                    let message = data["message"].as_str().unwrap_or("limit crossed");
+                    self.warnings.push_front(message.to_string());
+                    self.warnings.truncate(5);
+                }
+                "spawn_metrics" => {
+                    self.last_batch = Some(format!(
+                        "last batch {}/{}: {} of {} agents ok in {:.1} ms",
+                        data["spec_id"].as_str().unwrap_or("?"),
+                        data["stage"].as_str().unwrap_or("?"),
+                        data["ok_count"],
+                        data["agent_count"],
+                        data["total_us"].as_u64().unwrap_or(0) as f64 / 1000.0
+                    ));
+                    self.refresh_spawn();
+                }
+                "progress" => {
+                    if let Some(message) = data["message"].as_str() {
+                        self.status = format!("{}: {message}", data["job"].as_str().unwrap_or(""));
+                    }
+                }
+                _ => {}
+            },
+        }
+    }
+
+    fn on_reload(&mut self, cause: ReloadCause, outcome: ReloadOutcome) {
+        let cause = match cause {
+            ReloadCause::Startup => "start-up",
+            ReloadCause::FileChanged => "file changed",
+            ReloadCause::Signal => "signal",
+            ReloadCause::Api => "key r",
+        };
+        match outcome {
+            ReloadOutcome::Applied {
+                generation,
+                changed_keys,
+            } => {
+                self.policy = self.engine.policy();
+                let changed = if changed_keys.is_empty() {
+                    "no value changed".to_string()
+                } else {
+                    format!("changed {}", changed_keys.join(", "))
+                };
+                self.reload = ReloadNote {
+                    applied: format!("{cause}; {changed}"),
+                    rejected: None,
+                };
+                self.status = format!("policy generation {generation} applied");
+                self.refresh_evidence();
+            }
+            ReloadOutcome::Rejected { error } => {
+                // The loader lists each bad key on a line of its own.
+                let error = error.lines().map(str::trim).collect::<Vec<_>>().join("; ");
+                self.reload.rejected = Some((Utc::now(), format!("({cause}) {error}")));
+                self.status = "reload rejected; the policy in effect stays".into();
+            }
+            ReloadOutcome::Unchanged => {
+                self.status = format!("policy unchanged ({cause})");
+            }
+        }
+    }
+
+    fn on_update(&mut self, update: Update) {
+        match update {
+            Update::Evidence(result) => {
+                self.evidence_in_flight = false;
+                self.evidence = match result {
+                    Ok(report) => Measured::Ready(report),
+                    Err(e) => Measured::Failed(e),
+                };
+                if std::mem::take(&mut self.evidence_stale) {
+                    self.refresh_evidence();
+                }
+            }
+            Update::Spawn(result) => {
+                self.spawn = match result {
+                    Ok(stats) => Measured::Ready(stats),
+                    Err(e) => Measured::Failed(e),
+                }
+            }
+            Update::History(Ok(records)) => {
+                for record in records.into_iter().rev() {
+                    self.upsert_job(JobLine {
+                        run_id: record.run_id,
+                        at: record.started_at,
+                        job: record.job.clone(),
+                        trigger: record.trigger.clone(),
+                        outcome: record.outcome.clone(),
+                        duration_ms: record
+                            .finished_at
+                            .zip(record.started_at)
+                            .map(|(f, s)| (f - s).num_milliseconds().max(0) as u64),
+                        summary: record.summary().to_string(),
+                    });
+                }
+            }
+            Update::History(Err(e)) => self.status = format!("job history unavailable: {e}"),
+            // The engine also sends the outcome as an event; only "unchanged" is shown here.
+            Update::Reloaded(ReloadOutcome::Unchanged) => {
+                self.status = "policy unchanged: the file is the same".into()
+            }
+            Update::Reloaded(_) => {}
+            Update::JobNotRun { job, error } => self.status = format!("{job} not run: {error}"),
+        }
+    }
+
+    /// Adds a job line, or updates the one with the same run (events and history overlap).
+    fn upsert_job(&mut self, line: JobLine) {
+        if let Some(existing) = self.jobs.iter_mut().find(|l| l.run_id == line.run_id) {
+            *existing = line;
+        } else {
+            self.jobs.push_front(line);
+            self.jobs.truncate(JOB_LINES);
+        }
+        self.jobs
+            .make_contiguous()
+            .sort_by_key(|l| std::cmp::Reverse(l.run_id));
+    }
+
+    fn load_history(&mut self) {
+        let (engine, updates) = (self.engine.clone(), self.updates.clone());
+        tokio::spawn(async move {
+            let records = engine.recent_runs(JOB_LINES as u32).await;
+            let _ = updates.send(Update::History(records.map_err(|e| e.to_string())));
+        });
+        self.refresh_evidence();
+    }
+
+    /// Measures evidence again; one walk at a time, a request during a walk runs after it.
+    fn refresh_evidence(&mut self) {
+        if self.evidence_in_flight {
+            self.evidence_stale = true;
+            return;
+        }
+        self.evidence_in_flight = true;
+        let (engine, updates) = (self.engine.clone(), self.updates.clone());
+        tokio::spawn(async move {
+            let report = engine.evidence_usage().await;
+            let _ = updates.send(Update::Evidence(report.map_err(|e| e.to_string())));
+        });
+    }
+
+    fn refresh_spawn(&self) {
+        let (engine, updates) = (self.engine.clone(), self.updates.clone());
+        tokio::spawn(async move {
+            let stats = engine.spawn_stats().await;
+            let _ = updates.send(Update::Spawn(stats.map_err(|e| e.to_string())));
+        });
+    }
+
+    fn draw(&self, frame: &mut Frame) {
+        let [top, middle, bottom, keys] = Layout::vertical([
+            Constraint::Length(12),
+            Constraint::Min(6),
+            Constraint::Length(10),
+            Constraint::Length(1),
+        ])
+        .areas(frame.area());
+        let [policy, schedule] =
+            Layout::horizontal([Constraint::Percentage(58), Constraint::Percentage(42)]).areas(top);
+        let [jobs, spawn] =
+            Layout::horizontal([Constraint::Percentage(65), Constraint::Percentage(35)])
+                .areas(bottom);
+        self.draw_policy(frame, policy);
+        self.draw_schedule(frame, schedule);
+        self.draw_evidence(frame, middle);
+        self.draw_jobs(frame, jobs);
+        self.draw_spawn(frame, spawn);
+        let help = Line::from(vec![
+            Span::styled(" c ", key_style()),
+            Span::raw(" cleanup dry run  "),
+            Span::styled(" v ", key_style()),
+            Span::raw(" vacuum  "),
+            Span::styled(" r ", key_style()),
+            Span::raw(" reload  "),
+            Span::styled(" q ", key_style()),
+            Span::raw(" quit   "),
+            Span::styled(self.status.clone(), Style::new().fg(Color::Cyan)),
+        ]);
+        frame.render_widget(Paragraph::new(help), keys);
+    }
+
+    fn draw_policy(&self, frame: &mut Frame, area: Rect) {
+        let p = &self.policy.policy;
+        // Room for a value after its 10-column label, inside the borders.
+        let width = (area.width as usize).saturating_sub(12);
+        let mut lines = vec![
+            field("config", left_truncate(&self.policy.source.path, width)),
+            field(
+                "database",
+                left_truncate(self.engine.database_path(), width),
+            ),
+            Line::from(vec![
+                Span::styled(format!("{:<10}", "loaded"), label_style()),
+                Span::raw(format!(
+                    "{} ",
+                    self.policy.loaded_at.format("%Y-%m-%d %H:%M:%S UTC")
+                )),
+                Span::styled(
+                    format!("({})", self.reload.applied),
+                    Style::new().fg(Color::Green),
+                ),
+            ]),
+            field(
+                "limits",
+                format!(
+                    "warn {} MiB, limit {} MiB per SPEC",
+                    p.evidence.warn_mb, p.evidence.limit_mb
+                ),
+            ),
+            field("evidence", left_truncate(&p.evidence.root, width)),
+            field(
+                "retention",
+                format!(
+                    "archive after {} d, purge after {} d; active: {}",
+                    p.retention.archive_after_days,
+                    p.retention.purge_after_days,
+                    p.retention.active_statuses.join(", ")
+                ),
+            ),
+            field(
+                "vacuum",
+                format!(
+                    "at {:.0}% free pages, {} pages a chunk",
+                    p.vacuum.free_fraction_threshold * 100.0,
+                    p.vacuum.chunk_pages
+                ),
+            ),
+        ];
+        if let Some((at, error)) = &self.reload.rejected {
+            lines.push(Line::from(vec![
+                Span::styled(format!("{:<10}", "rejected"), label_style()),
+                Span::styled(
+                    format!("{} {error}", at.format("%H:%M:%S")),
+                    Style::new().fg(Color::Red),
+                ),
+            ]));
+        }
+        let title = format!(" Policy in effect (generation {}) ", self.policy.generation);
+        frame.render_widget(
+            Paragraph::new(lines)
+                .block(Block::bordered().title(title))
+                .wrap(Wrap { trim: true }),
+            area,
+        );
+    }
+
+    fn draw_schedule(&self, frame: &mut Frame, area: Rect) {
+        let now = self.engine.engine().clock().now();
+        // Shown in the zone the expressions are read in, as the user wrote them.
+        let tz = cron_expr::parse_timezone(&self.policy.policy.schedule.timezone)
+            .unwrap_or(ScheduleTz::Utc);
+        let mut lines: Vec<Line> = self
+            .engine
+            .next_runs()
+            .into_iter()
+            .map(|run| {
+                let when = match run.next_at {
+                    Some(at) => format!("{}  in {}", zoned(at, tz), human_duration(at - now)),
+                    None => "never".into(),
+                };
+                let mut spans = vec![
+                    Span::styled(format!("{:<16}", run.job), label_style()),
+                    Span::raw(when),
+                ];
+                if !run.has_plugin {
+                    spans.push(Span::styled(" (no plugin)", Style::new().fg(Color::Red)));
+                }
+                Line::from(spans)
+            })
+            .collect();
+        if lines.is_empty() {
+            lines.push(Line::raw("no job is scheduled"));
+        }
+        let title = format!(" Next runs ({}) ", self.policy.policy.schedule.timezone);
+        frame.render_widget(
+            Paragraph::new(lines).block(Block::bordered().title(title)),
+            area,
+        );
+    }
+
+    fn draw_evidence(&self, frame: &mut Frame, area: Rect) {
+        let p = &self.policy.policy.evidence;
+        let title = format!(
+            " Evidence per SPEC (warn {} MiB, limit {} MiB) ",
+            p.warn_mb, p.limit_mb
+        );
+        let block = Block::bordered().title(title);
+        let inner = block.inner(area);
+        frame.render_widget(block, area);
+        let report = match &self.evidence {
+            Measured::Pending => {
+                frame.render_widget(Paragraph::new("measuring..."), inner);
+                return;
+            }
+            Measured::Failed(e) => {
+                frame.render_widget(
+                    Paragraph::new(format!("cannot measure evidence: {e}"))
+                        .style(Style::new().fg(Color::Red))
+                        .wrap(Wrap { trim: true }),
+                    inner,
+                );
+                return;
+            }
+            Measured::Ready(report) => report,
+        };
+        let warning_rows = self.warnings.len().min(2) as u16;
+        let [bars, summary] =
+            Layout::vertical([Constraint::Min(1), Constraint::Length(1 + warning_rows)])
+                .areas(inner);
+        let limit = report.limits.limit_bytes.max(1) as f64;
+        let rows = Layout::vertical(vec![Constraint::Length(1); report.specs.len()]).split(bars);
+        let shown = rows.len().min(bars.height as usize);
+        for (spec, row) in report.specs.iter().zip(rows.iter()).take(shown) {
+            let [name, bar] =
+                Layout::horizontal([Constraint::Length(46), Constraint::Min(10)]).areas(*row);
+            let color = match spec.verdict.as_str() {
+                "block" => Color::Red,
+                "warn" => Color::Yellow,
+                _ => Color::Green,
+            };
+            frame.render_widget(
+                Paragraph::new(format!(
+                    "{:<24} {:>9} {:>5} files",
+                    truncate(&spec.spec, 24),
+                    human_bytes(spec.total.bytes),
+                    spec.total.files
+                )),
+                name,
+            );
+            frame.render_widget(
+                LineGauge::default()
+                    .ratio((spec.total.bytes as f64 / limit).clamp(0.0, 1.0))
+                    .label(format!(
+                        "{:>4.0}% {:<5}",
+                        spec.limit_fraction * 100.0,
+                        spec.verdict.as_str()
+                    ))
+                    .filled_symbol("█")
+                    .unfilled_symbol("░")
+                    .filled_style(Style::new().fg(color))
+                    .unfilled_style(Style::new().fg(Color::DarkGray)),
+                bar,
+            );
+        }
+        let mut lines = vec![Line::raw(format!(
+            "{} SPECs: {} ok, {} warn, {} block{}{}",
+            report.specs.len(),
+            report.counts.ok,
+            report.counts.warn,
+            report.counts.block,
+            report
+                .root_total
+                .map(|t| format!("; root {} in {} files", human_bytes(t.bytes), t.files))
+                .unwrap_or_default(),
+            if report.specs.len() > shown {
+                format!("; {} more not shown", report.specs.len() - shown)
+            } else {
+                String::new()
+            }
+        ))];
+        lines.extend(
+            self.warnings
+                .iter()
+                .take(warning_rows as usize)
+                .map(|w| Line::styled(w.clone(), Style::new().fg(Color::Yellow))),
+        );
+        frame.render_widget(Paragraph::new(lines), summary);
+    }
+
+    fn draw_jobs(&self, frame: &mut Frame, area: Rect) {
+        let lines: Vec<Line> = self
+            .jobs
+            .iter()
+            .map(|l| {
+                let color = match l.outcome.as_str() {
+                    "succeeded" => Color::Green,
+                    "failed" => Color::Red,
+                    "running" => Color::Cyan,
+                    _ => Color::Yellow,
+                };
+                Line::from(vec![
+                    Span::raw(format!(
+                        "{} {:<15} {:<8} ",
+                        l.at.map(|t| t.format("%H:%M:%S").to_string())
+                            .unwrap_or_else(|| "--:--:--".into()),
+                        truncate(&l.job, 15),
+                        l.trigger
+                    )),
+                    Span::styled(format!("{:<9}", l.outcome), Style::new().fg(color)),
+                    Span::raw(format!(
+                        " {:>7}  {}",
+                        l.duration_ms
+                            .map(|ms| format!("{:.1} s", ms as f64 / 1000.0))
+                            .unwrap_or_default(),
+                        l.summary
+                    )),
+                ])
+            })
+            .collect();
+        let body = if lines.is_empty() {
+            vec![Line::raw("no job has run yet: press v or c")]
+        } else {
+            lines
+        };
+        frame.render_widget(
+            Paragraph::new(body).block(Block::bordered().title(" Last job reports ")),
+            area,
+        );
+    }
+
+    fn draw_spawn(&self, frame: &mut Frame, area: Rect) {
+        let mut lines = match &self.spawn {
+            Measured::Pending => vec![Line::raw("reading...")],
+            Measured::Failed(e) => vec![Line::styled(
+                format!("cannot read spawn metrics: {e}"),
+                Style::new().fg(Color::Red),
+            )],
+            Measured::Ready(stats) if stats.batches == 0 => {
+                vec![Line::raw("no spawn batch recorded yet")]
+            }
+            Measured::Ready(stats) => {
+                let mut lines = vec![Line::raw(format!(
+                    "{} batches ({} ok), {} agents ({} ok)",
+                    stats.batches, stats.batches_ok, stats.agents, stats.agents_ok
+                ))];
+                if let Some(p) = &stats.agent_spawn {
+                    lines.push(field(
+                        "agent",
+                        format!("p50 {:.1} ms, p95 {:.1} ms", p.p50_ms, p.p95_ms),
+                    ));
+                }
+                if let Some(p) = &stats.batch_total {
+                    lines.push(field(
+                        "batch",
+                        format!("p50 {:.1} ms, p95 {:.1} ms", p.p50_ms, p.p95_ms),
+                    ));
+                }
+                for c in stats.comparisons.iter().take(3) {
+                    lines.push(Line::raw(format!(
+                        "{} agents: parallel {:.1} ms vs sequential {:.1} ms (x{:.1})",
+                        c.agents, c.parallel.p50_ms, c.sequential.p50_ms, c.speedup_p50
+                    )));
+                }
+                lines
+            }
+        };
+        if let Some(batch) = &self.last_batch {
+            lines.push(Line::raw(batch.clone()));
+        }
+        frame.render_widget(
+            Paragraph::new(lines)
+                .block(Block::bordered().title(" Spawn metrics "))
+                .wrap(Wrap { trim: true }),
+            area,
+        );
+    }
+}
+
+/// Reads the keyboard on a thread of its own (crossterm's reads block) until `stop` is set
+/// or the UI is gone.
+fn spawn_key_reader() -> (
+    mpsc::UnboundedReceiver<std::io::Result<Event>>,
+    Arc<AtomicBool>,
+) {
+    let (sender, receiver) = mpsc::unbounded_channel();
+    let stop = Arc::new(AtomicBool::new(false));
+    let stopped = stop.clone();
+    std::thread::spawn(move || {
+        while !stopped.load(Ordering::Relaxed) {
+            match crossterm::event::poll(Duration::from_millis(100)) {
+                Ok(false) => continue,
+                Ok(true) => {
+                    if sender.send(crossterm::event::read()).is_err() {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    let _ = sender.send(Err(e));
+                    return;
+                }
+            }
+        }
+    });
+    (receiver, stop)
+}
+
+fn outcome_label(outcome: &JobOutcome) -> &'static str {
+    match outcome {
+        JobOutcome::Succeeded => "succeeded",
+        JobOutcome::Failed => "failed",
+        JobOutcome::Skipped => "skipped",
+    }
+}
+
+fn field(name: &str, value: String) -> Line<'static> {
+    Line::from(vec![
+        Span::styled(format!("{name:<10}"), label_style()),
+        Span::raw(value),
+    ])
+}
+
+fn label_style() -> Style {
+    Style::new().fg(Color::Blue).add_modifier(Modifier::BOLD)
+}
+
+fn key_style() -> Style {
+    Style::new().fg(Color::Black).bg(Color::Gray)
+}
+
+fn truncate(text: &str, width: usize) -> String {
+    if text.chars().count() <= width {
+        text.to_string()
+    } else {
+        let mut cut: String = text.chars().take(width.saturating_sub(1)).collect();
+        cut.push('…');
+        cut
+    }
+}
+
+/// A fire time in the schedule's time zone: `11-30 03:00 CET`.
+fn zoned(at: DateTime<Utc>, tz: ScheduleTz) -> String {
+    const FORMAT: &str = "%m-%d %H:%M %Z";
+    match tz {
+        ScheduleTz::Utc => at.format(FORMAT).to_string(),
+        ScheduleTz::Local => at.with_timezone(&chrono::Local).format(FORMAT).to_string(),
+        ScheduleTz::Named(zone) => at.with_timezone(&zone).format(FORMAT).to_string(),
+    }
+}
+
+/// A path shortened from the left to `width` characters (its end says the most).
+fn left_truncate(path: &Path, width: usize) -> String {
+    let text = path.display().to_string();
+    let count = text.chars().count();
+    if count <= width || width == 0 {
+        return text;
+    }
+    let tail: String = text.chars().skip(count - width + 1).collect();
+    format!("…{tail}")
+}
+
+fn human_duration(d: chrono::Duration) -> String {
+    let secs = d.num_seconds().max(0);
+    match secs {
+        s if s < 60 => format!("{s}s"),
+        s if s < 3600 => format!("{}m {:02}s", s / 60, s % 60),
+        s if s < 86_400 => format!("{}h {:02}m", s / 3600, (s % 3600) / 60),
+        s => format!("{}d {:02}h", s / 86_400, (s % 86_400) / 3600),
+    }
+}

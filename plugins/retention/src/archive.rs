@@ -1,0 +1,973 @@
+//! Per-SPEC archives: `tar` + `zstd`, with a manifest (path, size, mtime, sha256 of every
+//! member) inside the archive as its last member and, once verified, in the database.
+//!
+//! Writing follows the order that loses nothing: a temporary name beside the final place,
+//! fsync, read the whole archive back and check every member's hash and size against the
+//! manifest (and the file's own hash against the one computed while writing), link to the
+//! final name (never replacing a file), fsync the folder. Recording and deleting sources is
+//! the caller's next step.
+//!
+//! ```text
+//! <root>/cleanup/archives/<SPEC>/<SPEC>_<YYYYMMDD>_<hash>.tar.zst
+//!     commands/<SPEC>/...        evidence files, at their paths relative to the root
+//!     consensus/<SPEC>/...
+//!     db/<table>.jsonl           database rows (one JSON object per line)
+//!     MANIFEST.json              format, SPEC, creation time, every member above
+//! ```
+//!
+//! `tar -xf` of an archive in the evidence root puts the files back where they were.
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufReader, BufWriter, Read, Seek, Write};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use crate::faults::{self, Faults, Step};
+use crate::fsutil;
+
+/// The archive format this code writes and reads.
+pub const FORMAT: &str = "speckit-hygiene-archive/1";
+/// The manifest's member name.
+pub const MANIFEST_NAME: &str = "MANIFEST.json";
+/// Where archives live, relative to the evidence root.
+pub const ARCHIVES_DIR: &str = "cleanup/archives";
+/// Suffix of archive files.
+pub const ARCHIVE_SUFFIX: &str = ".tar.zst";
+/// Marker in temporary archive names: `.<final name>.tmp-<pid>`.
+pub const TEMP_MARKER: &str = ".tmp-";
+
+/// One evidence file in an archive.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    /// Path relative to the evidence root (`commands/SPEC-KIT-900/x.json`).
+    pub path: String,
+    pub size: u64,
+    /// Modification time in nanoseconds since the epoch.
+    pub mtime_ns: i64,
+    pub sha256: String,
+}
+
+/// One table's rows in an archive.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DbPart {
+    pub table: String,
+    /// Member name (`db/agent_executions.jsonl`).
+    pub path: String,
+    pub rows: u64,
+    pub size: u64,
+    pub sha256: String,
+}
+
+/// What an archive holds, stored inside it and in the database.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub format: String,
+    /// The SPEC folder (or database SPEC-ID) the archive belongs to.
+    pub spec: String,
+    pub created_at_ms: i64,
+    /// The same moment, RFC 3339, for people.
+    pub created_at: String,
+    pub files: Vec<Member>,
+    pub db: Vec<DbPart>,
+}
+
+impl Manifest {
+    pub fn source_bytes(&self) -> u64 {
+        self.files.iter().map(|m| m.size).sum()
+    }
+    pub fn db_rows(&self) -> u64 {
+        self.db.iter().map(|d| d.rows).sum()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ArchiveError {
+    #[error("cannot write archive {}: {source}", path.display())]
+    Write { path: PathBuf, source: io::Error },
+    #[error("cannot read archive {}: {source}", path.display())]
+    Read { path: PathBuf, source: io::Error },
+    #[error("archive {} failed verification: {detail}", path.display())]
+    Corrupt { path: PathBuf, detail: String },
+    #[error("archive {} already exists; another cleanup may be running", path.display())]
+    Exists { path: PathBuf },
+    #[error("cancelled")]
+    Cancelled,
+}
+
+/// A source file the plan put into an archive, with the size and mtime it had then.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceFile {
+    pub path: String,
+    pub size: u64,
+    pub mtime_ns: i64,
+}
+
+/// Database rows spooled to a temporary file, ready to go into an archive.
+#[derive(Debug)]
+pub struct DbSpool {
+    pub table: String,
+    pub file: File,
+    pub rows: u64,
+    pub size: u64,
+    pub sha256: String,
+}
+
+/// Why a source file did not go into the archive.
+#[derive(Debug)]
+pub enum Excluded {
+    /// Its size or mtime differ from the plan, it vanished or it is no longer a regular
+    /// file: not archived stale, left as it is.
+    Changed { path: String, detail: String },
+    /// Reading it failed; left in place.
+    Failed { path: String, error: io::Error },
+}
+
+/// A verified archive at its final name.
+#[derive(Debug, Clone)]
+pub struct Written {
+    /// Relative to the evidence root.
+    pub path: String,
+    pub bytes: u64,
+    pub sha256: String,
+    pub manifest: Manifest,
+}
+
+/// The archive folder of a SPEC, relative to the evidence root.
+pub fn spec_dir(spec: &str) -> PathBuf {
+    Path::new(ARCHIVES_DIR).join(spec)
+}
+
+/// The final name of an archive: SPEC, UTC day, and a digest of what goes in, so that a
+/// dry run and the run after it name the same archive, and a rerun after a crash writes
+/// the same one.
+pub fn archive_name(
+    spec: &str,
+    day: chrono::NaiveDate,
+    files: &[SourceFile],
+    row_keys: &[String],
+) -> String {
+    let mut h = Sha256::new();
+    for f in files {
+        h.update(f.path.as_bytes());
+        h.update([0]);
+        h.update(f.size.to_le_bytes());
+        h.update(f.mtime_ns.to_le_bytes());
+    }
+    for k in row_keys {
+        h.update(k.as_bytes());
+        h.update([0]);
+    }
+    let digest = hex::encode(h.finalize());
+    format!(
+        "{spec}_{}_{}{ARCHIVE_SUFFIX}",
+        day.format("%Y%m%d"),
+        &digest[..12]
+    )
+}
+
+/// Whether a file name in an archive folder is one of our temporaries.
+pub fn is_temp_name(name: &str) -> bool {
+    name.starts_with('.') && name.contains(ARCHIVE_SUFFIX) && name.contains(TEMP_MARKER)
+}
+
+/// Whether a file name in an archive folder is a final archive.
+pub fn is_archive_name(name: &str) -> bool {
+    !name.starts_with('.') && name.ends_with(ARCHIVE_SUFFIX)
+}
+
+/// Everything needed to write one archive.
+pub struct WriteRequest<'a> {
+    pub root: &'a Path,
+    /// Final path relative to the root (`cleanup/archives/<SPEC>/<name>`).
+    pub relative: &'a Path,
+    pub spec: &'a str,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    pub files: &'a [SourceFile],
+    pub db: &'a [DbSpool],
+    pub zstd_level: i32,
+    pub faults: Option<&'a dyn Faults>,
+    pub cancelled: &'a (dyn Fn() -> bool + Sync),
+}
+
+/// The outcome of [`write`]: the archive (if anything went in) and the files left out.
+#[derive(Debug)]
+pub struct WriteOutcome {
+    pub written: Option<Written>,
+    pub excluded: Vec<Excluded>,
+}
+
+/// Writes, verifies and renames an archive of `files` and `db` into place.
+///
+/// A source that changed since the plan or cannot be read is left out (and reported), and
+/// the archive is rebuilt without it; an error writing the archive itself fails the whole
+/// archive, and the temporary file is removed. Sources are never touched here.
+pub fn write(req: WriteRequest<'_>) -> Result<WriteOutcome, ArchiveError> {
+    let final_path = req.root.join(req.relative);
+    let dir_rel = req.relative.parent().unwrap_or(Path::new(""));
+    let dir = req.root.join(dir_rel);
+    fsutil::ensure_real_dir(req.root, dir_rel).map_err(|source| ArchiveError::Write {
+        path: dir.clone(),
+        source,
+    })?;
+    let name = req
+        .relative
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("archive");
+    let temp_path = dir.join(format!(".{name}{TEMP_MARKER}{}", std::process::id()));
+    let mut excluded = Vec::new();
+    let mut files: Vec<SourceFile> = req.files.to_vec();
+    loop {
+        if (req.cancelled)() {
+            return Err(ArchiveError::Cancelled);
+        }
+        if files.is_empty() && req.db.iter().all(|d| d.rows == 0) {
+            return Ok(WriteOutcome {
+                written: None,
+                excluded,
+            });
+        }
+        match build(&req, &temp_path, &files) {
+            Ok(Built::Done { manifest, sha256 }) => {
+                let bytes = match finish(&req, &temp_path, &final_path, &manifest, &sha256) {
+                    Ok(bytes) => bytes,
+                    Err(e) => {
+                        let _ = fs::remove_file(&temp_path);
+                        return Err(e);
+                    }
+                };
+                return Ok(WriteOutcome {
+                    written: Some(Written {
+                        path: req.relative.to_string_lossy().into_owned(),
+                        bytes,
+                        sha256,
+                        manifest,
+                    }),
+                    excluded,
+                });
+            }
+            Ok(Built::Exclude(index, why)) => {
+                // Rebuild without that file: a member that changed while being read must
+                // not go into the archive, and tar cannot take a member back.
+                let _ = fs::remove_file(&temp_path);
+                files.remove(index);
+                excluded.push(why);
+            }
+            Err(e) => {
+                let _ = fs::remove_file(&temp_path);
+                return Err(e);
+            }
+        }
+    }
+}
+
+enum Built {
+    Done {
+        manifest: Manifest,
+        sha256: String,
+    },
+    /// The file at this index must be left out.
+    Exclude(usize, Excluded),
+}
+
+fn build(
+    req: &WriteRequest<'_>,
+    temp_path: &Path,
+    files: &[SourceFile],
+) -> Result<Built, ArchiveError> {
+    let werr = |source| ArchiveError::Write {
+        path: temp_path.to_path_buf(),
+        source,
+    };
+    let _ = fs::remove_file(temp_path);
+    let file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(temp_path)
+        .map_err(werr)?;
+    let hashing = HashingWriter::new(BufWriter::with_capacity(256 * 1024, file));
+    let encoder = zstd::stream::write::Encoder::new(hashing, req.zstd_level).map_err(werr)?;
+    let mut tar = tar::Builder::new(encoder);
+    let mtime_secs = req.created_at.timestamp().max(0) as u64;
+    let mut members = Vec::with_capacity(files.len());
+    let mut checked_dirs: std::collections::HashSet<PathBuf> = std::collections::HashSet::new();
+    for (index, source) in files.iter().enumerate() {
+        if index % 256 == 0 && (req.cancelled)() {
+            return Err(ArchiveError::Cancelled);
+        }
+        let relative = Path::new(&source.path);
+        let path = req.root.join(relative);
+        let parent = relative.parent().unwrap_or(Path::new("")).to_path_buf();
+        if !checked_dirs.contains(&parent) {
+            if let Err(e) = fsutil::check_real_dir(req.root, &parent) {
+                return Ok(Built::Exclude(
+                    index,
+                    Excluded::Changed {
+                        path: source.path.clone(),
+                        detail: e.to_string(),
+                    },
+                ));
+            }
+            checked_dirs.insert(parent);
+        }
+        if let Err(error) = faults::check(req.faults, Step::ReadSource, &path) {
+            return Ok(Built::Exclude(
+                index,
+                Excluded::Failed {
+                    path: source.path.clone(),
+                    error,
+                },
+            ));
+        }
+        let opened = match open_unchanged(&path, source) {
+            Ok(f) => f,
+            Err(Unchanged::Changed(detail)) => {
+                return Ok(Built::Exclude(
+                    index,
+                    Excluded::Changed {
+                        path: source.path.clone(),
+                        detail,
+                    },
+                ))
+            }
+            Err(Unchanged::Io(error)) => {
+                return Ok(Built::Exclude(
+                    index,
+                    Excluded::Failed {
+                        path: source.path.clone(),
+                        error,
+                    },
+                ))
+            }
+        };
+        let mut header = tar::Header::new_gnu();
+        header.set_entry_type(tar::EntryType::Regular);
+        header.set_size(source.size);
+        header.set_mode(0o644);
+        header.set_mtime((source.mtime_ns.max(0) / 1_000_000_000) as u64);
+        let mut reader = HashingReader::new(ExactReader::new(opened, source.size));
+        faults::check(req.faults, Step::WriteArchive, temp_path).map_err(werr)?;
+        let appended = tar.append_data(&mut header, relative, &mut reader);
+        let (exact, hash, _) = reader.into_parts();
+        let (file, shortfall, read_error) = exact.into_parts();
+        if let Some(error) = read_error {
+            return Ok(Built::Exclude(
+                index,
+                Excluded::Failed {
+                    path: source.path.clone(),
+                    error,
+                },
+            ));
+        }
+        appended.map_err(werr)?;
+        if shortfall > 0 {
+            return Ok(Built::Exclude(
+                index,
+                Excluded::Changed {
+                    path: source.path.clone(),
+                    detail: format!("it shrank by {shortfall} bytes while being read"),
+                },
+            ));
+        }
+        // Compare again after reading: a writer that appended or rewrote it meanwhile.
+        match file.metadata() {
+            Ok(meta)
+                if meta.len() == source.size && fsutil::meta_mtime_ns(&meta) == source.mtime_ns => {
+            }
+            Ok(_) => {
+                return Ok(Built::Exclude(
+                    index,
+                    Excluded::Changed {
+                        path: source.path.clone(),
+                        detail: "it was modified while being read".into(),
+                    },
+                ))
+            }
+            Err(error) => {
+                return Ok(Built::Exclude(
+                    index,
+                    Excluded::Failed {
+                        path: source.path.clone(),
+                        error,
+                    },
+                ))
+            }
+        }
+        members.push(Member {
+            path: source.path.clone(),
+            size: source.size,
+            mtime_ns: source.mtime_ns,
+            sha256: hash,
+        });
+    }
+    let mut parts = Vec::new();
+    for spool in req.db.iter() {
+        if spool.rows == 0 {
+            continue;
+        }
+        let member = format!("db/{}.jsonl", spool.table);
+        (&spool.file).rewind().map_err(werr)?;
+        let mut header = tar::Header::new_gnu();
+        header.set_entry_type(tar::EntryType::Regular);
+        header.set_size(spool.size);
+        header.set_mode(0o644);
+        header.set_mtime(mtime_secs);
+        faults::check(req.faults, Step::WriteArchive, temp_path).map_err(werr)?;
+        let mut reader = HashingReader::new((&spool.file).take(spool.size));
+        tar.append_data(&mut header, &member, &mut reader)
+            .map_err(werr)?;
+        let (_, hash, count) = reader.into_parts();
+        if count != spool.size || hash != spool.sha256 {
+            return Err(ArchiveError::Corrupt {
+                path: temp_path.to_path_buf(),
+                detail: format!(
+                    "the spooled rows of {} changed while being archived",
+                    spool.table
+                ),
+            });
+        }
+        parts.push(DbPart {
+            table: spool.table.clone(),
+            path: member,
+            rows: spool.rows,
+            size: spool.size,
+            sha256: spool.sha256.clone(),
+        });
+    }
+    let manifest = Manifest {
+        format: FORMAT.to_string(),
+        spec: req.spec.to_string(),
+        created_at_ms: req.created_at.timestamp_millis(),
+        created_at: req.created_at.to_rfc3339(),
+        files: members,
+        db: parts,
+    };
+    let manifest_bytes =
+        serde_json::to_vec_pretty(&manifest).map_err(|e| werr(io::Error::other(e)))?;
+    let mut header = tar::Header::new_gnu();
+    header.set_entry_type(tar::EntryType::Regular);
+    header.set_size(manifest_bytes.len() as u64);
+    header.set_mode(0o644);
+    header.set_mtime(mtime_secs);
+    faults::check(req.faults, Step::WriteArchive, temp_path).map_err(werr)?;
+    tar.append_data(&mut header, MANIFEST_NAME, manifest_bytes.as_slice())
+        .map_err(werr)?;
+    let encoder = tar.into_inner().map_err(werr)?;
+    let hashing = encoder.finish().map_err(werr)?;
+    let (buffered, sha256) = hashing.finish();
+    let file = buffered.into_inner().map_err(|e| werr(e.into_error()))?;
+    faults::check(req.faults, Step::SyncArchive, temp_path).map_err(werr)?;
+    file.sync_all().map_err(werr)?;
+    Ok(Built::Done { manifest, sha256 })
+}
+
+/// Verify the temporary, give it its final name, fsync the folder. Returns its size.
+fn finish(
+    req: &WriteRequest<'_>,
+    temp_path: &Path,
+    final_path: &Path,
+    manifest: &Manifest,
+    sha256: &str,
+) -> Result<u64, ArchiveError> {
+    faults::check(req.faults, Step::VerifyArchive, temp_path).map_err(|source| {
+        ArchiveError::Read {
+            path: temp_path.to_path_buf(),
+            source,
+        }
+    })?;
+    let verified = verify(temp_path)?;
+    if verified.sha256 != sha256 {
+        return Err(ArchiveError::Corrupt {
+            path: temp_path.to_path_buf(),
+            detail: format!(
+                "the file's sha256 is {} on disk but {sha256} was written",
+                verified.sha256
+            ),
+        });
+    }
+    if verified.manifest != *manifest {
+        return Err(ArchiveError::Corrupt {
+            path: temp_path.to_path_buf(),
+            detail: "the manifest read back differs from the one written".into(),
+        });
+    }
+    let werr = |source| ArchiveError::Write {
+        path: final_path.to_path_buf(),
+        source,
+    };
+    faults::check(req.faults, Step::RenameArchive, final_path).map_err(werr)?;
+    // A hard link never replaces an existing file (rename would); then drop the temp name.
+    match fs::hard_link(temp_path, final_path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            return Err(ArchiveError::Exists {
+                path: final_path.to_path_buf(),
+            })
+        }
+        Err(e) => return Err(werr(e)),
+    }
+    fs::remove_file(temp_path).map_err(werr)?;
+    let dir = final_path.parent().unwrap_or(Path::new("."));
+    faults::check(req.faults, Step::SyncDir, dir).map_err(werr)?;
+    fsutil::fsync_dir(dir).map_err(werr)?;
+    Ok(verified.bytes)
+}
+
+/// What reading an archive back found.
+#[derive(Debug, Clone)]
+pub struct Verified {
+    pub manifest: Manifest,
+    /// sha256 of the archive file itself.
+    pub sha256: String,
+    pub bytes: u64,
+}
+
+/// Reads the whole archive, hashing every member, and checks each against the manifest
+/// inside it: same set of members, same sizes, same hashes.
+pub fn verify(path: &Path) -> Result<Verified, ArchiveError> {
+    let rerr = |source| ArchiveError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
+    let corrupt = |detail: String| ArchiveError::Corrupt {
+        path: path.to_path_buf(),
+        detail,
+    };
+    let file = fsutil::open_nofollow(path).map_err(rerr)?;
+    let meta = file.metadata().map_err(rerr)?;
+    if !meta.is_file() {
+        return Err(corrupt("not a regular file".into()));
+    }
+    let hashing = HashingReader::new(file);
+    let decoder =
+        zstd::stream::read::Decoder::with_buffer(BufReader::with_capacity(256 * 1024, hashing))
+            .map_err(rerr)?;
+    let mut archive = tar::Archive::new(decoder);
+    let mut seen: HashMap<String, (u64, String)> = HashMap::new();
+    let mut manifest_bytes: Option<Vec<u8>> = None;
+    let entries = archive
+        .entries()
+        .map_err(|e| corrupt(format!("not a tar stream: {e}")))?;
+    for entry in entries {
+        let mut entry = entry.map_err(|e| corrupt(format!("bad tar entry: {e}")))?;
+        let name = String::from_utf8(entry.path_bytes().into_owned())
+            .map_err(|_| corrupt("a member name is not UTF-8".into()))?;
+        if entry.header().entry_type() != tar::EntryType::Regular {
+            return Err(corrupt(format!("member {name} is not a regular file")));
+        }
+        if name == MANIFEST_NAME {
+            let mut bytes = Vec::new();
+            entry
+                .read_to_end(&mut bytes)
+                .map_err(|e| corrupt(format!("reading the manifest: {e}")))?;
+            manifest_bytes = Some(bytes);
+            continue;
+        }
+        let mut hasher = HashingReader::new(&mut entry);
+        io::copy(&mut hasher, &mut io::sink())
+            .map_err(|e| corrupt(format!("reading {name}: {e}")))?;
+        let (_, hash, count) = hasher.into_parts();
+        if seen.insert(name.clone(), (count, hash)).is_some() {
+            return Err(corrupt(format!("member {name} appears twice")));
+        }
+    }
+    // Drain to the end so the file hash covers every byte.
+    let mut decoder = archive.into_inner();
+    io::copy(&mut decoder, &mut io::sink()).map_err(|e| corrupt(format!("zstd stream: {e}")))?;
+    let mut buffered = decoder.finish();
+    io::copy(&mut buffered, &mut io::sink()).map_err(rerr)?;
+    let (_, sha256, bytes) = buffered.into_inner().into_parts();
+
+    let manifest_bytes = manifest_bytes.ok_or_else(|| corrupt(format!("no {MANIFEST_NAME}")))?;
+    let manifest: Manifest = serde_json::from_slice(&manifest_bytes)
+        .map_err(|e| corrupt(format!("{MANIFEST_NAME} is not valid: {e}")))?;
+    if manifest.format != FORMAT {
+        return Err(corrupt(format!(
+            "format {:?}, expected {FORMAT:?}",
+            manifest.format
+        )));
+    }
+    let expected = manifest
+        .files
+        .iter()
+        .map(|m| (&m.path, m.size, &m.sha256))
+        .chain(manifest.db.iter().map(|d| (&d.path, d.size, &d.sha256)));
+    let mut count = 0;
+    for (path, size, sha) in expected {
+        count += 1;
+        match seen.get(path.as_str()) {
+            None => return Err(corrupt(format!("member {path} is missing"))),
+            Some((s, h)) if *s != size || h != sha => {
+                return Err(corrupt(format!(
+                    "member {path}: size {s} sha256 {h}, manifest says size {size} sha256 {sha}"
+                )))
+            }
+            Some(_) => {}
+        }
+    }
+    if count != seen.len() {
+        return Err(corrupt(format!(
+            "{} members are not in the manifest",
+            seen.len() - count
+        )));
+    }
+    for m in &manifest.files {
+        if !fsutil::is_plain_relative(Path::new(&m.path))
+            || !(m.path.starts_with("commands/") || m.path.starts_with("consensus/"))
+        {
+            return Err(corrupt(format!(
+                "member {} is not a path under commands/ or consensus/",
+                m.path
+            )));
+        }
+    }
+    Ok(Verified {
+        manifest,
+        sha256,
+        bytes,
+    })
+}
+
+/// Streams every member of an (already verified) archive to `on_member`.
+pub fn for_each_member(
+    path: &Path,
+    mut on_member: impl FnMut(&str, &mut dyn Read) -> io::Result<()>,
+) -> Result<(), ArchiveError> {
+    let rerr = |source| ArchiveError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = fsutil::open_nofollow(path).map_err(rerr)?;
+    let decoder = zstd::stream::read::Decoder::new(file).map_err(rerr)?;
+    let mut archive = tar::Archive::new(decoder);
+    for entry in archive.entries().map_err(rerr)? {
+        let mut entry = entry.map_err(rerr)?;
+        let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+        on_member(&name, &mut entry).map_err(rerr)?;
+    }
+    Ok(())
+}
+
+enum Unchanged {
+    Changed(String),
+    Io(io::Error),
+}
+
+/// Opens a source without following symlinks and checks it is still the regular file of
+/// the plan (same size and mtime) both before and after opening.
+fn open_unchanged(path: &Path, source: &SourceFile) -> Result<File, Unchanged> {
+    let check = |meta: &fs::Metadata| -> Result<(), Unchanged> {
+        if !meta.file_type().is_file() {
+            return Err(Unchanged::Changed("it is no longer a regular file".into()));
+        }
+        if meta.len() != source.size {
+            return Err(Unchanged::Changed(format!(
+                "its size changed from {} to {} bytes since the plan",
+                source.size,
+                meta.len()
+            )));
+        }
+        if fsutil::meta_mtime_ns(meta) != source.mtime_ns {
+            return Err(Unchanged::Changed(
+                "its mtime changed since the plan".into(),
+            ));
+        }
+        Ok(())
+    };
+    let meta = match fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Err(Unchanged::Changed("it vanished since the plan".into()))
+        }
+        Err(e) => return Err(Unchanged::Io(e)),
+    };
+    check(&meta)?;
+    let file = match fsutil::open_nofollow(path) {
+        Ok(f) => f,
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            return Err(Unchanged::Changed("it became a symbolic link".into()))
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Err(Unchanged::Changed("it vanished since the plan".into()))
+        }
+        Err(e) => return Err(Unchanged::Io(e)),
+    };
+    let opened = file.metadata().map_err(Unchanged::Io)?;
+    if opened.ino() != meta.ino() || opened.dev() != meta.dev() {
+        return Err(Unchanged::Changed("it was replaced since the plan".into()));
+    }
+    check(&opened)?;
+    Ok(file)
+}
+
+/// A reader that yields exactly `len` bytes: the source's bytes, then zeros if it came up
+/// short (so the tar stream stays well-formed; the caller drops the archive then). A read
+/// error is kept and ends the stream early.
+struct ExactReader {
+    inner: File,
+    remaining: u64,
+    shortfall: u64,
+    error: Option<io::Error>,
+    eof: bool,
+}
+
+impl ExactReader {
+    fn new(inner: File, len: u64) -> Self {
+        Self {
+            inner,
+            remaining: len,
+            shortfall: 0,
+            error: None,
+            eof: false,
+        }
+    }
+    fn into_parts(self) -> (File, u64, Option<io::Error>) {
+        (self.inner, self.shortfall, self.error)
+    }
+}
+
+impl Read for ExactReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.remaining == 0 {
+            return Ok(0);
+        }
+        let want = buf.len().min(self.remaining as usize);
+        let n = if self.eof || self.error.is_some() {
+            0
+        } else {
+            match self.inner.read(&mut buf[..want]) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => return Err(e),
+                Err(e) => {
+                    self.error = Some(e);
+                    0
+                }
+            }
+        };
+        if n == 0 {
+            self.eof = true;
+            buf[..want].fill(0);
+            self.shortfall += want as u64;
+            self.remaining -= want as u64;
+            return Ok(want);
+        }
+        self.remaining -= n as u64;
+        Ok(n)
+    }
+}
+
+/// Hashes (sha256) and counts what is read through it.
+pub struct HashingReader<R> {
+    inner: R,
+    hasher: Sha256,
+    count: u64,
+}
+
+impl<R> HashingReader<R> {
+    pub fn new(inner: R) -> Self {
+        Self {
+            inner,
+            hasher: Sha256::new(),
+            count: 0,
+        }
+    }
+    /// The inner reader, the hex sha256 and the byte count.
+    pub fn into_parts(self) -> (R, String, u64) {
+        (self.inner, hex::encode(self.hasher.finalize()), self.count)
+    }
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.count += n as u64;
+        Ok(n)
+    }
+}
+
+/// Hashes (sha256) what is written through it.
+struct HashingWriter<W> {
+    inner: W,
+    hasher: Sha256,
+}
+
+impl<W> HashingWriter<W> {
+    fn new(inner: W) -> Self {
+        Self {
+            inner,
+            hasher: Sha256::new(),
+        }
+    }
+    fn finish(self) -> (W, String) {
+        (self.inner, hex::encode(self.hasher.finalize()))
+    }
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// sha256 of a file's content, read without following a symlink.
+pub fn sha256_file(path: &Path) -> io::Result<(String, u64)> {
+    let file = fsutil::open_nofollow(path)?;
+    let mut reader = HashingReader::new(BufReader::with_capacity(64 * 1024, file));
+    io::copy(&mut reader, &mut io::sink())?;
+    let (_, hash, count) = reader.into_parts();
+    Ok((hash, count))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn source(root: &Path, rel: &str, body: &[u8]) -> SourceFile {
+        let path = root.join(rel);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(&path, body).unwrap();
+        let meta = fs::metadata(&path).unwrap();
+        SourceFile {
+            path: rel.to_string(),
+            size: meta.len(),
+            mtime_ns: fsutil::meta_mtime_ns(&meta),
+        }
+    }
+
+    fn request<'a>(
+        root: &'a Path,
+        relative: &'a Path,
+        files: &'a [SourceFile],
+        db: &'a [DbSpool],
+    ) -> WriteRequest<'a> {
+        WriteRequest {
+            root,
+            relative,
+            spec: "SPEC-KIT-1",
+            created_at: chrono::Utc.with_ymd_and_hms(2025, 10, 1, 0, 0, 0).unwrap(),
+            files,
+            db,
+            zstd_level: 3,
+            faults: None,
+            cancelled: &|| false,
+        }
+    }
+
+    #[test]
+    fn written_archive_verifies_and_extracts_with_the_same_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let long = format!("commands/SPEC-KIT-1/{}.json", "x".repeat(150));
+        let files = vec![
+            source(root, "commands/SPEC-KIT-1/a.json", b"{\"a\":1}"),
+            source(root, "consensus/SPEC-KIT-1/sub/b.json", &vec![7u8; 100_000]),
+            source(root, &long, b""),
+        ];
+        let rel = spec_dir("SPEC-KIT-1").join("a.tar.zst");
+        let out = write(request(root, &rel, &files, &[])).unwrap();
+        let written = out.written.unwrap();
+        assert!(out.excluded.is_empty());
+        assert_eq!(written.manifest.files.len(), 3);
+        let verified = verify(&root.join(&rel)).unwrap();
+        assert_eq!(verified.manifest, written.manifest);
+        assert_eq!(verified.sha256, written.sha256);
+        let mut names = Vec::new();
+        for_each_member(&root.join(&rel), |name, r| {
+            let mut v = Vec::new();
+            r.read_to_end(&mut v)?;
+            if name != MANIFEST_NAME {
+                assert_eq!(v, fs::read(root.join(name)).unwrap(), "{name}");
+            }
+            names.push(name.to_string());
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(names.last().unwrap(), MANIFEST_NAME);
+        assert!(names.contains(&long));
+        // Sources untouched; no temporary left.
+        assert!(root.join("commands/SPEC-KIT-1/a.json").exists());
+        let left: Vec<_> = fs::read_dir(root.join(spec_dir("SPEC-KIT-1")))
+            .unwrap()
+            .collect();
+        assert_eq!(left.len(), 1);
+    }
+
+    #[test]
+    fn changed_source_is_left_out_not_archived_stale() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let a = source(root, "commands/S/a.json", b"aaaa");
+        let mut b = source(root, "commands/S/b.json", b"bbbb");
+        b.size += 1; // the plan saw another size
+        let rel = spec_dir("S").join("x.tar.zst");
+        let out = write(request(root, &rel, &[a, b], &[])).unwrap();
+        let written = out.written.unwrap();
+        assert_eq!(written.manifest.files.len(), 1);
+        assert!(
+            matches!(&out.excluded[0], Excluded::Changed { path, .. } if path == "commands/S/b.json")
+        );
+    }
+
+    #[test]
+    fn corrupt_archive_fails_verification_naming_the_member() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let files = vec![source(root, "commands/S/a.json", &vec![b'q'; 5000])];
+        let rel = spec_dir("S").join("x.tar.zst");
+        write(request(root, &rel, &files, &[])).unwrap();
+        // Rewrite the archive with different content under the same manifest.
+        let path = root.join(&rel);
+        let mut members: Vec<(String, Vec<u8>)> = Vec::new();
+        for_each_member(&path, |name, r| {
+            let mut v = Vec::new();
+            r.read_to_end(&mut v)?;
+            members.push((name.to_string(), v));
+            Ok(())
+        })
+        .unwrap();
+        members[0].1[10] ^= 1;
+        let enc = zstd::stream::write::Encoder::new(File::create(&path).unwrap(), 3).unwrap();
+        let mut tar = tar::Builder::new(enc);
+        for (name, data) in &members {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            tar.append_data(&mut h, name, data.as_slice()).unwrap();
+        }
+        tar.into_inner().unwrap().finish().unwrap();
+        let err = verify(&path).unwrap_err();
+        assert!(err.to_string().contains("commands/S/a.json"), "{err}");
+    }
+
+    #[test]
+    fn names_are_deterministic() {
+        let day = chrono::NaiveDate::from_ymd_opt(2025, 10, 1).unwrap();
+        let f = vec![SourceFile {
+            path: "commands/S/a".into(),
+            size: 1,
+            mtime_ns: 2,
+        }];
+        assert_eq!(
+            archive_name("S", day, &f, &[]),
+            archive_name("S", day, &f, &[])
+        );
+        assert_ne!(
+            archive_name("S", day, &f, &[]),
+            archive_name("S", day, &f, &["r".into()])
+        );
+        let name = archive_name("S", day, &f, &[]);
+        assert!(name.starts_with("S_20251001_") && is_archive_name(&name));
+        assert!(is_temp_name(&format!(".{name}{TEMP_MARKER}12")));
+    }
+}

@@ -1,0 +1,378 @@
+//! The `cleanup` and `restore` jobs: options from `ctx.args`, the blocking work on a
+//! blocking thread, and the job report (stored in the job-runs table; `--json` prints it).
+//!
+//! `cleanup` options: `dry_run`, `force`, `spec`, and `list_actions` (keep every action for
+//! the caller, see [`crate::RetentionPlugin::take_actions`]; off for scheduled runs, so a
+//! million-file plan never lands in the job-runs table). `restore` options: `spec`,
+//! `archive`, `to`.
+
+use serde_json::json;
+use speckit_engine::{JobContext, JobReport, PluginError, SpecId};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::error::RetentionError;
+use crate::execute::{self, ExecRequest, Figures};
+use crate::faults::Faults;
+use crate::plan::{self, Action, Plan, PlanFigures, PlanRequest};
+use crate::restore::{self, RestoreRequest};
+use crate::summary;
+use crate::tracker::Trackers;
+
+/// Options of one cleanup run.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CleanupOptions {
+    pub dry_run: bool,
+    pub force: bool,
+    pub spec: Option<SpecId>,
+    pub list_actions: bool,
+}
+
+impl CleanupOptions {
+    pub fn from_args(args: &serde_json::Value) -> Result<Self, PluginError> {
+        let flag = |name: &str| args.get(name).and_then(|v| v.as_bool()).unwrap_or(false);
+        let spec = match args.get("spec") {
+            None | Some(serde_json::Value::Null) => None,
+            Some(serde_json::Value::String(s)) => {
+                Some(SpecId::parse(s).map_err(|e| PluginError::InvalidArgs(e.to_string()))?)
+            }
+            Some(other) => {
+                return Err(PluginError::InvalidArgs(format!(
+                    "spec must be a string, got {other}"
+                )))
+            }
+        };
+        Ok(Self {
+            dry_run: flag("dry_run"),
+            force: flag("force"),
+            spec,
+            list_actions: flag("list_actions"),
+        })
+    }
+}
+
+/// What a cleanup run produced, before it becomes a report.
+pub struct CleanupResult {
+    pub plan: Plan,
+    pub executed: Option<execute::Outcome>,
+    pub refused: Option<String>,
+    pub summary_file: Option<PathBuf>,
+    pub extra_errors: Vec<String>,
+    pub extra_warnings: Vec<String>,
+    pub duration_ms: u64,
+    /// The trackers' IDs (folder names map to them).
+    pub tracker_ids: Vec<String>,
+}
+
+fn failed(e: RetentionError) -> PluginError {
+    match e {
+        RetentionError::InvalidOption(m) => PluginError::InvalidArgs(m),
+        RetentionError::Cancelled => PluginError::Cancelled,
+        e => PluginError::Failed(e.to_string()),
+    }
+}
+
+/// Plans and (unless a dry run) executes, blocking. The library entry point the job, the
+/// benchmark and the tests share.
+#[allow(clippy::too_many_arguments)]
+pub fn cleanup_blocking(
+    ctx_policy: &speckit_engine::Policy,
+    storage: &speckit_engine::Storage,
+    now: chrono::DateTime<chrono::Utc>,
+    options: &CleanupOptions,
+    faults: Option<&dyn Faults>,
+    cancelled: &(dyn Fn() -> bool + Sync),
+    run_id: i64,
+    workers: usize,
+) -> Result<CleanupResult, RetentionError> {
+    let started = Instant::now();
+    let root = ctx_policy.evidence.root.clone();
+    let trackers = Trackers::load(&ctx_policy.evidence.tracker_paths)?;
+    let plan = plan::build(&PlanRequest {
+        root: &root,
+        policy: ctx_policy,
+        trackers: &trackers,
+        now,
+        only: options.spec.as_ref(),
+        storage,
+    })?;
+    let fraction = plan.removal_fraction();
+    let limit = ctx_policy.retention.max_removal_fraction;
+    let refused = (fraction > limit && !options.force).then(|| {
+        format!(
+            "the plan removes {:.1}% of all evidence files ({} of {}), above retention.max_removal_fraction = {:.1}%; {} Check the trackers' statuses, then run `speckit-hygiene cleanup --force` to allow it",
+            fraction * 100.0,
+            plan.removal_count(),
+            plan.total_files,
+            limit * 100.0,
+            if options.dry_run { "a real run would be refused." } else { "nothing was changed." }
+        )
+    });
+    let mut result = CleanupResult {
+        plan,
+        executed: None,
+        refused,
+        summary_file: None,
+        extra_errors: Vec::new(),
+        extra_warnings: Vec::new(),
+        duration_ms: 0,
+        tracker_ids: trackers.ids().map(str::to_string).collect(),
+    };
+    if options.dry_run || result.refused.is_some() {
+        result.duration_ms = started.elapsed().as_millis() as u64;
+        return Ok(result);
+    }
+    let outcome = execute::run(&ExecRequest {
+        plan: &result.plan,
+        storage,
+        now,
+        zstd_level: ctx_policy.retention.zstd_level,
+        faults,
+        cancelled,
+        workers,
+        keep_actions: options.list_actions,
+    });
+    result.duration_ms = started.elapsed().as_millis() as u64;
+    let mut run = json!({
+        "run_id": run_id,
+        "at": now.to_rfc3339(),
+        "duration_ms": result.duration_ms,
+        "spec": options.spec.as_ref().map(|s| s.as_str()),
+        "exempt_specs": result.plan.exempt,
+        "errors": result.plan.errors.iter().chain(outcome.errors.iter()).collect::<Vec<_>>(),
+        "warnings": outcome.warnings.len() + result.plan.warnings.len(),
+        "cancelled": outcome.cancelled,
+    });
+    merge(
+        &mut run,
+        serde_json::to_value(&outcome.figures).unwrap_or_default(),
+    );
+    match summary::append(&root, now, run, faults) {
+        Ok((path, warning)) => {
+            result.summary_file = Some(path);
+            result.extra_warnings.extend(warning);
+        }
+        Err(e) => result
+            .extra_errors
+            .push(format!("writing the daily summary: {e}")),
+    }
+    result.executed = Some(outcome);
+    Ok(result)
+}
+
+fn merge(into: &mut serde_json::Value, from: serde_json::Value) {
+    if let (Some(a), serde_json::Value::Object(b)) = (into.as_object_mut(), from) {
+        a.extend(b);
+    }
+}
+
+fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / 1_048_576.0)
+}
+
+/// The job report of a cleanup run, and its actions.
+pub fn cleanup_report(
+    result: &CleanupResult,
+    options: &CleanupOptions,
+) -> (JobReport, Vec<Action>) {
+    let plan = &result.plan;
+    let planned: PlanFigures = plan.figures();
+    let (figures, actions, mut errors, mut warnings, cancelled) = match &result.executed {
+        Some(o) => (
+            o.figures.clone(),
+            o.actions.clone(),
+            o.errors.clone(),
+            o.warnings.clone(),
+            o.cancelled,
+        ),
+        None => (
+            Figures::default(),
+            plan.actions(),
+            Vec::new(),
+            Vec::new(),
+            false,
+        ),
+    };
+    errors.splice(0..0, plan.errors.iter().cloned());
+    warnings.splice(0..0, plan.warnings.iter().cloned());
+    errors.extend(result.extra_errors.iter().cloned());
+    warnings.extend(result.extra_warnings.iter().cloned());
+    if let Some(refusal) = &result.refused {
+        if options.dry_run {
+            warnings.push(refusal.clone());
+        } else {
+            errors.push(refusal.clone());
+        }
+    }
+    let exempt = plan.exempt.len();
+    let summary = if result.executed.is_some() {
+        format!(
+            "archived {} file(s) ({}) and {} database row(s) into {} archive(s) ({}); deleted {} source file(s); purged {} archive(s) ({}){}; {} reclaimed; {} SPEC(s) exempt; {} error(s){}",
+            figures.archived_files,
+            mib(figures.archived_bytes),
+            figures.archived_rows,
+            figures.archives_written,
+            mib(figures.archive_bytes_written),
+            figures.deleted_files,
+            figures.purged_archives,
+            mib(figures.purged_bytes),
+            if figures.adopted_archives > 0 {
+                format!(
+                    "; adopted {} unrecorded archive(s)",
+                    figures.adopted_archives
+                )
+            } else {
+                String::new()
+            },
+            if figures.bytes_reclaimed >= 0 {
+                mib(figures.bytes_reclaimed as u64)
+            } else {
+                format!("-{}", mib(figures.bytes_reclaimed.unsigned_abs()))
+            },
+            exempt,
+            errors.len(),
+            if cancelled { "; stopped early (shutdown)" } else { "" }
+        )
+    } else if result.refused.is_some() && !options.dry_run {
+        format!("refused: {}", result.refused.as_deref().unwrap_or_default())
+    } else {
+        format!(
+            "dry run, nothing changed. The plan: archive {} file(s) ({}) and {} database row(s); delete {} already archived file(s); keep {} by rule; purge {} archive(s) ({}); adopt {}; discard {} temporary file(s); {} SPEC(s) exempt",
+            planned.archive_files,
+            mib(planned.archive_bytes),
+            planned.archive_rows,
+            planned.delete_archived_files,
+            planned.keep_files,
+            planned.purge_archives,
+            mib(planned.purge_bytes),
+            planned.adopt_archives,
+            planned.discard_temps,
+            exempt
+        )
+    };
+    let mut data = json!({
+        "dry_run": options.dry_run,
+        "root": plan.root,
+        "spec": options.spec.as_ref().map(|s| s.as_str()),
+        "exempt_specs": plan.exempt,
+        "skipped_entries": plan.skipped.len(),
+        "planned": planned,
+        "removal_fraction": plan.removal_fraction(),
+        "refused": result.refused.is_some() && !options.dry_run,
+        "cancelled": cancelled,
+        "duration_ms": result.duration_ms,
+        "summary_file": result.summary_file,
+        "errors": errors,
+        "warnings": warnings,
+    });
+    merge(
+        &mut data,
+        serde_json::to_value(&figures).unwrap_or_default(),
+    );
+    let mut report = JobReport::new(summary, data);
+    report.errors = errors;
+    report.warnings = warnings;
+    (report, actions)
+}
+
+/// The `cleanup` job.
+pub async fn cleanup(
+    ctx: JobContext,
+    faults: Option<Arc<dyn Faults>>,
+) -> Result<(JobReport, Option<Vec<Action>>), PluginError> {
+    let options = CleanupOptions::from_args(&ctx.args)?;
+    let snapshot = ctx.policy.clone();
+    let storage = ctx.storage.clone();
+    let now = ctx.clock.now();
+    let cancel = ctx.cancel.clone();
+    let run_id = ctx.run_id;
+    ctx.progress(if options.dry_run {
+        "planning cleanup (dry run)"
+    } else {
+        "cleanup started"
+    });
+    let opts = options.clone();
+    let result = tokio::task::spawn_blocking(move || {
+        let workers = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+            .min(4);
+        cleanup_blocking(
+            &snapshot.policy,
+            &storage,
+            now,
+            &opts,
+            faults.as_deref(),
+            &|| cancel.is_cancelled(),
+            run_id,
+            workers,
+        )
+    })
+    .await
+    .map_err(|e| PluginError::Failed(format!("cleanup task failed: {e}")))?
+    .map_err(failed)?;
+    let (mut report, actions) = cleanup_report(&result, &options);
+    // Issue 5: with old evidence archived, check every SPEC against evidence.warn_mb and
+    // limit_mb (warnings and `limit_warning` events). Not for dry runs or refused runs:
+    // they changed nothing, and `stats` answers that question directly.
+    if !options.dry_run && result.refused.is_none() {
+        let names = crate::stats::SpecNames::with_tracker_ids(result.tracker_ids.iter().cloned());
+        crate::limits::check_after_cleanup(&ctx, &mut report, &names).await;
+    }
+    // A refused run returns a report whose errors hold the refusal: the run counts as
+    // failed (exit status 1) and nothing was changed.
+    Ok((report, options.list_actions.then_some(actions)))
+}
+
+/// The `restore` job.
+pub async fn restore(
+    ctx: JobContext,
+    faults: Option<Arc<dyn Faults>>,
+) -> Result<JobReport, PluginError> {
+    let spec = match ctx.option_str("spec") {
+        Some(s) => SpecId::parse(s).map_err(|e| PluginError::InvalidArgs(e.to_string()))?,
+        None => {
+            return Err(PluginError::InvalidArgs(
+                "restore needs a SPEC-ID (spec)".into(),
+            ))
+        }
+    };
+    let archive = ctx.option_str("archive").map(PathBuf::from);
+    let to = ctx.option_str("to").map(PathBuf::from);
+    let root = ctx.policy.policy.evidence.root.clone();
+    let storage = ctx.storage.clone();
+    let report = tokio::task::spawn_blocking(move || {
+        restore::restore(&RestoreRequest {
+            root: &root,
+            storage: &storage,
+            spec: &spec,
+            archive: archive.as_deref(),
+            to: to.as_deref(),
+            faults: faults.as_deref(),
+        })
+    })
+    .await
+    .map_err(|e| PluginError::Failed(format!("restore task failed: {e}")))?
+    .map_err(failed)?;
+    let summary = format!(
+        "restored {} file(s) ({}) from {} archive(s); {} already in place; {} conflict(s); {} database row(s) inserted, {} already there{}",
+        report.restored_files,
+        mib(report.restored_bytes),
+        report.archives.len(),
+        report.already_present,
+        report.conflicts,
+        report.rows_inserted,
+        report.rows_identical,
+        if report.rows_written_to.is_empty() {
+            String::new()
+        } else {
+            format!("; rows written to {}", report.rows_written_to.join(", "))
+        }
+    );
+    let mut errors = report.errors.clone();
+    errors.extend(report.row_conflicts.iter().cloned());
+    let mut job = JobReport::new(summary, serde_json::to_value(&report).unwrap_or_default());
+    job.errors = errors;
+    Ok(job)
+}

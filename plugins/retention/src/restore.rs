@@ -1,0 +1,346 @@
+//! `restore <SPEC-ID> [--archive FILE] [--to DIR]`: puts a SPEC's archived files back,
+//! each checked against its manifest hash, and its database rows back.
+//!
+//! - Archives: every recorded, unpurged archive of the SPEC (its folders, and folders whose
+//!   tracker ID it is), or the one `--archive` names. Each is verified in full first.
+//! - Where a path is in several archives, the newest archive's copy is restored.
+//! - Files go to their original place under the evidence root, or under `--to DIR`. An
+//!   existing file is never overwritten: the same content counts as already there, other
+//!   content is a conflict, reported. Each file is written to a temporary name, hashed,
+//!   fsynced, given its original mtime and linked into place.
+//! - Database rows go back in one transaction (rows whose key exists are left alone), or,
+//!   with `--to`, are written as `db/<table>.jsonl` under DIR and the database is untouched.
+//! - Archives stay where they are; restore takes the SPEC's lock like cleanup does.
+
+use serde::Serialize;
+use speckit_engine::{SpecId, Storage};
+use std::collections::{BTreeMap, HashMap};
+use std::fs::{self, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use crate::archive::{self, HashingReader, Member};
+use crate::catalog::{self, ArchiveRecord};
+use crate::error::RetentionError;
+use crate::faults::{self, Faults, Step};
+use crate::fsutil;
+use crate::lock;
+use crate::rows::{self, RestoredRows};
+
+pub struct RestoreRequest<'a> {
+    pub root: &'a Path,
+    pub storage: &'a Storage,
+    pub spec: &'a SpecId,
+    /// One archive file instead of every recorded one.
+    pub archive: Option<&'a Path>,
+    /// Restore under this folder instead of the evidence root.
+    pub to: Option<&'a Path>,
+    pub faults: Option<&'a dyn Faults>,
+}
+
+/// One restored (or not) file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RestoredFile {
+    pub path: String,
+    pub archive: String,
+    /// `restored`, `already_present`, `conflict` or `failed`.
+    pub status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RestoreReport {
+    pub archives: Vec<String>,
+    pub restored_files: u64,
+    pub restored_bytes: u64,
+    pub already_present: u64,
+    pub conflicts: u64,
+    pub rows_inserted: u64,
+    pub rows_identical: u64,
+    pub row_conflicts: Vec<String>,
+    /// With `--to`: where the rows were written instead.
+    pub rows_written_to: Vec<String>,
+    pub files: Vec<RestoredFile>,
+    pub errors: Vec<String>,
+}
+
+/// Whether an archive of folder `key` belongs to SPEC `spec`.
+fn belongs(key: &str, spec: &str) -> bool {
+    key == spec || crate::layout::tracker_id(key, [spec]) == spec
+}
+
+/// Runs a restore.
+pub fn restore(req: &RestoreRequest<'_>) -> Result<RestoreReport, RetentionError> {
+    let spec = req.spec.as_str();
+    // Which archives, oldest first.
+    let chosen: Vec<(PathBuf, String, Option<ArchiveRecord>)> = match req.archive {
+        Some(file) => {
+            let display = file.to_string_lossy().into_owned();
+            vec![(file.to_path_buf(), display, None)]
+        }
+        None => {
+            let recorded = req.storage.read_blocking(catalog::unpurged)?;
+            let mine: Vec<_> = recorded
+                .into_iter()
+                .filter(|r| belongs(&r.spec, spec))
+                .map(|r| (req.root.join(&r.path), r.path.clone(), Some(r)))
+                .collect();
+            if mine.is_empty() {
+                return Err(RetentionError::InvalidOption(format!(
+                    "SPEC {spec} has no recorded archive that is not purged (see `speckit-hygiene cleanup --dry-run`, or name one with --archive)"
+                )));
+            }
+            mine
+        }
+    };
+    // Verify each in full before writing anything.
+    let mut verified = Vec::new();
+    for (path, label, record) in &chosen {
+        let v = archive::verify(path)?;
+        if let Some(r) = record {
+            if r.sha256 != v.sha256 {
+                return Err(RetentionError::Archive(archive::ArchiveError::Corrupt {
+                    path: path.clone(),
+                    detail: format!(
+                        "its sha256 is {} but {} was recorded when it was written",
+                        v.sha256, r.sha256
+                    ),
+                }));
+            }
+        }
+        if !belongs(&v.manifest.spec, spec) {
+            return Err(RetentionError::InvalidOption(format!(
+                "{label} is an archive of SPEC {}, not of {spec}",
+                v.manifest.spec
+            )));
+        }
+        verified.push((path.clone(), label.clone(), v));
+    }
+    verified.sort_by_key(|(_, _, v)| v.manifest.created_at_ms);
+    // The folders' locks and the SPEC-ID's, as cleanup takes them.
+    let mut locks = Vec::new();
+    let mut keys: Vec<&str> = verified
+        .iter()
+        .map(|(_, _, v)| v.manifest.spec.as_str())
+        .collect();
+    keys.push(spec);
+    keys.sort();
+    keys.dedup();
+    for key in keys {
+        locks.push(
+            lock::try_lock(req.root, key).map_err(|e| RetentionError::Conflict(e.to_string()))?,
+        );
+    }
+    // The newest copy of each path wins.
+    let mut newest: HashMap<&str, usize> = HashMap::new();
+    for (i, (_, _, v)) in verified.iter().enumerate() {
+        for m in &v.manifest.files {
+            newest.insert(m.path.as_str(), i);
+        }
+    }
+    let base = req.to.unwrap_or(req.root);
+    if let Some(to) = req.to {
+        fs::create_dir_all(to).map_err(RetentionError::io(to))?;
+    }
+    let mut report = RestoreReport {
+        archives: verified.iter().map(|(_, l, _)| l.clone()).collect(),
+        ..RestoreReport::default()
+    };
+    let mut db_parts: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    let mut dirs = std::collections::BTreeSet::new();
+    for (i, (path, label, v)) in verified.iter().enumerate() {
+        let members: HashMap<&str, &Member> = v
+            .manifest
+            .files
+            .iter()
+            .filter(|m| newest.get(m.path.as_str()) == Some(&i))
+            .map(|m| (m.path.as_str(), m))
+            .collect();
+        let parts: HashMap<&str, &str> = v
+            .manifest
+            .db
+            .iter()
+            .map(|d| (d.path.as_str(), d.table.as_str()))
+            .collect();
+        archive::for_each_member(path, |name, reader| {
+            if let Some(m) = members.get(name) {
+                let outcome = put_back(base, m, reader, req.faults);
+                let (status, detail) = match outcome {
+                    Ok(Put::Restored) => {
+                        report.restored_files += 1;
+                        report.restored_bytes += m.size;
+                        dirs.insert(
+                            base.join(&m.path)
+                                .parent()
+                                .map(Path::to_path_buf)
+                                .unwrap_or_default(),
+                        );
+                        ("restored", None)
+                    }
+                    Ok(Put::Identical) => {
+                        report.already_present += 1;
+                        ("already_present", None)
+                    }
+                    Ok(Put::Conflict(why)) => {
+                        report.conflicts += 1;
+                        report
+                            .errors
+                            .push(format!("{}: {why}", base.join(&m.path).display()));
+                        ("conflict", Some(why))
+                    }
+                    Err(e) => {
+                        let message = format!("{}: {e}", base.join(&m.path).display());
+                        report.errors.push(message.clone());
+                        ("failed", Some(message))
+                    }
+                };
+                report.files.push(RestoredFile {
+                    path: m.path.clone(),
+                    archive: label.clone(),
+                    status,
+                    detail,
+                });
+            } else if let Some(table) = parts.get(name) {
+                let mut bytes = Vec::new();
+                reader.read_to_end(&mut bytes)?;
+                db_parts
+                    .entry(table.to_string())
+                    .or_default()
+                    .extend_from_slice(&bytes);
+            }
+            Ok(())
+        })?;
+    }
+    for dir in dirs {
+        if let Err(e) = fsutil::fsync_dir(&dir) {
+            report
+                .errors
+                .push(format!("fsync of {}: {e}", dir.display()));
+        }
+    }
+    if !db_parts.is_empty() {
+        match req.to {
+            Some(to) => {
+                for (table, bytes) in &db_parts {
+                    let member = Member {
+                        path: format!("db/{table}.jsonl"),
+                        size: bytes.len() as u64,
+                        mtime_ns: fsutil::system_time_ns(std::time::SystemTime::now()),
+                        sha256: sha_hex(bytes),
+                    };
+                    match put_back(to, &member, &mut bytes.as_slice(), req.faults) {
+                        Ok(Put::Restored) | Ok(Put::Identical) => report
+                            .rows_written_to
+                            .push(to.join(&member.path).to_string_lossy().into_owned()),
+                        Ok(Put::Conflict(why)) => report
+                            .errors
+                            .push(format!("{}: {why}", to.join(&member.path).display())),
+                        Err(e) => report
+                            .errors
+                            .push(format!("{}: {e}", to.join(&member.path).display())),
+                    }
+                }
+            }
+            None => {
+                let parts = db_parts.clone();
+                let restored: Vec<RestoredRows> = req.storage.write_blocking(move |tx| {
+                    let mut out = Vec::new();
+                    for table in rows::TABLES {
+                        if let Some(bytes) = parts.get(table) {
+                            out.push(rows::restore(tx, table, bytes.as_slice())?);
+                        }
+                    }
+                    Ok::<_, RetentionError>(out)
+                })?;
+                for r in restored {
+                    report.rows_inserted += r.inserted;
+                    report.rows_identical += r.identical;
+                    report.row_conflicts.extend(r.conflicts);
+                }
+            }
+        }
+    }
+    drop(locks);
+    Ok(report)
+}
+
+fn sha_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
+enum Put {
+    Restored,
+    Identical,
+    Conflict(String),
+}
+
+/// Writes one member under `base`, never replacing an existing file.
+fn put_back(
+    base: &Path,
+    m: &Member,
+    reader: &mut dyn Read,
+    faults: Option<&dyn Faults>,
+) -> io::Result<Put> {
+    let relative = Path::new(&m.path);
+    if !fsutil::is_plain_relative(relative) {
+        return Ok(Put::Conflict("not a plain relative path; refused".into()));
+    }
+    let dest = base.join(relative);
+    let parent_rel = relative.parent().unwrap_or(Path::new(""));
+    fsutil::ensure_real_dir(base, parent_rel)?;
+    match fs::symlink_metadata(&dest) {
+        Ok(meta) if meta.is_file() => {
+            let (sha, _) = archive::sha256_file(&dest)?;
+            return Ok(if sha == m.sha256 {
+                Put::Identical
+            } else {
+                Put::Conflict("a different file is there; not overwritten".into())
+            });
+        }
+        Ok(_) => {
+            return Ok(Put::Conflict(
+                "something other than a regular file is there; not overwritten".into(),
+            ))
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    faults::check(faults, Step::RestoreFile, &dest)?;
+    let name = relative
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("file");
+    let temp = dest.with_file_name(format!(".{name}.restore-tmp-{}", std::process::id()));
+    let _ = fs::remove_file(&temp);
+    let result = (|| -> io::Result<Put> {
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&temp)?;
+        let mut hashing = HashingReader::new(reader);
+        io::copy(&mut hashing, &mut file)?;
+        let (_, sha, count) = hashing.into_parts();
+        if sha != m.sha256 || count != m.size {
+            return Err(io::Error::other(format!(
+                "extracted {count} bytes with sha256 {sha}, manifest says {} bytes {}",
+                m.size, m.sha256
+            )));
+        }
+        file.flush()?;
+        file.set_modified(fsutil::ns_to_system_time(m.mtime_ns))?;
+        file.sync_all()?;
+        match fs::hard_link(&temp, &dest) {
+            Ok(()) => Ok(Put::Restored),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(Put::Conflict(
+                "a file appeared there meanwhile; not overwritten".into(),
+            )),
+            Err(e) => Err(e),
+        }
+    })();
+    let _ = fs::remove_file(&temp);
+    result
+}

@@ -1,0 +1,142 @@
+//! What crosses the boundary as JSON: the job context the host sends to `run`, and the
+//! report the plugin sends back. Both only ever gain fields (with defaults), so a plugin
+//! built against an older SDK keeps reading a newer host's context.
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// Everything a job gets. Paths are absolute (resolved against the config file's folder).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct JobContext {
+    /// The plugin's name in the policy (`[plugins.<name>]`); also its job's name.
+    pub plugin: String,
+    pub job: String,
+    /// The host's id for this run (its row in the job-runs table).
+    pub run_id: i64,
+    /// `schedule`, `catch_up` or `manual`.
+    pub trigger: String,
+    /// Options for this run (`{"dry_run": true}`), `null` for scheduled runs.
+    pub args: serde_json::Value,
+    /// The plugin's `[plugins.<name>.config]` table, as validated by `validate`.
+    pub config: serde_json::Value,
+    pub config_file: PathBuf,
+    /// The config file's folder: resolve relative paths in `config` against it.
+    pub config_dir: PathBuf,
+    /// `[evidence] root`: holds `commands/<SPEC-ID>/` and `consensus/<SPEC-ID>/`.
+    pub evidence_root: PathBuf,
+    /// `[evidence] tracker_paths`: the SPEC trackers.
+    pub tracker_paths: Vec<PathBuf>,
+    /// `[retention] active_statuses`: tracker statuses whose SPECs are in flight.
+    pub active_statuses: Vec<String>,
+    /// The consensus database. Read it only if you must; never write it (the host owns it).
+    pub database_path: PathBuf,
+    /// The host clock's "now", in milliseconds since the Unix epoch and as RFC 3339.
+    pub now_unix_ms: i64,
+    pub now_rfc3339: String,
+    /// Which applied policy this run started on.
+    pub policy_generation: u64,
+}
+
+impl JobContext {
+    /// The config, deserialized; the error names the plugin and the cause.
+    pub fn config_as<T: DeserializeOwned>(&self) -> Result<T, String> {
+        parse_config(&self.config)
+    }
+
+    /// A boolean run option, false when absent (`dry_run`, `force`).
+    pub fn flag(&self, name: &str) -> bool {
+        self.args
+            .get(name)
+            .and_then(|v| v.as_bool())
+            .unwrap_or(false)
+    }
+
+    /// `path` resolved against the config file's folder when it is relative.
+    pub fn resolve(&self, path: impl AsRef<Path>) -> PathBuf {
+        let path = path.as_ref();
+        if path.is_absolute() {
+            path.to_path_buf()
+        } else {
+            self.config_dir.join(path)
+        }
+    }
+}
+
+/// Deserializes a plugin's config (`null` counts as an empty table), with a message that
+/// says which key is wrong.
+pub fn parse_config<T: DeserializeOwned>(config: &serde_json::Value) -> Result<T, String> {
+    let value = if config.is_null() {
+        serde_json::Value::Object(Default::default())
+    } else {
+        config.clone()
+    };
+    serde_json::from_value(value).map_err(|e| e.to_string())
+}
+
+/// What a job reports: the same shape as the host's own job reports. Every figure in it
+/// must come from what the job did.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Report {
+    /// One line for people.
+    pub summary: String,
+    /// The job's figures, for programs (`--json`).
+    pub data: serde_json::Value,
+    pub warnings: Vec<String>,
+    /// Problems the job went on past; any makes the run count as failed.
+    pub errors: Vec<String>,
+}
+
+impl Report {
+    pub fn new(summary: impl Into<String>) -> Self {
+        Self {
+            summary: summary.into(),
+            ..Self::default()
+        }
+    }
+
+    pub fn with_data(mut self, data: serde_json::Value) -> Self {
+        self.data = data;
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_context_fields_are_ignored_and_missing_ones_default() {
+        let ctx: JobContext =
+            serde_json::from_str(r#"{"job":"digest","from_a_newer_host":1}"#).unwrap();
+        assert_eq!(ctx.job, "digest");
+        assert_eq!(ctx.run_id, 0);
+        assert!(!ctx.flag("dry_run"));
+    }
+
+    #[test]
+    fn relative_paths_resolve_against_the_config_folder() {
+        let ctx = JobContext {
+            config_dir: PathBuf::from("/etc/speckit"),
+            ..JobContext::default()
+        };
+        assert_eq!(ctx.resolve("out"), PathBuf::from("/etc/speckit/out"));
+        assert_eq!(ctx.resolve("/abs"), PathBuf::from("/abs"));
+    }
+
+    #[test]
+    fn config_errors_name_the_key() {
+        #[derive(Debug, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        #[allow(dead_code)]
+        struct Config {
+            limit: u32,
+        }
+        let err = parse_config::<Config>(&serde_json::json!({"limit": "x"})).unwrap_err();
+        assert!(err.contains("invalid type"), "{err}");
+        let err = parse_config::<Config>(&serde_json::json!({"limt": 1})).unwrap_err();
+        assert!(err.contains("limt"), "{err}");
+    }
+}

@@ -1,0 +1,190 @@
+//! Turning an `[[spawn.agents]]` entry into a process command: placeholder expansion in
+//! `args`, and where the program and working folder are.
+//!
+//! A placeholder is `{name}` with `name` made of lowercase letters and `_`; the known ones
+//! are listed in [`PLACEHOLDERS`]. Braces around anything else (`{"json": 1}`) are literal.
+//! An unknown placeholder is a policy error, caught when the policy loads.
+
+use std::path::{Path, PathBuf};
+
+use speckit_engine::policy::AgentPolicy;
+
+/// The placeholders `args` may hold.
+pub const PLACEHOLDERS: &[&str] = &["prompt_file", "spec_id", "stage", "output_file"];
+
+/// The values placeholders expand to for one agent.
+#[derive(Debug, Clone)]
+pub struct PlaceholderValues<'a> {
+    pub prompt_file: &'a Path,
+    pub spec_id: &'a str,
+    pub stage: &'a str,
+    pub output_file: &'a Path,
+}
+
+impl PlaceholderValues<'_> {
+    fn get(&self, name: &str) -> Option<String> {
+        Some(match name {
+            "prompt_file" => self.prompt_file.display().to_string(),
+            "spec_id" => self.spec_id.to_string(),
+            "stage" => self.stage.to_string(),
+            "output_file" => self.output_file.display().to_string(),
+            _ => return None,
+        })
+    }
+}
+
+/// The placeholder names written in `arg`, known or not.
+pub fn placeholders_in(arg: &str) -> Vec<&str> {
+    let mut found = Vec::new();
+    let mut rest = arg;
+    while let Some(open) = rest.find('{') {
+        let after = &rest[open + 1..];
+        match after.find('}') {
+            Some(close) if is_placeholder_name(&after[..close]) => {
+                found.push(&after[..close]);
+                rest = &after[close + 1..];
+            }
+            _ => rest = after,
+        }
+    }
+    found
+}
+
+fn is_placeholder_name(s: &str) -> bool {
+    !s.is_empty() && s.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+}
+
+/// Expands the placeholders of one argument. Unknown ones (rejected at policy load) are
+/// left as written.
+pub fn expand(arg: &str, values: &PlaceholderValues<'_>) -> String {
+    let mut out = String::with_capacity(arg.len());
+    let mut rest = arg;
+    while let Some(open) = rest.find('{') {
+        out.push_str(&rest[..open]);
+        let after = &rest[open + 1..];
+        match after.find('}') {
+            Some(close) if is_placeholder_name(&after[..close]) => {
+                match values.get(&after[..close]) {
+                    Some(value) => out.push_str(&value),
+                    None => out.push_str(&rest[open..open + close + 2]),
+                }
+                rest = &after[close + 1..];
+            }
+            _ => {
+                out.push('{');
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The program to run: a bare name is looked up on `PATH`; a relative path with a
+/// separator resolves against the config file's folder (not the agent's working folder,
+/// so it means the same whatever `working_dir` says).
+pub fn program_path(command: &str, config_dir: &Path) -> PathBuf {
+    let path = Path::new(command);
+    if path.is_absolute() || !command.contains('/') {
+        path.to_path_buf()
+    } else {
+        config_dir.join(path)
+    }
+}
+
+/// Problems with one agent's command settings, as (key suffix, message) pairs.
+pub fn check_agent(agent: &AgentPolicy) -> Vec<(String, String)> {
+    let mut problems = Vec::new();
+    for (i, arg) in agent.args.iter().enumerate() {
+        for name in placeholders_in(arg) {
+            if !PLACEHOLDERS.contains(&name) {
+                problems.push((
+                    format!("args.{i}"),
+                    format!(
+                        "unknown placeholder {{{name}}}; known: {}",
+                        PLACEHOLDERS
+                            .iter()
+                            .map(|p| format!("{{{p}}}"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                ));
+            }
+        }
+    }
+    if let speckit_engine::policy::AgentReadiness::Line(line) = &agent.readiness {
+        if line.trim().is_empty() {
+            problems.push((
+                "readiness.line".into(),
+                "the ready line must not be empty".into(),
+            ));
+        }
+    }
+    for key in agent.env.keys() {
+        if key.is_empty() || key.contains('=') || key.contains('\0') {
+            problems.push((
+                format!("env.{key}"),
+                "an environment variable name must be non-empty, without '=' or NUL".into(),
+            ));
+        }
+    }
+    problems
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn values() -> PlaceholderValues<'static> {
+        PlaceholderValues {
+            prompt_file: Path::new("/e/p.md"),
+            spec_id: "SPEC-KIT-900",
+            stage: "plan",
+            output_file: Path::new("/e/o.txt"),
+        }
+    }
+
+    #[test]
+    fn expands_known_placeholders_and_keeps_other_braces() {
+        let v = values();
+        assert_eq!(
+            expand("--prompt-file={prompt_file}", &v),
+            "--prompt-file=/e/p.md"
+        );
+        assert_eq!(
+            expand("{spec_id}/{stage}:{output_file}", &v),
+            "SPEC-KIT-900/plan:/e/o.txt"
+        );
+        assert_eq!(expand(r#"{"json": 1}"#, &v), r#"{"json": 1}"#);
+        assert_eq!(expand("{unknown} {", &v), "{unknown} {");
+        assert_eq!(expand("{{stage}}", &v), "{plan}");
+    }
+
+    #[test]
+    fn finds_unknown_placeholders() {
+        assert_eq!(
+            placeholders_in("{prompt} {stage} {\"a\":1}"),
+            vec!["prompt", "stage"]
+        );
+        let agent: AgentPolicy = toml::from_str(
+            "name = \"a\"\ncommand = \"x\"\nargs = [\"{prompt}\", \"{stage}\"]\nreadiness = { line = \" \" }\n",
+        )
+        .unwrap();
+        let problems = check_agent(&agent);
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert_eq!(problems[0].0, "args.0");
+        assert!(problems[0].1.contains("{prompt_file}"));
+        assert_eq!(problems[1].0, "readiness.line");
+    }
+
+    #[test]
+    fn program_resolution() {
+        let dir = Path::new("/cfg");
+        assert_eq!(program_path("gemini", dir), PathBuf::from("gemini"));
+        assert_eq!(program_path("/usr/bin/x", dir), PathBuf::from("/usr/bin/x"));
+        assert_eq!(
+            program_path("bin/agent", dir),
+            PathBuf::from("/cfg/bin/agent")
+        );
+    }
+}

@@ -1,0 +1,128 @@
+//! The `spawn` job: what `speckit-hygiene spawn` and the demo run through the engine, so a
+//! spawn is recorded in the job runs like any other job. It spawns the requested agents,
+//! waits for all of them, and reports the figures.
+//!
+//! Options (`args`): `spec` (required), `stage` (required), `prompt` (text; a short default
+//! naming the SPEC and stage), `agents` (names; default all).
+
+use tokio::task::JoinSet;
+
+use speckit_engine::{JobContext, JobReport, PluginError, SpecId};
+
+use crate::batch::spawn_agents;
+use crate::error::SpawnError;
+use crate::handle::AgentCompletion;
+use crate::request::SpawnRequest;
+
+/// The prompt used when the job is given none.
+pub fn default_prompt(spec: &SpecId, stage: &str) -> String {
+    format!("Run the {stage} stage of {spec}.\n")
+}
+
+pub(crate) async fn run(ctx: JobContext) -> Result<JobReport, PluginError> {
+    let text = |name: &str| ctx.option_str(name).map(str::to_string);
+    let spec = text("spec").ok_or_else(|| PluginError::InvalidArgs("spec is required".into()))?;
+    let spec = SpecId::parse(&spec).map_err(|e| PluginError::InvalidArgs(e.to_string()))?;
+    let stage =
+        text("stage").ok_or_else(|| PluginError::InvalidArgs("stage is required".into()))?;
+    let prompt = text("prompt").unwrap_or_else(|| default_prompt(&spec, &stage));
+    let agents: Vec<String> = match ctx.args.get("agents") {
+        None | Some(serde_json::Value::Null) => Vec::new(),
+        Some(serde_json::Value::Array(items)) => items
+            .iter()
+            .map(|v| {
+                v.as_str().map(str::to_string).ok_or_else(|| {
+                    PluginError::InvalidArgs(format!("agents: {v} is not an agent name"))
+                })
+            })
+            .collect::<Result<_, _>>()?,
+        Some(other) => {
+            return Err(PluginError::InvalidArgs(format!(
+                "agents must be a list of names, got {other}"
+            )))
+        }
+    };
+
+    let request = SpawnRequest::new(spec.clone(), stage.clone(), prompt)
+        .with_agents(agents)
+        .with_cancel(ctx.cancel.clone());
+    let batch = spawn_agents(&ctx.storage, &ctx.policy, &ctx.events, request)
+        .await
+        .map_err(|e| match e {
+            SpawnError::Storage(e) => PluginError::Storage(e),
+            SpawnError::Cancelled { .. } => PluginError::Cancelled,
+            e @ (SpawnError::InvalidStage { .. }
+            | SpawnError::NoAgents { .. }
+            | SpawnError::UnknownAgents { .. }
+            | SpawnError::DuplicateAgent { .. }) => PluginError::InvalidArgs(e.to_string()),
+            e => PluginError::Failed(e.to_string()),
+        })?;
+    let metrics = batch.metrics.clone();
+    ctx.progress(format!(
+        "{} of {} agents running for {spec} {stage} after {:.1} ms",
+        metrics.ok_count,
+        metrics.agent_count,
+        metrics.total_us as f64 / 1000.0
+    ));
+
+    let mut errors: Vec<String> = batch.failures.iter().map(ToString::to_string).collect();
+    let mut completions: Vec<AgentCompletion> = Vec::new();
+    let mut waiting = JoinSet::new();
+    for handle in batch.handles {
+        waiting.spawn(handle.wait());
+    }
+    while let Some(joined) = waiting.join_next().await {
+        match joined {
+            Ok(Ok(completion)) => completions.push(completion),
+            Ok(Err(e)) => errors.push(e.to_string()),
+            Err(e) => errors.push(format!("waiting for an agent failed: {e}")),
+        }
+    }
+    let rank = |name: &str| metrics.agents.iter().position(|a| a.agent == name);
+    completions.sort_by_key(|c| rank(&c.agent));
+    for c in &completions {
+        if let Some(failure) = &c.failure {
+            errors.push(format!("agent {:?} run failed: {failure}", c.agent));
+        }
+    }
+    let succeeded = completions.iter().filter(|c| c.succeeded()).count();
+    let summary = format!(
+        "{spec} {stage}: {}/{} agents spawned in {:.1} ms (max_concurrency {}); {succeeded} completed, {} failed",
+        metrics.ok_count,
+        metrics.agent_count,
+        metrics.total_us as f64 / 1000.0,
+        metrics.max_concurrency,
+        metrics.agent_count - succeeded,
+    );
+    let completion_rows: Vec<serde_json::Value> = completions
+        .iter()
+        .map(|c| {
+            serde_json::json!({
+                "agent": c.agent,
+                "agent_id": c.agent_id,
+                "pid": c.pid,
+                "ok": c.succeeded(),
+                "exit": c.exit,
+                "error": c.failure.as_ref().map(ToString::to_string),
+                "run_ms": c.run_ms,
+                "response_bytes": c.response_bytes,
+                "stored_bytes": c.response.len(),
+                "truncated": c.truncated,
+                "response_path": c.response_path,
+                "consensus_run_id": c.consensus_run_id,
+            })
+        })
+        .collect();
+    let data = serde_json::json!({
+        "batch": metrics,
+        "metrics_file": batch.metrics_file,
+        "failures": batch.failures,
+        "completions": completion_rows,
+    });
+    Ok(JobReport {
+        summary,
+        data,
+        warnings: batch.warnings,
+        errors,
+    })
+}

@@ -1,0 +1,385 @@
+//! Initialising one agent: take a concurrency slot; insert its `agent_executions` row
+//! while writing its prompt file and starting its process; wait until it is running (and
+//! ready). Every failure path kills and reaps what it started and marks the row
+//! failed, so a failure leaves no orphan process and no half-written row.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use speckit_engine::events::{EngineEvent, EventBus};
+use speckit_engine::policy::{AgentPolicy, AgentReadiness};
+use speckit_engine::{Storage, StorageError};
+
+use crate::command::{expand, program_path, PlaceholderValues};
+use crate::db::{self, AgentMetric, BatchRow};
+use crate::error::{AgentFailure, FailureCause};
+use crate::evidence::{self, AgentPaths};
+use crate::handle::AgentHandle;
+use crate::process::{describe_status, AgentProcess, ReadyWatch};
+use crate::PLUGIN_NAME;
+
+/// What every agent of one batch shares.
+pub(crate) struct BatchContext {
+    pub storage: Storage,
+    pub events: EventBus,
+    pub batch: Arc<BatchRow>,
+    pub phase_type: String,
+    pub prompt: Arc<str>,
+    pub spec_dir: PathBuf,
+    pub config_dir: PathBuf,
+    pub spawn_timeout: Duration,
+    pub max_response_bytes: u64,
+    /// When the request arrived: every agent's spawn time is measured from here.
+    pub request_start: Instant,
+    pub cancel: CancellationToken,
+}
+
+impl BatchContext {
+    pub fn emit(&self, kind: &str, data: serde_json::Value) {
+        emit(&self.events, kind, data);
+    }
+}
+
+pub(crate) fn emit(events: &EventBus, kind: &str, data: serde_json::Value) {
+    events.emit(EngineEvent::Plugin {
+        plugin: PLUGIN_NAME.to_string(),
+        kind: kind.to_string(),
+        data,
+    });
+}
+
+/// How one agent's initialisation ended.
+pub(crate) enum AgentInit {
+    Ready {
+        handle: Box<AgentHandle>,
+        metric: AgentMetric,
+    },
+    Failed {
+        failure: AgentFailure,
+        metric: AgentMetric,
+    },
+}
+
+pub(crate) fn agent_id(batch_id: &str, agent: &str) -> String {
+    format!("{batch_id}-{agent}")
+}
+
+pub(crate) fn now_text() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+fn sqlite_error(storage: &Storage) -> impl Fn(rusqlite::Error) -> StorageError {
+    let path = storage.path().to_path_buf();
+    move |source| StorageError::Sqlite {
+        path: path.clone(),
+        source,
+    }
+}
+
+/// Marks an agent's row failed; a failure to do so is logged (the agent's failure is
+/// reported to the caller either way).
+pub(crate) async fn mark_row_failed(storage: &Storage, agent_id: &str, cause: &str) {
+    let (id, cause_text, completed_at) = (agent_id.to_string(), cause.to_string(), now_text());
+    let to_storage = sqlite_error(storage);
+    let result = storage
+        .write(move |tx| db::mark_failed(tx, &id, &completed_at, &cause_text).map_err(to_storage))
+        .await;
+    if let Err(e) = result {
+        tracing::error!(agent_id, "cannot mark the agent's row failed: {e}");
+    }
+}
+
+/// Initialises one agent. Never panics on bad input; every error becomes a failure.
+pub(crate) async fn initialize(
+    ctx: Arc<BatchContext>,
+    agent: AgentPolicy,
+    slots: Arc<Semaphore>,
+) -> AgentInit {
+    let id = agent_id(&ctx.batch.batch_id, &agent.name);
+    let queue_start = Instant::now();
+    let mut metric = AgentMetric {
+        agent: agent.name.clone(),
+        agent_id: id.clone(),
+        queued_us: 0,
+        spawn_us: 0,
+        ok: false,
+        pid: None,
+        error: None,
+    };
+    let _slot = tokio::select! {
+        biased;
+        _ = ctx.cancel.cancelled() => {
+            return fail(&ctx, metric, None, FailureCause::Cancelled, false).await;
+        }
+        slot = slots.acquire_owned() => match slot {
+            Ok(slot) => slot,
+            // The semaphore is never closed; treat it like a cancellation if it were.
+            Err(_) => return fail(&ctx, metric, None, FailureCause::Cancelled, false).await,
+        },
+    };
+    metric.queued_us = queue_start.elapsed().as_micros() as u64;
+    let init_start = Instant::now();
+    let paths = AgentPaths::new(
+        &ctx.spec_dir,
+        &ctx.batch.stage,
+        &ctx.batch.batch_id,
+        &agent.name,
+    );
+
+    // The row goes to the writer thread while this task writes the prompt file and starts
+    // the process: the agent boots while its row commits, and a write queued behind a
+    // vacuum chunk does not delay the start. The agent counts as spawned only once both
+    // are done; if either fails, the other is undone (process killed, row marked failed).
+    let row = {
+        let (batch, id, name, phase, spawned_at) = (
+            ctx.batch.clone(),
+            id.clone(),
+            agent.name.clone(),
+            ctx.phase_type.clone(),
+            now_text(),
+        );
+        let to_storage = sqlite_error(&ctx.storage);
+        ctx.storage.write(move |tx| {
+            db::insert_execution(tx, &batch, &id, &name, &phase, &spawned_at).map_err(to_storage)
+        })
+    };
+    let start = async { start_process(&ctx, &agent, &paths) };
+    let (row, started) = tokio::join!(row, start);
+    let (mut process, watch, process_started) = match (row, started) {
+        (Ok(()), Ok(started)) => started,
+        (Err(e), started) => {
+            let pid = match started {
+                Ok((mut process, _, _)) => {
+                    let pid = process.pid();
+                    if let Err(e) = process.kill().await {
+                        tracing::warn!(pid, agent = %agent.name, "reaping the agent failed: {e}");
+                    }
+                    Some(pid)
+                }
+                Err(_) => None,
+            };
+            let cause = FailureCause::Database {
+                message: e.to_string(),
+            };
+            return fail(&ctx, metric, pid, cause, false).await;
+        }
+        (Ok(()), Err(cause)) => return fail(&ctx, metric, None, cause, true).await,
+    };
+    let pid = process.pid();
+    metric.pid = Some(pid);
+    ctx.emit(
+        "agent_started",
+        serde_json::json!({ "batch_id": ctx.batch.batch_id, "agent": agent.name, "agent_id": id, "pid": pid }),
+    );
+
+    if let Some(mut watch) = watch {
+        let line = match &agent.readiness {
+            AgentReadiness::Line(line) => line.clone(),
+            AgentReadiness::Started => String::new(),
+        };
+        let deadline = tokio::time::Instant::from_std(init_start + ctx.spawn_timeout);
+        let first = tokio::select! {
+            biased;
+            seen = watch.wait_ready() => match seen {
+                Ok(true) => ReadyWait::Ready,
+                Ok(false) => ReadyWait::StdoutClosed,
+                Err(e) => ReadyWait::ReadFailed(e),
+            },
+            status = process.wait() => ReadyWait::Exited(status),
+            _ = tokio::time::sleep_until(deadline) => ReadyWait::TimedOut,
+            _ = ctx.cancel.cancelled() => ReadyWait::Cancelled,
+        };
+        if let ReadyWait::ReadFailed(e) = &first {
+            tracing::warn!(pid, agent = %agent.name, "reading the agent's stdout failed: {e}");
+        }
+        let not_ready =
+            match first {
+                ReadyWait::Ready => None,
+                ReadyWait::Exited(status) => {
+                    // Stop anything it left in its group before the group id can be reused.
+                    process.kill_group();
+                    // A quick agent may print the line and exit before it was read: read what
+                    // is left in the pipe (end of file follows the exit), then decide.
+                    match tokio::time::timeout(Duration::from_secs(1), watch.wait_ready()).await {
+                        Ok(Ok(true)) => None,
+                        _ => Some(match status {
+                            Ok(status) => FailureCause::ExitedBeforeReady {
+                                status: describe_status(&status),
+                                stderr_tail: None,
+                            },
+                            Err(e) => FailureCause::Start {
+                                command: agent.command.clone(),
+                                working_dir: String::new(),
+                                message: format!("waiting for it failed: {e}"),
+                            },
+                        }),
+                    }
+                }
+                // Stdout closed without the line: usually an exit on its way.
+                ReadyWait::StdoutClosed | ReadyWait::ReadFailed(_) => Some(
+                    match tokio::time::timeout(Duration::from_millis(500), process.wait()).await {
+                        Ok(Ok(status)) => {
+                            process.kill_group();
+                            FailureCause::ExitedBeforeReady {
+                                status: describe_status(&status),
+                                stderr_tail: None,
+                            }
+                        }
+                        _ => FailureCause::ClosedBeforeReady { line: line.clone() },
+                    },
+                ),
+                ReadyWait::TimedOut => Some(FailureCause::NotReady {
+                    timeout_ms: ctx.spawn_timeout.as_millis() as u64,
+                    line: line.clone(),
+                }),
+                ReadyWait::Cancelled => Some(FailureCause::Cancelled),
+            };
+        // From here on the rest of stdout is copied in the background.
+        process.set_copier(watch.into_copier());
+        if let Some(mut cause) = not_ready {
+            if let Err(e) = process.kill().await {
+                tracing::warn!(pid, agent = %agent.name, "reaping the failed agent failed: {e}");
+            }
+            process.finish_copier().await;
+            if let FailureCause::ExitedBeforeReady { stderr_tail, .. } = &mut cause {
+                let path = paths.stderr.clone();
+                *stderr_tail = tokio::task::spawn_blocking(move || evidence::last_line(&path))
+                    .await
+                    .ok()
+                    .flatten();
+            }
+            return fail(&ctx, metric, Some(pid), cause, true).await;
+        }
+    }
+
+    metric.spawn_us = ctx.request_start.elapsed().as_micros() as u64;
+    metric.ok = true;
+    ctx.emit(
+        "agent_ready",
+        serde_json::json!({ "batch_id": ctx.batch.batch_id, "agent": agent.name, "agent_id": id, "pid": pid, "spawn_us": metric.spawn_us }),
+    );
+    tracing::debug!(agent = %agent.name, pid, spawn_us = metric.spawn_us, "agent ready");
+    let handle = AgentHandle::new(
+        ctx.clone(),
+        agent.name.clone(),
+        id,
+        process,
+        paths,
+        process_started,
+        Duration::from_millis(agent.timeout_ms),
+    );
+    AgentInit::Ready {
+        handle: Box::new(handle),
+        metric,
+    }
+}
+
+/// Writes the agent's prompt file, creates its logs and starts its process. Runs inline on
+/// the agent's task: a few small file writes and a `posix_spawn`, each cheaper than a
+/// hand-off to the blocking pool would be.
+fn start_process(
+    ctx: &BatchContext,
+    agent: &AgentPolicy,
+    paths: &AgentPaths,
+) -> Result<(AgentProcess, Option<ReadyWatch>, Instant), FailureCause> {
+    let files = evidence::create_agent_files(paths, &ctx.prompt).map_err(|(path, e)| {
+        FailureCause::EvidenceFile {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        }
+    })?;
+    let program = program_path(&agent.command, &ctx.config_dir);
+    let values = PlaceholderValues {
+        prompt_file: &paths.prompt,
+        spec_id: &ctx.batch.spec_id,
+        stage: &ctx.batch.stage,
+        output_file: &paths.output,
+    };
+    let mut command = tokio::process::Command::new(&program);
+    command
+        .args(agent.args.iter().map(|a| expand(a, &values)))
+        .envs(&agent.env)
+        .stdin(Stdio::null())
+        .stderr(Stdio::from(files.stderr))
+        // Its own process group: killing the group stops whatever the agent started.
+        .process_group(0)
+        .kill_on_drop(true);
+    if let Some(dir) = &agent.working_dir {
+        command.current_dir(dir);
+    }
+    let ready_line = match &agent.readiness {
+        AgentReadiness::Started => {
+            command.stdout(Stdio::from(files.stdout));
+            None
+        }
+        AgentReadiness::Line(line) => {
+            command.stdout(Stdio::piped());
+            Some((line.as_str(), files.stdout))
+        }
+    };
+    let mut child = command.spawn().map_err(|e| FailureCause::Start {
+        command: program.display().to_string(),
+        working_dir: match &agent.working_dir {
+            Some(dir) => dir.display().to_string(),
+            None => std::env::current_dir()
+                .map(|d| d.display().to_string())
+                .unwrap_or_else(|_| "unknown".into()),
+        },
+        message: e.to_string(),
+    })?;
+    let stdout = child.stdout.take();
+    let process = AgentProcess::new(child);
+    let watch = match (ready_line, stdout) {
+        (Some((line, log)), Some(stdout)) => Some(ReadyWatch::new(stdout, log, line)),
+        _ => None,
+    };
+    Ok((process, watch, Instant::now()))
+}
+
+/// What ended the wait for an agent's ready line.
+enum ReadyWait {
+    Ready,
+    StdoutClosed,
+    ReadFailed(std::io::Error),
+    Exited(std::io::Result<std::process::ExitStatus>),
+    TimedOut,
+    Cancelled,
+}
+
+/// Reports an agent's failure: its row marked failed (when it has one), a tracing line, an
+/// event, and the metric.
+async fn fail(
+    ctx: &BatchContext,
+    mut metric: AgentMetric,
+    pid: Option<u32>,
+    cause: FailureCause,
+    has_row: bool,
+) -> AgentInit {
+    let message = cause.to_string();
+    if has_row {
+        mark_row_failed(&ctx.storage, &metric.agent_id, &message).await;
+    }
+    metric.spawn_us = ctx.request_start.elapsed().as_micros() as u64;
+    metric.ok = false;
+    metric.pid = pid;
+    metric.error = Some(message.clone());
+    tracing::warn!(agent = %metric.agent, batch_id = %ctx.batch.batch_id, "agent failed to spawn: {message}");
+    ctx.emit(
+        "agent_failed",
+        serde_json::json!({ "batch_id": ctx.batch.batch_id, "agent": metric.agent, "agent_id": metric.agent_id, "pid": pid, "error": message }),
+    );
+    AgentInit::Failed {
+        failure: AgentFailure {
+            agent: metric.agent.clone(),
+            agent_id: metric.agent_id.clone(),
+            pid,
+            cause,
+        },
+        metric,
+    }
+}

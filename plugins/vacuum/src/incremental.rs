@@ -1,0 +1,158 @@
+//! Incremental vacuum in chunks: one write transaction per chunk, a TRUNCATE checkpoint
+//! after each, a pause so other processes' writers get in, and no next chunk while the
+//! WAL cannot be checkpointed.
+
+use speckit_engine::JobContext;
+use std::time::{Duration, Instant};
+
+use crate::error::VacuumError;
+use crate::measure::Measurement;
+use crate::report::{Outcome, VacuumReport};
+use crate::steps::{ChunkOutcome, Maintenance};
+
+/// Frees the pages that were free when the job started, in chunks of `chunk_pages`.
+pub async fn incremental(
+    ctx: &JobContext,
+    maintenance: &Maintenance,
+    before: &Measurement,
+    report: &mut VacuumReport,
+    warnings: &mut Vec<String>,
+) -> Result<(), VacuumError> {
+    let chunk_pages = report.chunk_pages.max(1) as i64;
+    // Free the pages that were free when the job started: pages other connections free
+    // meanwhile wait for the next run, so the job always ends.
+    let mut remaining = before.pages.freelist_count;
+    while remaining > 0 {
+        if ctx.cancel.is_cancelled() {
+            report.outcome = Outcome::Cancelled;
+            return Ok(());
+        }
+        let request = remaining.min(chunk_pages) as u32;
+        let chunk = maintenance
+            .incremental_chunk(request)
+            .await
+            .map_err(VacuumError::from_storage)?;
+        report.chunks += 1;
+        report.pages_freed += chunk.pages_freed;
+        report.wal_bytes_peak = report.wal_bytes_peak.max(chunk.wal_bytes_peak);
+        report.max_step_ms = report.max_step_ms.max(chunk.duration_us as f64 / 1000.0);
+        report.checkpoints += 1;
+        if chunk.rows_stepped as i64 != chunk.pages_freed {
+            tracing::warn!(database = %ctx.storage.path().display(), rows = chunk.rows_stepped, pages = chunk.pages_freed, "incremental_vacuum returned a different number of rows than pages it freed");
+        }
+        ctx.emit(
+            "vacuum_chunk",
+            serde_json::json!({
+                "chunk": report.chunks,
+                "pages_freed": chunk.pages_freed,
+                "freelist_after": chunk.freelist_after,
+                "wal_bytes_peak": chunk.wal_bytes_peak,
+                "checkpoint_busy": chunk.checkpoint.busy,
+                "duration_us": chunk.duration_us,
+            }),
+        );
+        tracing::debug!(
+            chunk = report.chunks,
+            freed = chunk.pages_freed,
+            free_left = chunk.freelist_after,
+            "vacuum chunk done"
+        );
+        remaining -= chunk.pages_freed;
+        if chunk.checkpoint.busy {
+            report.checkpoints_busy += 1;
+            if !settle_checkpoint(ctx, maintenance, report, warnings).await? {
+                return Ok(());
+            }
+        }
+        if chunk.pages_freed < request as i64 {
+            // The freelist ran out first (another connection reused or freed pages).
+            break;
+        }
+        if remaining > 0 && !pause_for_other_writers(ctx, &chunk, report).await {
+            return Ok(());
+        }
+    }
+    if report.pages_freed < before.pages.freelist_count {
+        warnings.push(format!(
+            "freed {} of the {} pages that were free at the start: other connections reused or vacuumed the rest",
+            report.pages_freed, before.pages.freelist_count
+        ));
+    }
+    Ok(())
+}
+
+/// Leaves the database to other writers after a chunk, so the vacuum holds the write lock
+/// at most `lock_time_fraction` of the time. Writers of this process queue on the writer
+/// connection and get their turn anyway; writers of other processes poll for the lock in
+/// SQLite's busy handler (after 1, 2, 5, 10, ... up to 100 ms) and would otherwise land
+/// inside the next chunk again and again. Returns false if the engine shut down meanwhile.
+async fn pause_for_other_writers(
+    ctx: &JobContext,
+    chunk: &ChunkOutcome,
+    report: &mut VacuumReport,
+) -> bool {
+    let share = ctx
+        .policy
+        .policy
+        .vacuum
+        .lock_time_fraction
+        .clamp(f64::MIN_POSITIVE, 1.0);
+    let held = Duration::from_micros(chunk.duration_us);
+    let pause = held.mul_f64((1.0 - share) / share);
+    if pause.is_zero() {
+        return true;
+    }
+    report.paused_ms += pause.as_secs_f64() * 1000.0;
+    tokio::select! {
+        _ = ctx.cancel.cancelled() => {
+            report.outcome = Outcome::Cancelled;
+            false
+        }
+        _ = tokio::time::sleep(pause) => true,
+    }
+}
+
+/// After a checkpoint that could not finish, retries `wal_checkpoint(TRUNCATE)` as steps
+/// of its own, sleeping between them without holding the writer connection (the storage's
+/// retry budget: `write_retry_attempts`, exponential backoff with jitter). The next chunk
+/// waits for it: chunking on into a WAL nobody can checkpoint grows the WAL by every
+/// page the vacuum moves (another process writing continuously holds the checkpoint
+/// lock in its own auto-checkpoints; a long read transaction pins an old snapshot).
+///
+/// Returns false, with a warning and `outcome = incomplete`, when the WAL stayed blocked
+/// (or the engine shut down): the job stops there and the next run goes on.
+pub(crate) async fn settle_checkpoint(
+    ctx: &JobContext,
+    maintenance: &Maintenance,
+    report: &mut VacuumReport,
+    warnings: &mut Vec<String>,
+) -> Result<bool, VacuumError> {
+    let retry = ctx.storage.options().retry.clone();
+    let started = Instant::now();
+    for attempt in 0..retry.max_attempts.max(1) {
+        tokio::select! {
+            _ = ctx.cancel.cancelled() => {
+                report.outcome = Outcome::Cancelled;
+                return Ok(false);
+            }
+            _ = tokio::time::sleep(retry.backoff(attempt)) => {}
+        }
+        let checkpoint = maintenance
+            .checkpoint()
+            .await
+            .map_err(VacuumError::from_storage)?;
+        report.checkpoints += 1;
+        if !checkpoint.busy {
+            return Ok(true);
+        }
+        report.checkpoints_busy += 1;
+    }
+    report.outcome = Outcome::Incomplete;
+    warnings.push(format!(
+        "stopped after {} chunks: for {} ms another connection kept the WAL of {} from being checkpointed (a long read transaction, or continuous writes); vacuuming on would grow the WAL by every page moved. The next run frees the remaining pages",
+        report.chunks,
+        started.elapsed().as_millis(),
+        ctx.storage.path().display()
+    ));
+    Ok(false)
+}

@@ -1,0 +1,45 @@
+//! The `integrity_check` job: `PRAGMA integrity_check` on a read snapshot, reported.
+
+use speckit_engine::{JobContext, JobReport, PluginError};
+use std::time::Instant;
+
+use crate::check::{run_check, CheckKind};
+use crate::render::thousands;
+
+/// Runs the `integrity_check` job. A database with problems fails the job with SQLite's
+/// own lines as the error; the report keeps them in `data.check.output`.
+pub async fn run(ctx: &JobContext) -> Result<JobReport, PluginError> {
+    if !ctx.args.is_null() && ctx.args.as_object().is_none_or(|m| !m.is_empty()) {
+        return Err(PluginError::InvalidArgs(format!(
+            "the integrity_check job takes no options, got {}",
+            ctx.args
+        )));
+    }
+    let started = Instant::now();
+    let storage = &ctx.storage;
+    let check = run_check(storage, CheckKind::Integrity).await?;
+    let error = check.to_error(storage, CheckKind::Integrity);
+    let db = storage.path().display();
+    let summary = if check.ok {
+        format!("integrity_check of {db}: ok ({} ms)", check.duration_ms)
+    } else {
+        // SQLite stops listing at 100 problems.
+        let lines = check.output.iter().flat_map(|row| row.lines()).count();
+        format!(
+            "integrity_check of {db} FAILED: {} lines of problems ({} ms)",
+            thousands(lines as i64),
+            check.duration_ms
+        )
+    };
+    let data = serde_json::json!({
+        "database": storage.path(),
+        "check": check,
+        "duration_ms": started.elapsed().as_millis() as u64,
+    });
+    Ok(JobReport {
+        summary,
+        data,
+        warnings: Vec::new(),
+        errors: error.map(|e| e.to_string()).into_iter().collect(),
+    })
+}

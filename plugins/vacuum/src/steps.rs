@@ -1,0 +1,295 @@
+//! The maintenance steps, each one `Storage::maintain` call on the engine's writer
+//! connection: one chunk of incremental vacuum, the migration `VACUUM`, a checkpoint.
+//!
+//! One call per step, because every other write of the process queues behind the writer
+//! connection: a step is the longest any of them waits. Writers of other processes meet
+//! SQLite's write lock instead and poll for it in their busy handler; the job pauses
+//! between chunks (`[vacuum] lock_time_fraction`) so their polls find it free.
+
+use rusqlite::Connection;
+use serde::{Deserialize, Serialize};
+use speckit_engine::storage::{RetryPolicy, StorageCounters};
+use speckit_engine::{Storage, StorageError};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::measure::{classify, page_stats, pragma_i64, wal_size_or_zero, AutoVacuum};
+
+/// The longest one checkpoint attempt waits in SQLite's busy handler (for another
+/// process's write transaction to end, or its readers to move to the newest snapshot).
+/// It waits on the writer connection, so every write of this process waits with it; a
+/// longer blockage is retried between chunks by the job, without holding the writer.
+pub const CHECKPOINT_BUSY_WAIT: Duration = Duration::from_millis(50);
+
+/// What a checkpoint did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckpointOutcome {
+    /// It could not finish: another connection was writing, or reading an older snapshot
+    /// whose pages the WAL still holds.
+    pub busy: bool,
+    /// Frames in the WAL, and how many of them were copied into the database.
+    pub wal_frames: i64,
+    pub checkpointed_frames: i64,
+    /// Size of the WAL file afterwards, in bytes.
+    pub wal_bytes_after: u64,
+}
+
+/// What one chunk of incremental vacuum did, measured inside its own write transaction
+/// (so another process's commit cannot slip between the counts).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkOutcome {
+    pub requested_pages: u32,
+    /// `freelist_count` before minus after: pages returned to the file system.
+    pub pages_freed: i64,
+    /// Rows `PRAGMA incremental_vacuum(N)` returned; SQLite returns one per page it frees,
+    /// which is why the statement is stepped to the end.
+    pub rows_stepped: u64,
+    pub freelist_before: i64,
+    pub freelist_after: i64,
+    pub page_count_before: i64,
+    pub page_count_after: i64,
+    /// WAL size after the chunk committed and before its checkpoint: the chunk's peak.
+    pub wal_bytes_peak: u64,
+    pub checkpoint: CheckpointOutcome,
+    /// How long the step held the writer connection, in microseconds.
+    pub duration_us: u64,
+}
+
+/// What the migration `VACUUM` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MigrationOutcome {
+    pub auto_vacuum_before: AutoVacuum,
+    pub auto_vacuum_after: AutoVacuum,
+    pub page_count_before: i64,
+    pub page_count_after: i64,
+    pub freelist_before: i64,
+    pub freelist_after: i64,
+    /// WAL size right after the VACUUM, before the checkpoint: in WAL mode the VACUUM
+    /// writes the whole new database into the WAL first.
+    pub wal_bytes_peak: u64,
+    pub checkpoint: CheckpointOutcome,
+    pub duration_us: u64,
+}
+
+/// Runs maintenance steps on a storage's writer connection, retrying a step that meets
+/// another process's write lock the way the storage retries a write (`busy_timeout` per
+/// attempt, then exponential backoff with jitter, `write_retry_attempts` in all).
+#[derive(Clone)]
+pub struct Maintenance {
+    storage: Storage,
+    counters: Arc<StorageCounters>,
+}
+
+impl std::fmt::Debug for Maintenance {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Maintenance")
+            .field("database", &self.storage.path())
+            .finish()
+    }
+}
+
+/// What a step needs on the writer thread.
+struct StepCtx {
+    path: PathBuf,
+    retry: RetryPolicy,
+    counters: Arc<StorageCounters>,
+    /// The connection's normal busy timeout, restored after a checkpoint.
+    busy_timeout: Duration,
+}
+
+impl Maintenance {
+    pub fn new(storage: Storage) -> Self {
+        Self {
+            storage,
+            counters: Arc::new(StorageCounters::default()),
+        }
+    }
+
+    /// Attempts these steps repeated after `SQLITE_BUSY`/`SQLITE_LOCKED`.
+    pub fn busy_retries(&self) -> u64 {
+        self.counters.busy_retries.load(Ordering::Relaxed)
+    }
+
+    fn ctx(&self) -> StepCtx {
+        StepCtx {
+            path: self.storage.path().to_path_buf(),
+            retry: self.storage.options().retry.clone(),
+            counters: self.counters.clone(),
+            busy_timeout: self.storage.options().busy_timeout,
+        }
+    }
+
+    /// Frees up to `pages` pages (at least 1) in one write transaction, stepping
+    /// `PRAGMA incremental_vacuum(N)` to the end, then runs `wal_checkpoint(TRUNCATE)`.
+    pub async fn incremental_chunk(&self, pages: u32) -> Result<ChunkOutcome, StorageError> {
+        let ctx = self.ctx();
+        self.storage
+            .maintain(move |conn| chunk_blocking(conn, &ctx, pages))
+            .await
+    }
+
+    /// Switches the database to `auto_vacuum = INCREMENTAL` with one full `VACUUM`, then
+    /// checkpoints with TRUNCATE. The caller checks free disk first.
+    pub async fn migrate_to_incremental(&self) -> Result<MigrationOutcome, StorageError> {
+        let ctx = self.ctx();
+        self.storage
+            .maintain(move |conn| migrate_blocking(conn, &ctx))
+            .await
+    }
+
+    /// One `wal_checkpoint(TRUNCATE)` on the writer connection, waiting at most
+    /// [`CHECKPOINT_BUSY_WAIT`] for other connections.
+    pub async fn checkpoint(&self) -> Result<CheckpointOutcome, StorageError> {
+        let ctx = self.ctx();
+        self.storage
+            .maintain(move |conn| checkpoint_blocking(conn, &ctx))
+            .await
+    }
+}
+
+fn retried(ctx: &StepCtx, conn: &Connection, sql: &'static str) -> Result<(), StorageError> {
+    ctx.retry
+        .run(&ctx.path, &ctx.counters, || conn.execute_batch(sql))
+        .map_err(|e| match e {
+            speckit_engine::storage::retry::RetryError::Permanent(source) => {
+                classify(&ctx.path, source)
+            }
+            exhausted => exhausted.into_storage_error(&ctx.path),
+        })
+}
+
+/// Counts gathered inside a chunk's transaction.
+struct ChunkCounts {
+    freelist_before: i64,
+    freelist_after: i64,
+    page_count_before: i64,
+    page_count_after: i64,
+    rows_stepped: u64,
+}
+
+fn chunk_blocking(
+    conn: &mut Connection,
+    ctx: &StepCtx,
+    pages: u32,
+) -> Result<ChunkOutcome, StorageError> {
+    let started = Instant::now();
+    // incremental_vacuum(0) and negative arguments mean "every free page", and SQLite
+    // reads the argument as a 32-bit integer: keep it in 1..=i32::MAX.
+    let pages = pages.clamp(1, i32::MAX as u32);
+    // BEGIN IMMEDIATE takes the write lock up front, so the counts below and the vacuum
+    // see one state no other connection can change in between.
+    retried(ctx, conn, "BEGIN IMMEDIATE")?;
+    let counts = (|| -> rusqlite::Result<ChunkCounts> {
+        let freelist_before = pragma_i64(conn, "freelist_count")?;
+        let page_count_before = pragma_i64(conn, "page_count")?;
+        let rows_stepped = step_incremental_vacuum(conn, pages)?;
+        Ok(ChunkCounts {
+            freelist_before,
+            page_count_before,
+            rows_stepped,
+            freelist_after: pragma_i64(conn, "freelist_count")?,
+            page_count_after: pragma_i64(conn, "page_count")?,
+        })
+    })();
+    let counts = match counts {
+        Ok(counts) => counts,
+        Err(source) => {
+            let _ = conn.execute_batch("ROLLBACK");
+            return Err(classify(&ctx.path, source));
+        }
+    };
+    if let Err(e) = retried(ctx, conn, "COMMIT") {
+        let _ = conn.execute_batch("ROLLBACK");
+        return Err(e);
+    }
+    let wal_bytes_peak = wal_size_or_zero(&ctx.path);
+    let checkpoint = checkpoint_blocking(conn, ctx)?;
+    Ok(ChunkOutcome {
+        requested_pages: pages,
+        pages_freed: counts.freelist_before - counts.freelist_after,
+        rows_stepped: counts.rows_stepped,
+        freelist_before: counts.freelist_before,
+        freelist_after: counts.freelist_after,
+        page_count_before: counts.page_count_before,
+        page_count_after: counts.page_count_after,
+        wal_bytes_peak,
+        checkpoint,
+        duration_us: started.elapsed().as_micros() as u64,
+    })
+}
+
+/// Steps `PRAGMA incremental_vacuum(pages)` until SQLite says it is done. Each step frees
+/// one page and returns one row: `execute` or `execute_batch` would step once and free one
+/// page only (the bug upstream shipped).
+pub fn step_incremental_vacuum(conn: &Connection, pages: u32) -> rusqlite::Result<u64> {
+    // PRAGMA arguments cannot be bound parameters; `pages` is an integer.
+    let mut statement = conn.prepare(&format!("PRAGMA incremental_vacuum({pages})"))?;
+    let mut rows = statement.query([])?;
+    let mut stepped = 0;
+    while rows.next()?.is_some() {
+        stepped += 1;
+    }
+    Ok(stepped)
+}
+
+fn migrate_blocking(
+    conn: &mut Connection,
+    ctx: &StepCtx,
+) -> Result<MigrationOutcome, StorageError> {
+    let started = Instant::now();
+    let sqlite = |source| classify(&ctx.path, source);
+    let before = page_stats(conn).map_err(sqlite)?;
+    // On a database that has tables, this only records the wish; the VACUUM applies it.
+    conn.execute_batch("PRAGMA auto_vacuum = INCREMENTAL")
+        .map_err(sqlite)?;
+    if let Err(e) = retried(ctx, conn, "VACUUM") {
+        // A failed VACUUM changed nothing; forget the wish so no later VACUUM on this
+        // connection applies it behind the policy's back.
+        let _ = conn.execute_batch(&format!(
+            "PRAGMA auto_vacuum = {}",
+            before.auto_vacuum.label()
+        ));
+        return Err(e);
+    }
+    let after = page_stats(conn).map_err(sqlite)?;
+    let wal_bytes_peak = wal_size_or_zero(&ctx.path);
+    let checkpoint = checkpoint_blocking(conn, ctx)?;
+    Ok(MigrationOutcome {
+        auto_vacuum_before: before.auto_vacuum,
+        auto_vacuum_after: after.auto_vacuum,
+        page_count_before: before.page_count,
+        page_count_after: after.page_count,
+        freelist_before: before.freelist_count,
+        freelist_after: after.freelist_count,
+        wal_bytes_peak,
+        checkpoint,
+        duration_us: started.elapsed().as_micros() as u64,
+    })
+}
+
+/// `wal_checkpoint(TRUNCATE)`: waits (briefly) for writers and old readers, copies every
+/// frame into the database and truncates the WAL to zero bytes.
+fn checkpoint_blocking(
+    conn: &Connection,
+    ctx: &StepCtx,
+) -> Result<CheckpointOutcome, StorageError> {
+    let path: &Path = &ctx.path;
+    let sqlite = |source| classify(path, source);
+    conn.busy_timeout(CHECKPOINT_BUSY_WAIT.min(ctx.busy_timeout))
+        .map_err(sqlite)?;
+    // A checkpoint that cannot finish answers busy = 1 in its row rather than failing.
+    let answer = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| {
+        Ok((row.get::<_, i64>(0)?, row.get(1)?, row.get(2)?))
+    });
+    // Restore the writer's own timeout before anything else can fail.
+    conn.busy_timeout(ctx.busy_timeout).map_err(sqlite)?;
+    let (busy, wal_frames, checkpointed_frames) = answer.map_err(sqlite)?;
+    Ok(CheckpointOutcome {
+        busy: busy != 0,
+        wal_frames,
+        checkpointed_frames,
+        wal_bytes_after: wal_size_or_zero(path),
+    })
+}

@@ -1,0 +1,176 @@
+//! `cleanup` and `restore`: the retention plugin's jobs, run through the engine so each run
+//! is recorded like a scheduled one.
+//!
+//! `cleanup --dry-run` prints the exact plan, one action per line (`--json`: the report's
+//! figures plus an `actions` array); a real run prints its summary, warnings and errors
+//! (`--json`: the same figures plus every action with its status). The action list comes
+//! from the plugin directly, not from the job report, so a huge plan is never stored in the
+//! job-runs table.
+
+use anyhow::Result;
+use clap::Args;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use super::{engine_options, print_job, run_job, GlobalArgs, UsageError, EXIT_FAILED, EXIT_OK};
+use speckit_engine::events::JobOutcome;
+use speckit_engine::{Engine, Plugin, SpecId};
+use speckit_retention::plan::{Action, ActionKind};
+use speckit_retention::RetentionPlugin;
+
+#[derive(Debug, Args)]
+pub struct CleanupArgs {
+    /// Print the exact plan and change nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Only this SPEC (a folder name or a tracker ID).
+    #[arg(long, value_name = "SPEC-ID")]
+    spec: Option<String>,
+    /// Allow a plan that removes more than the policy's fraction of all evidence.
+    #[arg(long)]
+    force: bool,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// The SPEC whose archives to restore.
+    spec: String,
+    /// One archive file (default: every recorded archive of the SPEC).
+    #[arg(long, value_name = "FILE")]
+    archive: Option<PathBuf>,
+    /// Restore files under this folder instead of their original places (database rows
+    /// are then written there as db/<table>.jsonl, not into the database).
+    #[arg(long, value_name = "DIR")]
+    to: Option<PathBuf>,
+    #[arg(long)]
+    json: bool,
+}
+
+fn check_spec(spec: &str) -> Result<()> {
+    SpecId::parse(spec).map_err(|e| UsageError(e.to_string()))?;
+    Ok(())
+}
+
+/// An engine whose retention plugin is `retention` (so its action lists can be taken).
+async fn engine_with(global: &GlobalArgs, retention: Arc<RetentionPlugin>) -> Result<Engine> {
+    let mut plugins = speckit_hygiene::builtin_plugins();
+    let mine: Arc<dyn Plugin> = retention;
+    match plugins.iter().position(|p| p.name() == mine.name()) {
+        Some(i) => plugins[i] = mine,
+        None => plugins.push(mine),
+    }
+    Ok(Engine::start(engine_options(global), plugins).await?)
+}
+
+pub async fn cleanup(global: &GlobalArgs, args: CleanupArgs) -> Result<u8> {
+    if let Some(spec) = &args.spec {
+        check_spec(spec)?;
+    }
+    let retention = Arc::new(RetentionPlugin::new());
+    let engine = engine_with(global, retention.clone()).await?;
+    let list_actions = args.json || args.dry_run;
+    let run = run_job(
+        &engine,
+        "cleanup",
+        serde_json::json!({
+            "dry_run": args.dry_run,
+            "force": args.force,
+            "spec": args.spec,
+            "list_actions": list_actions,
+        }),
+    )
+    .await?;
+    let actions = retention.take_actions(run.run_id).unwrap_or_default();
+    let code = match (&run.report, args.json) {
+        (Some(report), true) => {
+            let mut data = report.data.clone();
+            if let Some(obj) = data.as_object_mut() {
+                obj.insert("actions".into(), serde_json::to_value(&actions)?);
+            }
+            println!("{}", serde_json::to_string_pretty(&data)?);
+            exit_code(&run.outcome)
+        }
+        (Some(report), false) => {
+            if args.dry_run {
+                for a in &actions {
+                    println!("{}", action_line(a));
+                }
+            }
+            println!("{}", report.summary);
+            for w in &report.warnings {
+                println!("warning: {w}");
+            }
+            for e in &report.errors {
+                println!("error: {e}");
+            }
+            exit_code(&run.outcome)
+        }
+        (None, json) => print_job(&run, json),
+    };
+    engine.shutdown(std::time::Duration::from_secs(30)).await;
+    Ok(code)
+}
+
+fn exit_code(outcome: &JobOutcome) -> u8 {
+    match outcome {
+        JobOutcome::Failed => EXIT_FAILED,
+        _ => EXIT_OK,
+    }
+}
+
+/// One plan line: `archive  commands/X/a.json -> cleanup/archives/X/...tar.zst`.
+fn action_line(a: &Action) -> String {
+    let name = serde_json::to_value(a.action)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default();
+    let mut line = format!("{name:<16} {}", a.path);
+    match a.action {
+        ActionKind::Archive | ActionKind::DeleteArchived => {
+            if let Some(archive) = &a.archive {
+                line.push_str(&format!(" -> {archive}"));
+            }
+        }
+        ActionKind::ArchiveRows => {
+            line.push_str(&format!(
+                " <- {} row(s) of {}",
+                a.rows.unwrap_or(0),
+                a.table.as_deref().unwrap_or("?")
+            ));
+        }
+        _ => {}
+    }
+    if let Some(reason) = &a.reason {
+        line.push_str(&format!(" ({reason})"));
+    }
+    line
+}
+
+pub async fn restore(global: &GlobalArgs, args: RestoreArgs) -> Result<u8> {
+    check_spec(&args.spec)?;
+    let absolute = |p: &PathBuf| -> Result<String> {
+        Ok(std::path::absolute(p)?.to_string_lossy().into_owned())
+    };
+    if let Some(archive) = &args.archive {
+        if !archive.is_file() {
+            anyhow::bail!(UsageError(format!(
+                "--archive {}: no such archive file",
+                archive.display()
+            )));
+        }
+    }
+    let archive = args.archive.as_ref().map(absolute).transpose()?;
+    let to = args.to.as_ref().map(absolute).transpose()?;
+    let engine = super::start_engine(global).await?;
+    let run = run_job(
+        &engine,
+        "restore",
+        serde_json::json!({ "spec": args.spec, "archive": archive, "to": to }),
+    )
+    .await?;
+    let code = print_job(&run, args.json);
+    engine.shutdown(std::time::Duration::from_secs(30)).await;
+    Ok(code)
+}

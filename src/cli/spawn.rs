@@ -1,0 +1,281 @@
+//! `spawn`: start a stage's agents from the policy and wait for them (through the engine's
+//! `spawn` job, so the run is recorded like any other); `spawn stats`: spawn latency
+//! percentiles, success rate and parallel against sequential, from the metrics tables.
+
+use anyhow::Result;
+use clap::{Args, Subcommand};
+use std::path::PathBuf;
+
+use speckit_engine::engine::JobRun;
+use speckit_engine::events::JobOutcome;
+use speckit_engine::{Engine, SpecId};
+use speckit_spawn::stats::{Percentiles, SpawnStats};
+
+use super::{print_job, run_job, start_engine, GlobalArgs, UsageError, EXIT_FAILED, EXIT_OK};
+
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct SpawnArgs {
+    #[command(subcommand)]
+    command: Option<SpawnCommand>,
+    #[arg(long, value_name = "SPEC-ID")]
+    spec: Option<String>,
+    #[arg(long)]
+    stage: Option<String>,
+    /// The prompt file given to every agent.
+    #[arg(long, value_name = "FILE")]
+    prompt: Option<PathBuf>,
+    /// Comma-separated agent names (default: every agent in the policy).
+    #[arg(long, value_delimiter = ',')]
+    agents: Vec<String>,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SpawnCommand {
+    /// Spawn latency percentiles, success rate, and parallel against sequential.
+    Stats {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn usage(message: impl Into<String>) -> anyhow::Error {
+    anyhow::Error::new(UsageError(message.into()))
+}
+
+pub async fn spawn(global: &GlobalArgs, args: SpawnArgs) -> Result<u8> {
+    if let Some(SpawnCommand::Stats { json }) = args.command {
+        return stats(global, json).await;
+    }
+    let spec = args
+        .spec
+        .ok_or_else(|| usage("spawn needs --spec SPEC-ID and --stage STAGE (or: spawn stats)"))?;
+    let spec = SpecId::parse(&spec).map_err(|e| usage(e.to_string()))?;
+    let stage = args
+        .stage
+        .ok_or_else(|| usage("spawn needs --stage STAGE"))?;
+    speckit_spawn::validate_stage(&stage).map_err(|e| usage(e.to_string()))?;
+    let prompt = match &args.prompt {
+        Some(path) => Some(std::fs::read_to_string(path).map_err(|e| {
+            usage(format!(
+                "cannot read the prompt file {}: {e}",
+                path.display()
+            ))
+        })?),
+        None => None,
+    };
+    let engine = start_engine(global).await?;
+    let policy = engine.policy();
+    let known: Vec<&str> = policy
+        .policy
+        .spawn
+        .agents
+        .iter()
+        .map(|a| a.name.as_str())
+        .collect();
+    if known.is_empty() {
+        engine.shutdown(std::time::Duration::from_secs(5)).await;
+        return Err(usage(format!(
+            "no agents to spawn: {} has no [[spawn.agents]] (see config/speckit.toml)",
+            policy.source.path.display()
+        )));
+    }
+    let unknown: Vec<&str> = args
+        .agents
+        .iter()
+        .map(String::as_str)
+        .filter(|a| !known.contains(a))
+        .collect();
+    if !unknown.is_empty() {
+        engine.shutdown(std::time::Duration::from_secs(5)).await;
+        return Err(usage(format!(
+            "unknown agent(s) {}; {} defines: {}",
+            unknown.join(", "),
+            policy.source.path.display(),
+            known.join(", ")
+        )));
+    }
+    let interrupt = stop_agents_on_signal(&engine);
+    let run = run_job(
+        &engine,
+        "spawn",
+        serde_json::json!({ "spec": spec, "stage": stage, "prompt": prompt, "agents": args.agents }),
+    )
+    .await;
+    interrupt.abort();
+    let run = run?;
+    let code = if args.json {
+        print_job(&run, true)
+    } else {
+        print_spawn_run(&run)
+    };
+    engine.shutdown(std::time::Duration::from_secs(30)).await;
+    Ok(code)
+}
+
+/// On SIGINT or SIGTERM, cancels the job so its agents are killed and recorded, instead of
+/// dying and leaving them running (they are in their own process groups, out of reach of
+/// the terminal's Ctrl-C).
+fn stop_agents_on_signal(engine: &Engine) -> tokio::task::JoinHandle<()> {
+    let token = engine.shutdown_token().clone();
+    tokio::spawn(async move {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(e) => {
+                    tracing::warn!("cannot watch SIGTERM: {e}");
+                    let _ = tokio::signal::ctrl_c().await;
+                    token.cancel();
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        eprintln!("interrupted: stopping the agents");
+        token.cancel();
+    })
+}
+
+/// The demo's spawn step: the demo policy's stub agents for one SPEC. Returns whether it
+/// failed.
+pub async fn demo_step(engine: &Engine) -> Result<bool> {
+    use speckit_hygiene::demo_agents::{DEMO_SPAWN_SPEC, DEMO_SPAWN_STAGE};
+    println!("\n== spawn");
+    let run = run_job(
+        engine,
+        "spawn",
+        serde_json::json!({
+            "spec": DEMO_SPAWN_SPEC,
+            "stage": DEMO_SPAWN_STAGE,
+            "prompt": format!("Draft the {DEMO_SPAWN_STAGE} for {DEMO_SPAWN_SPEC} (demo prompt).\n"),
+        }),
+    )
+    .await?;
+    Ok(print_spawn_run(&run) != EXIT_OK)
+}
+
+/// Prints a spawn job's result for people; returns the exit status.
+fn print_spawn_run(run: &JobRun) -> u8 {
+    let Some(report) = &run.report else {
+        eprintln!(
+            "error: spawn failed: {}",
+            run.error.as_deref().unwrap_or("unknown error")
+        );
+        return EXIT_FAILED;
+    };
+    println!("{}", report.summary);
+    let data = &report.data;
+    let empty = Vec::new();
+    let completions = data["completions"].as_array().unwrap_or(&empty);
+    let agents = data["batch"]["agents"].as_array().unwrap_or(&empty);
+    for agent in agents {
+        let name = agent["agent"].as_str().unwrap_or("?");
+        let spawn_ms = agent["spawn_us"].as_u64().unwrap_or(0) as f64 / 1000.0;
+        if agent["ok"].as_bool() != Some(true) {
+            println!(
+                "  {name:<16} failed to spawn after {spawn_ms:.1} ms: {}",
+                agent["error"].as_str().unwrap_or("?")
+            );
+            continue;
+        }
+        let run_line = match completions.iter().find(|c| c["agent"] == name) {
+            Some(c) if c["ok"].as_bool() == Some(true) => format!(
+                "ran {} ms, {} response bytes{} in {}",
+                c["run_ms"],
+                c["response_bytes"],
+                if c["truncated"].as_bool() == Some(true) {
+                    format!(" ({} stored)", c["stored_bytes"])
+                } else {
+                    String::new()
+                },
+                c["response_path"].as_str().unwrap_or("?")
+            ),
+            Some(c) => format!("run failed: {}", c["error"].as_str().unwrap_or("?")),
+            None => "not recorded".to_string(),
+        };
+        println!(
+            "  {name:<16} ready in {spawn_ms:>7.1} ms (pid {}); {run_line}",
+            agent["pid"]
+        );
+    }
+    if let Some(path) = data["metrics_file"].as_str() {
+        println!("  metrics: {path}");
+    }
+    for w in &report.warnings {
+        println!("warning: {w}");
+    }
+    for e in &report.errors {
+        println!("error: {e}");
+    }
+    match run.outcome {
+        JobOutcome::Failed => EXIT_FAILED,
+        _ => EXIT_OK,
+    }
+}
+
+async fn stats(global: &GlobalArgs, json: bool) -> Result<u8> {
+    let engine = start_engine(global).await?;
+    let stats = speckit_spawn::stats::load(engine.storage()).await;
+    engine.shutdown(std::time::Duration::from_secs(5)).await;
+    let stats = stats?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&stats)?);
+    } else {
+        print_stats(&stats);
+    }
+    Ok(EXIT_OK)
+}
+
+fn percent(rate: Option<f64>) -> String {
+    rate.map(|r| format!("{:.1}%", r * 100.0))
+        .unwrap_or_else(|| "-".into())
+}
+
+fn line(p: &Option<Percentiles>) -> String {
+    match p {
+        Some(p) => format!(
+            "p50 {:.1} ms  p95 {:.1} ms  p99 {:.1} ms  (n = {})",
+            p.p50_ms, p.p95_ms, p.p99_ms, p.count
+        ),
+        None => "no samples".into(),
+    }
+}
+
+fn print_stats(s: &SpawnStats) {
+    if s.batches == 0 {
+        println!("No spawn metrics recorded yet (run `speckit-hygiene spawn`).");
+        return;
+    }
+    println!(
+        "spawn batches: {} ({} fully successful); agents: {} ({} spawned)",
+        s.batches, s.batches_ok, s.agents, s.agents_ok
+    );
+    println!(
+        "success rate: agents {}, batches {}",
+        percent(s.agent_success_rate),
+        percent(s.batch_success_rate)
+    );
+    println!("agent spawn time: {}", line(&s.agent_spawn));
+    println!("batch total:      {}", line(&s.batch_total));
+    println!("parallel batches:   {}", line(&s.parallel));
+    println!("sequential batches: {}", line(&s.sequential));
+    if s.comparisons.is_empty() {
+        println!("parallel vs sequential: no agent count has batches of both kinds yet");
+    }
+    for c in &s.comparisons {
+        println!(
+            "parallel vs sequential, {} agents: p50 {:.1} vs {:.1} ms ({:.2}x), p95 {:.1} vs {:.1} ms ({:.2}x)",
+            c.agents,
+            c.parallel.p50_ms,
+            c.sequential.p50_ms,
+            c.speedup_p50,
+            c.parallel.p95_ms,
+            c.sequential.p95_ms,
+            c.speedup_p95
+        );
+    }
+}

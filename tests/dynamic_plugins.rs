@@ -1,0 +1,333 @@
+//! Dynamic plugins through the command line: the example plugin (`examples/custom-plugin`,
+//! built by `cargo test` because it is a dev-dependency) dropped into a folder, named in
+//! `speckit.toml`, listed by `speckit-hygiene plugins` and run by `run --once`; and bad
+//! plugins refused or contained while the command goes on.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::mpsc;
+use std::time::Duration;
+
+const BIN: &str = env!("CARGO_BIN_EXE_speckit-hygiene");
+
+/// A shared library this workspace built (a dev-dependency of this package).
+fn built(lib: &str) -> PathBuf {
+    // Test and bench binaries live in `target/<profile>/deps/`; cargo puts the libraries of
+    // dependencies beside them, and usually also copies them one folder up.
+    let exe = std::env::current_exe().unwrap();
+    let deps = exe.parent().unwrap();
+    let name = format!(
+        "{}{lib}{}",
+        std::env::consts::DLL_PREFIX,
+        std::env::consts::DLL_SUFFIX
+    );
+    let candidates = [deps.parent().unwrap().join(&name), deps.join(&name)];
+    candidates
+        .iter()
+        .find(|file| file.is_file())
+        .unwrap_or_else(|| {
+            panic!("{name} is missing from {deps:?} and its parent: it is built by `cargo test` as a dev-dependency")
+        })
+        .clone()
+}
+
+/// The real upstream evidence, when this machine has it.
+fn fixture_evidence() -> Option<PathBuf> {
+    let root = std::env::var_os("SPECKIT_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures"));
+    let evidence = root.join("upstream-evidence/docs/SPEC-OPS-004-integrated-coder-hooks/evidence");
+    evidence.is_dir().then_some(evidence)
+}
+
+struct Workspace {
+    dir: tempfile::TempDir,
+}
+
+impl Workspace {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let plugins = dir.path().join("plugins");
+        fs::create_dir(&plugins).unwrap();
+        fs::set_permissions(&plugins, fs::Permissions::from_mode(0o755)).unwrap();
+        Self { dir }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Copies a built library into `plugins/`, the way a user drops one in.
+    fn drop_in(&self, lib: &str, file: &str) -> PathBuf {
+        let target = self.path().join("plugins").join(file);
+        fs::copy(built(lib), &target).unwrap();
+        fs::set_permissions(&target, fs::Permissions::from_mode(0o755)).unwrap();
+        target
+    }
+
+    /// `speckit.toml` with built-in jobs off, evidence at `evidence`, and `plugins`.
+    fn write(&self, evidence: &Path, plugins: &str) {
+        let body = format!(
+            "[storage]\ndatabase_path = \"consensus.db\"\n\n[evidence]\nroot = {evidence:?}\n\n\
+             [schedule]\ncleanup = \"off\"\nvacuum = \"off\"\nintegrity_check = \"off\"\n\n{plugins}\n"
+        );
+        fs::write(self.path().join("speckit.toml"), body).unwrap();
+    }
+
+    /// Runs the CLI on this workspace; fails the test if it takes over a minute.
+    fn cli(&self, args: &[&str]) -> Output {
+        let child = Command::new(BIN)
+            .arg("--config")
+            .arg(self.path().join("speckit.toml"))
+            .args(args)
+            .env_remove("SPECKIT_CONFIG")
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        let (sender, receiver) = mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = sender.send(child.wait_with_output());
+        });
+        match receiver.recv_timeout(Duration::from_secs(60)) {
+            Ok(output) => output.unwrap(),
+            Err(_) => {
+                // SAFETY: plain kill(2) of the child we started.
+                unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+                panic!("speckit-hygiene {args:?} did not finish within 60 s");
+            }
+        }
+    }
+}
+
+fn digest_section(schedule: &str) -> String {
+    format!(
+        "[plugins.digest]\npath = \"plugins/libspeckit_digest.so\"\nschedule = \"{schedule}\"\n\
+         [plugins.digest.config]\noutput_dir = \"digests\"\n"
+    )
+}
+
+/// A small evidence tree in upstream's shapes.
+fn small_evidence(root: &Path) {
+    let c = root.join("consensus");
+    fs::create_dir_all(c.join("SPEC-KIT-101")).unwrap();
+    fs::create_dir_all(c.join("SPEC-KIT-102")).unwrap();
+    fs::write(
+        c.join("SPEC-KIT-101/spec-plan_synthesis.json"),
+        r#"{"specId":"SPEC-KIT-101","stage":"spec-plan","timestamp":"2025-10-12T14:44:00Z","status":"ok",
+            "agents":{"active":[{"model":"gemini"},{"model":"claude"}],"degraded":["gpt_pro"]},
+            "consensus":{"agreements":["Vacuum in chunks"],"conflicts_resolved":["Chunk size"]}}"#,
+    )
+    .unwrap();
+    fs::write(
+        c.join("SPEC-KIT-101/spec-unlock_synthesis.json"),
+        r#"{"stage":"spec-unlock","status":"hold","consensus":{"agreements":["Wait for lint"]}}"#,
+    )
+    .unwrap();
+    fs::write(
+        c.join("SPEC-KIT-102/plan_synthesis.json"),
+        r#"{"spec_id":"SPEC-KIT-102","stage":"spec-plan","artifacts_count":3,"status":"ok",
+            "created_at":"2025-11-11 02:33:20","run_id":"run_102"}"#,
+    )
+    .unwrap();
+}
+
+fn stdout_json(output: &Output) -> serde_json::Value {
+    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not JSON ({e}): {}\nstderr: {}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        )
+    })
+}
+
+#[test]
+fn the_example_plugin_is_listed_and_run_by_the_command_line() {
+    let ws = Workspace::new();
+    ws.drop_in("speckit_digest", "libspeckit_digest.so");
+    let evidence = ws.path().join("evidence");
+    small_evidence(&evidence);
+    ws.write(&evidence, &digest_section("0 5 * * *"));
+
+    let listed = ws.cli(&["plugins", "--json"]);
+    assert_eq!(
+        listed.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&listed.stderr)
+    );
+    let listed = stdout_json(&listed);
+    let digest = listed["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "digest")
+        .expect("digest is listed");
+    assert_eq!(digest["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(digest["origin"]["kind"], "dynamic");
+    assert!(listed["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|p| p["origin"]["kind"] == "builtin"));
+    assert_eq!(listed["load_errors"], serde_json::json!([]));
+    assert_eq!(listed["libraries"][0]["name"], "speckit-digest");
+
+    // Scheduled, so `run --once` runs it through the engine.
+    let ran = ws.cli(&["run", "--once", "--json"]);
+    assert_eq!(
+        ran.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&ran.stderr)
+    );
+    let runs = stdout_json(&ran);
+    let run = runs
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["job"] == "digest")
+        .unwrap();
+    assert_eq!(run["outcome"], "succeeded");
+    let data = &run["report"]["data"];
+    assert_eq!(data["specs"], 2);
+    assert_eq!(data["digests_written"], 2);
+    assert_eq!(data["latest_status_counts"]["hold"], 1);
+    let digest = fs::read_to_string(ws.path().join("digests/SPEC-KIT-101.md")).unwrap();
+    assert!(
+        digest.contains("| plan | 2025-10-12T14:44:00Z | ok | 1 | 2 | gpt_pro |"),
+        "{digest}"
+    );
+    assert!(digest.contains("- Vacuum in chunks"), "{digest}");
+    assert!(digest.contains("| unlock | - | hold |"), "{digest}");
+
+    // The run is in the job history like any other.
+    let again = stdout_json(&ws.cli(&["run", "--once", "--json"]));
+    assert_eq!(again[0]["report"]["data"]["digests_unchanged"], 2);
+}
+
+#[test]
+fn the_example_plugin_digests_the_real_upstream_evidence() {
+    let Some(evidence) = fixture_evidence() else {
+        eprintln!("skipped: the upstream fixtures (../shared/fixtures) are not on this machine");
+        return;
+    };
+    let ws = Workspace::new();
+    ws.drop_in("speckit_digest", "libspeckit_digest.so");
+    ws.write(&evidence, &digest_section("0 5 * * *"));
+    let ran = ws.cli(&["run", "--once", "--json"]);
+    assert_eq!(
+        ran.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&ran.stderr)
+    );
+    let data = &stdout_json(&ran)[0]["report"]["data"];
+    // Upstream has five SPEC folders under consensus/ and 37 synthesis and verdict files.
+    assert_eq!(data["specs"], 5, "{data}");
+    assert_eq!(
+        data["synthesis_files"].as_u64().unwrap() + data["verdict_files"].as_u64().unwrap(),
+        37
+    );
+    assert_eq!(data["latest_status_counts"]["hold"], 2, "{data}");
+    assert_eq!(data["latest_status_counts"]["degraded"], 2, "{data}");
+    let demo = fs::read_to_string(ws.path().join("digests/SPEC-KIT-DEMO.md")).unwrap();
+    assert!(
+        demo.contains("| unlock | 2025-10-12T16:43:43Z | hold | 1 | 3 | gpt_pro, gpt_codex |"),
+        "{demo}"
+    );
+    let kit025 = fs::read_to_string(
+        ws.path()
+            .join("digests/SPEC-KIT-025-add-automated-conflict-resolution-with.md"),
+    )
+    .unwrap();
+    assert!(kit025.contains("Only unrendered templates"), "{kit025}");
+    // The evidence is only read.
+    assert!(!evidence.join("consensus/SPEC-KIT-DEMO.md").exists());
+}
+
+#[test]
+fn bad_plugins_are_listed_with_their_errors_and_contained_while_the_rest_runs() {
+    let ws = Workspace::new();
+    ws.drop_in("speckit_digest", "libspeckit_digest.so");
+    let open = ws.drop_in("speckit_digest", "libopen.so");
+    fs::set_permissions(&open, fs::Permissions::from_mode(0o666)).unwrap();
+    let script = ws.path().join("plugins/libscript.so");
+    fs::write(&script, "echo not a library\n").unwrap();
+    ws.drop_in("speckit_test_probe", "libprobe.so");
+    let evidence = ws.path().join("evidence");
+    small_evidence(&evidence);
+    ws.write(
+        &evidence,
+        &format!(
+            "{}\n[plugins.open]\npath = \"plugins/libopen.so\"\n\n[plugins.script]\npath = \"plugins/libscript.so\"\n\n\
+             [plugins.boom]\npath = \"plugins/libprobe.so\"\nschedule = \"0 5 * * *\"\n[plugins.boom.config]\nmode = \"panic\"\n\n\
+             [plugins.stuck]\npath = \"plugins/libprobe.so\"\nschedule = \"0 5 * * *\"\ncall_timeout_ms = 300\n[plugins.stuck.config]\nmode = \"hang\"\n",
+            digest_section("0 5 * * *")
+        ),
+    );
+
+    let listed = ws.cli(&["plugins"]);
+    assert_eq!(
+        listed.status.code(),
+        Some(1),
+        "load errors make `plugins` exit 1"
+    );
+    let text = String::from_utf8_lossy(&listed.stdout);
+    let line = |name: &str| {
+        text.lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("no line for {name}: {text}"))
+            .to_string()
+    };
+    assert!(line("open").contains("FAILED"), "{text}");
+    assert!(
+        line("open").contains(&fs::canonicalize(&open).unwrap().display().to_string()),
+        "{text}"
+    );
+    assert!(
+        line("open").contains("writable by group or others (mode 0666)"),
+        "{text}"
+    );
+    assert!(
+        line("script").contains("libscript.so is not a shared library"),
+        "{text}"
+    );
+    assert!(line("digest").contains("libspeckit_digest.so"), "{text}");
+    assert!(!line("boom").contains("FAILED"), "{text}");
+
+    // The panicking and the never-returning plugin fail their jobs; the digest still runs,
+    // and the process exits (it does not wait for the hung plugin's thread).
+    let ran = ws.cli(&["run", "--once", "--json"]);
+    assert_eq!(
+        ran.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&ran.stderr)
+    );
+    let runs = stdout_json(&ran);
+    let outcome = |job: &str| {
+        runs.as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["job"] == job)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(outcome("digest")["outcome"], "succeeded");
+    assert_eq!(outcome("boom")["outcome"], "failed");
+    assert!(outcome("boom")["error"]
+        .as_str()
+        .unwrap()
+        .contains("panicked: probe panicked in run"));
+    assert_eq!(outcome("stuck")["outcome"], "failed");
+    assert!(outcome("stuck")["error"]
+        .as_str()
+        .unwrap()
+        .contains("did not return within 300 ms"));
+}
