@@ -1,5 +1,5 @@
 //! The `speckit-hygiene` command line. Data goes to stdout, logs to stderr (`RUST_LOG`).
-//! Exit status: 0 all went well, 1 a job failed, 2 usage or config error, 3 guard blocked.
+//! Exit status: 0 all went well, 1 a job failed, 2 usage or config error, 3 guard blocked (or stats found a SPEC over its limit).
 
 mod cli;
 

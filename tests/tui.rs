@@ -177,11 +177,15 @@ fn tui_check() -> Result<Checked, String> {
         config: tmux_config,
     };
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    // The shell records the program's exit status in a file: tmux 3.3 sometimes marks a
+    // pane dead (its terminal closed) without ever recording the status.
+    let status_file = dir.path().join("exit-status");
     let program = format!(
-        "env {CHILD_CONFIG}={} {CHILD_LOG}={} {}",
+        "env {CHILD_CONFIG}={} {CHILD_LOG}={} {}; echo $? > {}",
         shell_quote(&workspace.config_path.to_string_lossy()),
         shell_quote(&log.to_string_lossy()),
         shell_quote(&exe.to_string_lossy()),
+        shell_quote(&status_file.to_string_lossy()),
     );
     tmux.run(&[
         "new-session",
@@ -251,33 +255,25 @@ fn tui_check() -> Result<Checked, String> {
         ));
     }
 
-    // The quit key ends it, with status 0, after a graceful shutdown. tmux marks the pane
-    // dead when its terminal closes, which can be before it has reaped the process: wait
-    // for the exit status (or the signal) too.
+    // The quit key ends it, with status 0, after a graceful shutdown.
     tmux.run(&["send-keys", "-t", "tui", "q"])?;
     let deadline = Instant::now() + SCREEN_WAIT;
-    let (status, signal) = loop {
-        let ended = tmux.pane("#{pane_dead}|#{pane_dead_status}|#{pane_dead_signal}")?;
-        let fields: Vec<&str> = ended.split('|').collect();
-        if let [dead, status, signal] = fields[..] {
-            if dead == "1" && !(status.is_empty() && signal.is_empty()) {
-                break (status.to_string(), signal.to_string());
+    let status = loop {
+        if let Ok(text) = std::fs::read_to_string(&status_file) {
+            if text.ends_with('\n') {
+                break text.trim().to_string();
             }
         }
         if Instant::now() > deadline {
             let screen = tmux.screen()?;
-            return Err(failure(
-                &format!("q did not end the program (pane: {ended})"),
-                &screen,
-                &log,
-            ));
+            return Err(failure("q did not end the program", &screen, &log));
         }
         std::thread::sleep(Duration::from_millis(100));
     };
     if status != "0" {
         let screen = tmux.screen()?;
         return Err(failure(
-            &format!("the program exited with status {status:?}, signal {signal:?}"),
+            &format!("the program exited with status {status}"),
             &screen,
             &log,
         ));

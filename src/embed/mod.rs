@@ -392,8 +392,17 @@ impl EngineHandle {
         self.ensure_running(|| format!("the evidence guard for {spec_id}"))?;
         let policy = self.policy();
         let spec = spec_id.to_string();
+        let storage = self.inner.engine.storage().clone();
+        let now = self.inner.engine.clock().now();
+        // The same answer as `speckit-hygiene guard`: folders mapped by the trackers, and
+        // for a block, what the retention plan says cleanup would free.
         let verdict = tokio::task::spawn_blocking(move || {
-            speckit_retention::guard::evidence_guard(&policy.policy, &spec)
+            speckit_retention::guard::evidence_guard_planned(
+                &policy.policy,
+                &spec,
+                Some(&storage),
+                now,
+            )
         })
         .await
         .map_err(|e| EmbedError::TaskLost {
@@ -411,7 +420,11 @@ impl EngineHandle {
         self.ensure_running(|| "measuring evidence".to_string())?;
         let policy = self.policy();
         let report = tokio::task::spawn_blocking(move || {
-            collect(&policy.policy, &Scope::All, &SpecNames::canonical())
+            collect(
+                &policy.policy,
+                &Scope::All,
+                &SpecNames::from_policy(&policy.policy),
+            )
         })
         .await
         .map_err(|e| EmbedError::TaskLost {

@@ -21,12 +21,17 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufReader, BufWriter, Read, Seek, Write};
+use std::io::{self, BufReader, BufWriter, Read, Seek};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::faults::{self, Faults, Step};
 use crate::fsutil;
+
+mod stream;
+
+pub use stream::HashingReader;
+use stream::{ExactReader, HashingWriter};
 
 /// The archive format this code writes and reads.
 pub const FORMAT: &str = "speckit-hygiene-archive/1";
@@ -704,121 +709,6 @@ fn open_unchanged(path: &Path, source: &SourceFile) -> Result<File, Unchanged> {
     Ok(file)
 }
 
-/// A reader that yields exactly `len` bytes: the source's bytes, then zeros if it came up
-/// short (so the tar stream stays well-formed; the caller drops the archive then). A read
-/// error is kept and ends the stream early.
-struct ExactReader {
-    inner: File,
-    remaining: u64,
-    shortfall: u64,
-    error: Option<io::Error>,
-    eof: bool,
-}
-
-impl ExactReader {
-    fn new(inner: File, len: u64) -> Self {
-        Self {
-            inner,
-            remaining: len,
-            shortfall: 0,
-            error: None,
-            eof: false,
-        }
-    }
-    fn into_parts(self) -> (File, u64, Option<io::Error>) {
-        (self.inner, self.shortfall, self.error)
-    }
-}
-
-impl Read for ExactReader {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if self.remaining == 0 {
-            return Ok(0);
-        }
-        let want = buf.len().min(self.remaining as usize);
-        let n = if self.eof || self.error.is_some() {
-            0
-        } else {
-            match self.inner.read(&mut buf[..want]) {
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => return Err(e),
-                Err(e) => {
-                    self.error = Some(e);
-                    0
-                }
-            }
-        };
-        if n == 0 {
-            self.eof = true;
-            buf[..want].fill(0);
-            self.shortfall += want as u64;
-            self.remaining -= want as u64;
-            return Ok(want);
-        }
-        self.remaining -= n as u64;
-        Ok(n)
-    }
-}
-
-/// Hashes (sha256) and counts what is read through it.
-pub struct HashingReader<R> {
-    inner: R,
-    hasher: Sha256,
-    count: u64,
-}
-
-impl<R> HashingReader<R> {
-    pub fn new(inner: R) -> Self {
-        Self {
-            inner,
-            hasher: Sha256::new(),
-            count: 0,
-        }
-    }
-    /// The inner reader, the hex sha256 and the byte count.
-    pub fn into_parts(self) -> (R, String, u64) {
-        (self.inner, hex::encode(self.hasher.finalize()), self.count)
-    }
-}
-
-impl<R: Read> Read for HashingReader<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
-        self.count += n as u64;
-        Ok(n)
-    }
-}
-
-/// Hashes (sha256) what is written through it.
-struct HashingWriter<W> {
-    inner: W,
-    hasher: Sha256,
-}
-
-impl<W> HashingWriter<W> {
-    fn new(inner: W) -> Self {
-        Self {
-            inner,
-            hasher: Sha256::new(),
-        }
-    }
-    fn finish(self) -> (W, String) {
-        (self.inner, hex::encode(self.hasher.finalize()))
-    }
-}
-
-impl<W: Write> Write for HashingWriter<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.hasher.update(&buf[..n]);
-        Ok(n)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
-    }
-}
-
 /// sha256 of a file's content, read without following a symlink.
 pub fn sha256_file(path: &Path) -> io::Result<(String, u64)> {
     let file = fsutil::open_nofollow(path)?;
@@ -829,145 +719,4 @@ pub fn sha256_file(path: &Path) -> io::Result<(String, u64)> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use chrono::TimeZone;
-
-    fn source(root: &Path, rel: &str, body: &[u8]) -> SourceFile {
-        let path = root.join(rel);
-        fs::create_dir_all(path.parent().unwrap()).unwrap();
-        fs::write(&path, body).unwrap();
-        let meta = fs::metadata(&path).unwrap();
-        SourceFile {
-            path: rel.to_string(),
-            size: meta.len(),
-            mtime_ns: fsutil::meta_mtime_ns(&meta),
-        }
-    }
-
-    fn request<'a>(
-        root: &'a Path,
-        relative: &'a Path,
-        files: &'a [SourceFile],
-        db: &'a [DbSpool],
-    ) -> WriteRequest<'a> {
-        WriteRequest {
-            root,
-            relative,
-            spec: "SPEC-KIT-1",
-            created_at: chrono::Utc.with_ymd_and_hms(2025, 10, 1, 0, 0, 0).unwrap(),
-            files,
-            db,
-            zstd_level: 3,
-            faults: None,
-            cancelled: &|| false,
-        }
-    }
-
-    #[test]
-    fn written_archive_verifies_and_extracts_with_the_same_bytes() {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path();
-        let long = format!("commands/SPEC-KIT-1/{}.json", "x".repeat(150));
-        let files = vec![
-            source(root, "commands/SPEC-KIT-1/a.json", b"{\"a\":1}"),
-            source(root, "consensus/SPEC-KIT-1/sub/b.json", &vec![7u8; 100_000]),
-            source(root, &long, b""),
-        ];
-        let rel = spec_dir("SPEC-KIT-1").join("a.tar.zst");
-        let out = write(request(root, &rel, &files, &[])).unwrap();
-        let written = out.written.unwrap();
-        assert!(out.excluded.is_empty());
-        assert_eq!(written.manifest.files.len(), 3);
-        let verified = verify(&root.join(&rel)).unwrap();
-        assert_eq!(verified.manifest, written.manifest);
-        assert_eq!(verified.sha256, written.sha256);
-        let mut names = Vec::new();
-        for_each_member(&root.join(&rel), |name, r| {
-            let mut v = Vec::new();
-            r.read_to_end(&mut v)?;
-            if name != MANIFEST_NAME {
-                assert_eq!(v, fs::read(root.join(name)).unwrap(), "{name}");
-            }
-            names.push(name.to_string());
-            Ok(())
-        })
-        .unwrap();
-        assert_eq!(names.last().unwrap(), MANIFEST_NAME);
-        assert!(names.contains(&long));
-        // Sources untouched; no temporary left.
-        assert!(root.join("commands/SPEC-KIT-1/a.json").exists());
-        let left: Vec<_> = fs::read_dir(root.join(spec_dir("SPEC-KIT-1")))
-            .unwrap()
-            .collect();
-        assert_eq!(left.len(), 1);
-    }
-
-    #[test]
-    fn changed_source_is_left_out_not_archived_stale() {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path();
-        let a = source(root, "commands/S/a.json", b"aaaa");
-        let mut b = source(root, "commands/S/b.json", b"bbbb");
-        b.size += 1; // the plan saw another size
-        let rel = spec_dir("S").join("x.tar.zst");
-        let out = write(request(root, &rel, &[a, b], &[])).unwrap();
-        let written = out.written.unwrap();
-        assert_eq!(written.manifest.files.len(), 1);
-        assert!(
-            matches!(&out.excluded[0], Excluded::Changed { path, .. } if path == "commands/S/b.json")
-        );
-    }
-
-    #[test]
-    fn corrupt_archive_fails_verification_naming_the_member() {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path();
-        let files = vec![source(root, "commands/S/a.json", &vec![b'q'; 5000])];
-        let rel = spec_dir("S").join("x.tar.zst");
-        write(request(root, &rel, &files, &[])).unwrap();
-        // Rewrite the archive with different content under the same manifest.
-        let path = root.join(&rel);
-        let mut members: Vec<(String, Vec<u8>)> = Vec::new();
-        for_each_member(&path, |name, r| {
-            let mut v = Vec::new();
-            r.read_to_end(&mut v)?;
-            members.push((name.to_string(), v));
-            Ok(())
-        })
-        .unwrap();
-        members[0].1[10] ^= 1;
-        let enc = zstd::stream::write::Encoder::new(File::create(&path).unwrap(), 3).unwrap();
-        let mut tar = tar::Builder::new(enc);
-        for (name, data) in &members {
-            let mut h = tar::Header::new_gnu();
-            h.set_size(data.len() as u64);
-            h.set_mode(0o644);
-            tar.append_data(&mut h, name, data.as_slice()).unwrap();
-        }
-        tar.into_inner().unwrap().finish().unwrap();
-        let err = verify(&path).unwrap_err();
-        assert!(err.to_string().contains("commands/S/a.json"), "{err}");
-    }
-
-    #[test]
-    fn names_are_deterministic() {
-        let day = chrono::NaiveDate::from_ymd_opt(2025, 10, 1).unwrap();
-        let f = vec![SourceFile {
-            path: "commands/S/a".into(),
-            size: 1,
-            mtime_ns: 2,
-        }];
-        assert_eq!(
-            archive_name("S", day, &f, &[]),
-            archive_name("S", day, &f, &[])
-        );
-        assert_ne!(
-            archive_name("S", day, &f, &[]),
-            archive_name("S", day, &f, &["r".into()])
-        );
-        let name = archive_name("S", day, &f, &[]);
-        assert!(name.starts_with("S_20251001_") && is_archive_name(&name));
-        assert!(is_temp_name(&format!(".{name}{TEMP_MARKER}12")));
-    }
-}
+mod tests;

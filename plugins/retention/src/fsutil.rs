@@ -9,7 +9,7 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
-use std::path::{Component, Path, PathBuf};
+use std::path::{Component, Path};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Whether `relative` is a plain relative path (no `..`, no root, no `.` tricks).
@@ -157,11 +157,6 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     temp.as_file().sync_all()?;
     temp.persist(path).map_err(|e| e.error)?;
     fsync_dir(dir)
-}
-
-/// `root/relative`, for a relative path already checked plain.
-pub fn under(root: &Path, relative: &Path) -> PathBuf {
-    root.join(relative)
 }
 
 #[cfg(test)]

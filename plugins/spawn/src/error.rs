@@ -95,6 +95,8 @@ pub enum RunFailure {
     Cancelled,
     #[error("its handle was dropped before it finished; killed")]
     Abandoned,
+    #[error("its output could not be logged: {message}")]
+    Log { message: String },
 }
 
 /// Why awaiting an agent's handle failed: its completion could not be recorded, or waiting

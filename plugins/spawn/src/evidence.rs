@@ -76,31 +76,14 @@ pub fn prepare_spec_dir(root: &Path, spec: &str) -> Result<PathBuf, SpawnError> 
     Ok(spec_dir)
 }
 
-/// The files a starting agent needs: its prompt written, its log files created.
-pub struct AgentFiles {
-    pub stdout: File,
-    pub stderr: File,
-}
-
-/// Writes the prompt file and creates the log files, each with `create_new`.
-pub fn create_agent_files(
-    paths: &AgentPaths,
-    prompt: &str,
-) -> Result<AgentFiles, (PathBuf, std::io::Error)> {
-    let create = |path: &Path| {
-        OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(path)
-            .map_err(|e| (path.to_path_buf(), e))
-    };
-    let mut prompt_file = create(&paths.prompt)?;
-    prompt_file
-        .write_all(prompt.as_bytes())
-        .map_err(|e| (paths.prompt.clone(), e))?;
-    let stdout = create(&paths.stdout)?;
-    let stderr = create(&paths.stderr)?;
-    Ok(AgentFiles { stdout, stderr })
+/// Writes an agent's prompt file with `create_new`: the one file that must exist before
+/// the agent starts (its logs are created by the log tasks meanwhile).
+pub fn write_prompt_file(paths: &AgentPaths, prompt: &str) -> std::io::Result<()> {
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&paths.prompt)?;
+    file.write_all(prompt.as_bytes())
 }
 
 /// The last non-empty line of a log file (at most 512 bytes of it), for error messages.
@@ -221,8 +204,7 @@ mod tests {
         std::fs::write(&target, "keep").unwrap();
         let paths = AgentPaths::new(dir.path(), "plan", "b1", "a");
         std::os::unix::fs::symlink(&target, &paths.prompt).unwrap();
-        let (path, err) = create_agent_files(&paths, "prompt").err().unwrap();
-        assert_eq!(path, paths.prompt);
+        let err = write_prompt_file(&paths, "prompt").unwrap_err();
         assert_eq!(err.kind(), std::io::ErrorKind::AlreadyExists);
         assert_eq!(std::fs::read_to_string(&target).unwrap(), "keep");
     }

@@ -176,7 +176,7 @@ impl AgentHandle {
         stopped: Option<RunFailure>,
     ) -> Result<AgentCompletion, CompletionError> {
         let run_ms = self.started.elapsed().as_millis() as u64;
-        self.process.finish_copier().await;
+        let log_errors = self.process.finish_logs().await;
         let exited_badly = stopped.is_none() && !status.success();
         let (paths, max_bytes) = (self.paths.clone(), self.ctx.max_response_bytes);
         let read = tokio::task::spawn_blocking(move || {
@@ -198,12 +198,19 @@ impl AgentHandle {
                 (empty_response(&self.paths), None)
             }
         };
-        let failure = stopped.or_else(|| {
-            exited_badly.then(|| RunFailure::Exited {
-                status: describe_status(&status),
-                stderr_tail,
+        let failure = stopped
+            .or_else(|| {
+                exited_badly.then(|| RunFailure::Exited {
+                    status: describe_status(&status),
+                    stderr_tail,
+                })
             })
-        });
+            .or_else(|| {
+                // Evidence that could not be written fails the run rather than vanish.
+                (!log_errors.is_empty()).then(|| RunFailure::Log {
+                    message: log_errors.join("; "),
+                })
+            });
 
         self.finished = true;
         let completed_at = now_text();

@@ -20,6 +20,7 @@ use crate::db::{self, AgentMetric, BatchRow};
 use crate::error::{AgentFailure, FailureCause};
 use crate::evidence::{self, AgentPaths};
 use crate::handle::AgentHandle;
+use crate::logs::{spawn_log_writer, LogInput};
 use crate::process::{describe_status, AgentProcess, ReadyWatch};
 use crate::PLUGIN_NAME;
 
@@ -194,58 +195,61 @@ pub(crate) async fn initialize(
             _ = tokio::time::sleep_until(deadline) => ReadyWait::TimedOut,
             _ = ctx.cancel.cancelled() => ReadyWait::Cancelled,
         };
-        if let ReadyWait::ReadFailed(e) = &first {
-            tracing::warn!(pid, agent = %agent.name, "reading the agent's stdout failed: {e}");
-        }
-        let not_ready =
-            match first {
-                ReadyWait::Ready => None,
-                ReadyWait::Exited(status) => {
-                    // Stop anything it left in its group before the group id can be reused.
-                    process.kill_group();
-                    // A quick agent may print the line and exit before it was read: read what
-                    // is left in the pipe (end of file follows the exit), then decide.
-                    match tokio::time::timeout(Duration::from_secs(1), watch.wait_ready()).await {
-                        Ok(Ok(true)) => None,
-                        _ => Some(match status {
-                            Ok(status) => FailureCause::ExitedBeforeReady {
-                                status: describe_status(&status),
-                                stderr_tail: None,
-                            },
-                            Err(e) => FailureCause::Start {
-                                command: agent.command.clone(),
-                                working_dir: String::new(),
-                                message: format!("waiting for it failed: {e}"),
-                            },
-                        }),
-                    }
+        let not_ready = match first {
+            ReadyWait::Ready => None,
+            ReadyWait::Exited(status) => {
+                // Stop anything it left in its group before the group id can be reused.
+                process.kill_group();
+                // A quick agent may print the line and exit before it was read: read what
+                // is left in the pipe (end of file follows the exit), then decide.
+                match tokio::time::timeout(Duration::from_secs(1), watch.wait_ready()).await {
+                    Ok(Ok(true)) => None,
+                    _ => Some(match status {
+                        Ok(status) => FailureCause::ExitedBeforeReady {
+                            status: describe_status(&status),
+                            stderr_tail: None,
+                        },
+                        Err(e) => FailureCause::Start {
+                            command: agent.command.clone(),
+                            working_dir: String::new(),
+                            message: format!("waiting for it failed: {e}"),
+                        },
+                    }),
                 }
-                // Stdout closed without the line: usually an exit on its way.
-                ReadyWait::StdoutClosed | ReadyWait::ReadFailed(_) => Some(
-                    match tokio::time::timeout(Duration::from_millis(500), process.wait()).await {
-                        Ok(Ok(status)) => {
-                            process.kill_group();
-                            FailureCause::ExitedBeforeReady {
-                                status: describe_status(&status),
-                                stderr_tail: None,
-                            }
+            }
+            // Its stdout cannot be logged (or read): evidence would be lost.
+            ReadyWait::ReadFailed(e) => Some(FailureCause::EvidenceFile {
+                path: paths.stdout.display().to_string(),
+                message: e.to_string(),
+            }),
+            // Stdout closed without the line: usually an exit on its way.
+            ReadyWait::StdoutClosed => Some(
+                match tokio::time::timeout(Duration::from_millis(500), process.wait()).await {
+                    Ok(Ok(status)) => {
+                        process.kill_group();
+                        FailureCause::ExitedBeforeReady {
+                            status: describe_status(&status),
+                            stderr_tail: None,
                         }
-                        _ => FailureCause::ClosedBeforeReady { line: line.clone() },
-                    },
-                ),
-                ReadyWait::TimedOut => Some(FailureCause::NotReady {
-                    timeout_ms: ctx.spawn_timeout.as_millis() as u64,
-                    line: line.clone(),
-                }),
-                ReadyWait::Cancelled => Some(FailureCause::Cancelled),
-            };
-        // From here on the rest of stdout is copied in the background.
-        process.set_copier(watch.into_copier());
+                    }
+                    _ => FailureCause::ClosedBeforeReady { line: line.clone() },
+                },
+            ),
+            ReadyWait::TimedOut => Some(FailureCause::NotReady {
+                timeout_ms: ctx.spawn_timeout.as_millis() as u64,
+                line: line.clone(),
+            }),
+            ReadyWait::Cancelled => Some(FailureCause::Cancelled),
+        };
+        // From here on the log task copies the rest of stdout.
+        watch.finish().await;
         if let Some(mut cause) = not_ready {
             if let Err(e) = process.kill().await {
                 tracing::warn!(pid, agent = %agent.name, "reaping the failed agent failed: {e}");
             }
-            process.finish_copier().await;
+            for error in process.finish_logs().await {
+                tracing::warn!(pid, agent = %agent.name, "{error}");
+            }
             if let FailureCause::ExitedBeforeReady { stderr_tail, .. } = &mut cause {
                 let path = paths.stderr.clone();
                 *stderr_tail = tokio::task::spawn_blocking(move || evidence::last_line(&path))
@@ -279,19 +283,17 @@ pub(crate) async fn initialize(
     }
 }
 
-/// Writes the agent's prompt file, creates its logs and starts its process. Runs inline on
-/// the agent's task: a few small file writes and a `posix_spawn`, each cheaper than a
-/// hand-off to the blocking pool would be.
+/// Writes the agent's prompt file and starts its process with stdout and stderr piped to
+/// log tasks (which create the log files meanwhile). Runs inline on the agent's task: one
+/// small file write and a `posix_spawn`, each cheaper than a hand-off to the blocking pool.
 fn start_process(
     ctx: &BatchContext,
     agent: &AgentPolicy,
     paths: &AgentPaths,
 ) -> Result<(AgentProcess, Option<ReadyWatch>, Instant), FailureCause> {
-    let files = evidence::create_agent_files(paths, &ctx.prompt).map_err(|(path, e)| {
-        FailureCause::EvidenceFile {
-            path: path.display().to_string(),
-            message: e.to_string(),
-        }
+    evidence::write_prompt_file(paths, &ctx.prompt).map_err(|e| FailureCause::EvidenceFile {
+        path: paths.prompt.display().to_string(),
+        message: e.to_string(),
     })?;
     let program = program_path(&agent.command, &ctx.config_dir);
     let values = PlaceholderValues {
@@ -305,23 +307,14 @@ fn start_process(
         .args(agent.args.iter().map(|a| expand(a, &values)))
         .envs(&agent.env)
         .stdin(Stdio::null())
-        .stderr(Stdio::from(files.stderr))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         // Its own process group: killing the group stops whatever the agent started.
         .process_group(0)
         .kill_on_drop(true);
     if let Some(dir) = &agent.working_dir {
         command.current_dir(dir);
     }
-    let ready_line = match &agent.readiness {
-        AgentReadiness::Started => {
-            command.stdout(Stdio::from(files.stdout));
-            None
-        }
-        AgentReadiness::Line(line) => {
-            command.stdout(Stdio::piped());
-            Some((line.as_str(), files.stdout))
-        }
-    };
     let mut child = command.spawn().map_err(|e| FailureCause::Start {
         command: program.display().to_string(),
         working_dir: match &agent.working_dir {
@@ -332,13 +325,27 @@ fn start_process(
         },
         message: e.to_string(),
     })?;
-    let stdout = child.stdout.take();
-    let process = AgentProcess::new(child);
-    let watch = match (ready_line, stdout) {
-        (Some((line, log)), Some(stdout)) => Some(ReadyWatch::new(stdout, log, line)),
-        _ => None,
+    let started = Instant::now();
+    let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
+    let mut process = AgentProcess::new(child);
+    let (stderr_log, stderr_task) = spawn_log_writer(paths.stderr.clone());
+    let (stdout_log, stdout_task) = spawn_log_writer(paths.stdout.clone());
+    process.add_log(stderr_task);
+    process.add_log(stdout_task);
+    if let Some(stderr) = stderr {
+        stderr_log.try_send(LogInput::Rest(Box::new(stderr)));
+    }
+    let watch = match (&agent.readiness, stdout) {
+        (AgentReadiness::Line(line), Some(stdout)) => {
+            Some(ReadyWatch::new(stdout, stdout_log, line))
+        }
+        (_, Some(stdout)) => {
+            stdout_log.try_send(LogInput::Rest(Box::new(stdout)));
+            None
+        }
+        (_, None) => None,
     };
-    Ok((process, watch, Instant::now()))
+    Ok((process, watch, started))
 }
 
 /// What ended the wait for an agent's ready line.

@@ -2,12 +2,12 @@
 //! agents and their outputs in the consensus database without ever corrupting it.
 //!
 //! [`spawn_agents`] takes a [`SpawnRequest`] (a validated SPEC-ID, a stage, a prompt, agent
-//! names from `[[spawn.agents]]`). Per agent, initialising means: write its prompt file,
-//! insert its `agent_executions` row through the engine's [`Storage`] (both at once), start
-//! its process (tokio, in its own process group) with stdout and stderr going to evidence
-//! files under `<evidence root>/commands/<SPEC-ID>/`, and wait until it is running (and,
-//! for a `readiness = { line = "..." }` agent, until it printed that line). Agents
-//! initialise concurrently under `spawn.max_concurrency`.
+//! names from `[[spawn.agents]]`). Per agent, initialising means: insert its
+//! `agent_executions` row through the engine's [`Storage`] while writing its prompt file
+//! and starting its process (tokio, in its own process group; stdout and stderr piped to
+//! log tasks writing evidence files under `<evidence root>/commands/<SPEC-ID>/`), then wait
+//! until it is running (and, for a `readiness = { line = "..." }` agent, until it printed
+//! that line). Agents initialise concurrently under `spawn.max_concurrency`.
 //!
 //! A failed agent is reported by name and cause ([`AgentFailure`]); its process is killed
 //! and reaped, its row marked failed; the others go on. Each [`AgentHandle`] can be awaited:
@@ -27,6 +27,7 @@ pub mod evidence;
 mod handle;
 mod job;
 mod launch;
+mod logs;
 mod process;
 mod request;
 pub mod stats;

@@ -1,27 +1,28 @@
 //! An agent's OS process: started in its own process group so that stopping it stops
-//! everything it started, killed and reaped on every failure path, and (for agents that
-//! signal readiness) its stdout copied to the evidence log while watching for the ready
-//! line.
+//! everything it started, killed and reaped on every failure path, its output going to
+//! log tasks ([`crate::logs`]), and (for agents that signal readiness) its stdout watched
+//! for the ready line.
 //!
 //! No orphans: [`AgentProcess`] kills the whole group when dropped without having been
 //! reaped (a dropped request, a panicking caller); tokio's `kill_on_drop` then reaps the
 //! leader in the background.
 
-use std::io::Write;
 use std::process::ExitStatus;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::process::{Child, ChildStdout};
 use tokio::task::JoinHandle;
+
+use crate::logs::{LogInput, LogResult, LogSender};
 
 /// A running agent process, leader of its own process group.
 #[derive(Debug)]
 pub struct AgentProcess {
     child: Child,
     pid: u32,
-    /// Copies a piped stdout to the evidence log (agents with a ready line).
-    copier: Option<JoinHandle<std::io::Result<u64>>>,
+    /// The tasks writing its stdout and stderr logs.
+    logs: Vec<JoinHandle<LogResult>>,
     reaped: bool,
 }
 
@@ -32,14 +33,14 @@ impl AgentProcess {
         Self {
             child,
             pid,
-            copier: None,
+            logs: Vec::new(),
             reaped: false,
         }
     }
 
-    /// Hands over the task copying its stdout, so waiting for the process waits for it.
-    pub fn set_copier(&mut self, copier: JoinHandle<std::io::Result<u64>>) {
-        self.copier = Some(copier);
+    /// Hands over a task writing one of its logs, so finishing the process finishes it.
+    pub fn add_log(&mut self, log: JoinHandle<LogResult>) {
+        self.logs.push(log);
     }
 
     pub fn pid(&self) -> u32 {
@@ -84,28 +85,26 @@ impl AgentProcess {
         }
     }
 
-    /// Waits for the stdout copier to reach end of file (bounded: a process the agent left
-    /// outside its group may hold the pipe open), so the log is complete before it is read.
-    pub async fn finish_copier(&mut self) {
-        if let Some(mut copier) = self.copier.take() {
-            match tokio::time::timeout(Duration::from_secs(5), &mut copier).await {
+    /// Waits for the log tasks to reach the end of their pipes (bounded: a process the
+    /// agent left outside its group may hold a pipe open), so the logs are complete before
+    /// they are read. Returns what went wrong with them.
+    pub async fn finish_logs(&mut self) -> Vec<String> {
+        let mut errors = Vec::new();
+        for mut log in std::mem::take(&mut self.logs) {
+            match tokio::time::timeout(Duration::from_secs(5), &mut log).await {
                 Ok(Ok(Ok(_))) => {}
-                Ok(Ok(Err(e))) => {
-                    tracing::warn!(
-                        pid = self.pid,
-                        "copying agent stdout to its log failed: {e}"
-                    )
-                }
-                Ok(Err(e)) => tracing::warn!(pid = self.pid, "stdout copier task failed: {e}"),
+                Ok(Ok(Err(e))) => errors.push(e),
+                Ok(Err(e)) => errors.push(format!("a log task failed: {e}")),
                 Err(_) => {
-                    copier.abort();
+                    log.abort();
                     tracing::warn!(
                         pid = self.pid,
-                        "agent stdout still open 5 s after exit; log may be incomplete"
+                        "agent output still open 5 s after it stopped; its log may be incomplete"
                     );
                 }
             }
         }
+        errors
     }
 }
 
@@ -114,20 +113,20 @@ impl Drop for AgentProcess {
         if !self.reaped {
             self.kill_group();
         }
-        if let Some(copier) = self.copier.take() {
-            copier.abort();
+        for log in self.logs.drain(..) {
+            log.abort();
         }
     }
 }
 
-/// Watches a piped stdout for the ready line, copying everything it reads to the agent's
-/// stdout log as it goes. The agent's own task reads until the line (no hand-off to
-/// another task on the way to "ready"); then [`ReadyWatch::into_copier`] copies the rest in
-/// the background. Lines are scanned each up to 4 KiB (a longer line cannot be the ready
+/// Watches a piped stdout for the ready line, passing everything it reads on to the
+/// stdout log task. The agent's own task reads until the line (no hand-off to another
+/// task on the way to "ready"); then [`ReadyWatch::finish`] hands the rest of the stream to
+/// the log task. Lines are scanned each up to 4 KiB (a longer line cannot be the ready
 /// line), so memory stays bounded whatever the agent prints.
 pub struct ReadyWatch {
-    stdout: ChildStdout,
-    log: std::fs::File,
+    stdout: Option<ChildStdout>,
+    log: LogSender,
     target: String,
     line: Vec<u8>,
     overlong: bool,
@@ -135,9 +134,9 @@ pub struct ReadyWatch {
 }
 
 impl ReadyWatch {
-    pub fn new(stdout: ChildStdout, log: std::fs::File, ready_line: &str) -> Self {
+    pub fn new(stdout: ChildStdout, log: LogSender, ready_line: &str) -> Self {
         Self {
-            stdout,
+            stdout: Some(stdout),
             log,
             target: ready_line.trim().to_string(),
             line: Vec::new(),
@@ -147,21 +146,24 @@ impl ReadyWatch {
     }
 
     /// Reads until the ready line (`Ok(true)`) or end of file (`Ok(false)`). Cancel-safe:
-    /// what was read is already in the log and the scan state is kept, so a later call
-    /// goes on where this one stopped.
+    /// what was read is already with the log task and the scan state is kept, so a later
+    /// call goes on where this one stopped. An error means the log cannot be written.
     pub async fn wait_ready(&mut self) -> std::io::Result<bool> {
+        let Some(stdout) = self.stdout.as_mut() else {
+            return Ok(false);
+        };
         loop {
-            let n = self.stdout.read(&mut self.buffer).await?;
+            let n = stdout.read(&mut self.buffer).await?;
             if n == 0 {
                 return Ok(false);
             }
-            // A small write to the page cache: done inline rather than on another thread,
-            // because every hand-off adds to the agent's measured spawn time.
-            self.log.write_all(&self.buffer[..n])?;
-            for &byte in &self.buffer[..n] {
+            let chunk = &self.buffer[..n];
+            let mut ready = false;
+            for &byte in chunk {
                 if byte == b'\n' {
                     if !self.overlong && trimmed(&self.line) == self.target.as_bytes() {
-                        return Ok(true);
+                        ready = true;
+                        break;
                     }
                     self.line.clear();
                     self.overlong = false;
@@ -171,18 +173,22 @@ impl ReadyWatch {
                     self.overlong = true;
                 }
             }
+            self.log
+                .send(LogInput::Bytes(chunk.to_vec()))
+                .await
+                .map_err(std::io::Error::other)?;
+            if ready {
+                return Ok(true);
+            }
         }
     }
 
-    /// Copies the rest of stdout to the log in a background task, until end of file.
-    pub fn into_copier(self) -> JoinHandle<std::io::Result<u64>> {
-        let (mut stdout, log) = (self.stdout, self.log);
-        tokio::spawn(async move {
-            let mut log = tokio::fs::File::from_std(log);
-            let copied = tokio::io::copy(&mut stdout, &mut log).await?;
-            log.flush().await?;
-            Ok(copied)
-        })
+    /// Hands the rest of stdout to the log task, which copies it to the end.
+    pub async fn finish(mut self) {
+        if let Some(stdout) = self.stdout.take() {
+            // A failed log task keeps its error for `finish_logs`; nothing more to do here.
+            let _ = self.log.send(LogInput::Rest(Box::new(stdout))).await;
+        }
     }
 }
 

@@ -1,0 +1,658 @@
+//! One SPEC's part of a run, under its lock: discard temporaries, adopt, purge, delete
+//! already-archived sources, then write, verify, record the new archive and delete its
+//! sources. Each step records its actions' statuses.
+
+use std::collections::{BTreeSet, HashMap};
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use super::{ExecRequest, Figures, UnitOutcome};
+use crate::archive::{self, ArchiveError, Excluded, WriteRequest};
+use crate::catalog;
+use crate::error::RetentionError;
+use crate::faults::{self, Faults, Step};
+use crate::fsutil;
+use crate::lock::{self, LockError};
+use crate::plan::{self, Action, ActionStatus, Unit};
+use crate::rows;
+
+/// Records statuses on a unit's actions by kind and path.
+struct Statuses {
+    actions: Vec<Action>,
+    index: HashMap<(plan::ActionKind, String, Option<String>), Vec<usize>>,
+}
+
+impl Statuses {
+    fn new(unit: &Unit) -> Self {
+        let actions = plan::unit_actions(unit);
+        let mut index: HashMap<_, Vec<usize>> = HashMap::new();
+        for (i, a) in actions.iter().enumerate() {
+            index
+                .entry((a.action, a.path.clone(), a.table.clone()))
+                .or_default()
+                .push(i);
+        }
+        Self { actions, index }
+    }
+
+    fn set(
+        &mut self,
+        kind: plan::ActionKind,
+        path: &str,
+        status: ActionStatus,
+        detail: Option<String>,
+    ) {
+        self.set_table(kind, path, None, status, detail)
+    }
+
+    fn set_table(
+        &mut self,
+        kind: plan::ActionKind,
+        path: &str,
+        table: Option<&str>,
+        status: ActionStatus,
+        detail: Option<String>,
+    ) {
+        if let Some(ids) = self
+            .index
+            .get(&(kind, path.to_string(), table.map(str::to_string)))
+        {
+            for i in ids {
+                self.actions[*i].status = Some(status);
+                self.actions[*i].detail = detail.clone();
+            }
+        }
+    }
+
+    /// Every action still without a status gets this one.
+    fn rest(&mut self, status: ActionStatus, detail: &str) {
+        for a in &mut self.actions {
+            if a.status.is_none() {
+                a.status = Some(status);
+                a.detail = Some(detail.to_string());
+            }
+        }
+    }
+}
+
+struct UnitRun<'a, 'r> {
+    req: &'a ExecRequest<'r>,
+    unit: &'a Unit,
+    root: &'a Path,
+    t: Statuses,
+    figures: Figures,
+    errors: Vec<String>,
+    warnings: Vec<String>,
+    /// Archive path -> record id, for purges of archives adopted this run.
+    adopted_ids: HashMap<String, i64>,
+}
+
+pub(super) fn run_unit(req: &ExecRequest<'_>, unit: &Unit) -> UnitOutcome {
+    let root = req.plan.root.as_path();
+    let _lock = match lock::try_lock(root, &unit.key) {
+        Ok(l) => l,
+        Err(e @ LockError::Busy { .. }) => {
+            let mut out = UnitOutcome::all(unit, ActionStatus::Skipped, &e.to_string());
+            out.warnings.push(e.to_string());
+            return out;
+        }
+        Err(e) => {
+            let mut out = UnitOutcome::all(unit, ActionStatus::Failed, &e.to_string());
+            out.errors.push(e.to_string());
+            return out;
+        }
+    };
+    let mut run = UnitRun {
+        req,
+        unit,
+        root,
+        t: Statuses::new(unit),
+        figures: Figures::default(),
+        errors: Vec::new(),
+        warnings: Vec::new(),
+        adopted_ids: HashMap::new(),
+    };
+    run.discard_temps();
+    run.adopt();
+    run.purge();
+    run.finish();
+    for k in &unit.keep {
+        run.t
+            .set(plan::ActionKind::Keep, &k.path, ActionStatus::Done, None);
+    }
+    let mut cancelled = false;
+    if (req.cancelled)() {
+        cancelled = true;
+    } else {
+        cancelled |= run.archive();
+    }
+    run.t.rest(ActionStatus::Skipped, "cancelled");
+    UnitOutcome {
+        actions: run.t.actions,
+        figures: run.figures,
+        errors: run.errors,
+        warnings: run.warnings,
+        cancelled,
+    }
+}
+
+impl UnitRun<'_, '_> {
+    fn faults(&self) -> Option<&dyn Faults> {
+        self.req.faults
+    }
+
+    fn error(&mut self, kind: plan::ActionKind, path: &str, message: String) {
+        tracing::warn!(spec = %self.unit.key, "{message}");
+        self.t
+            .set(kind, path, ActionStatus::Failed, Some(message.clone()));
+        self.errors.push(message);
+    }
+
+    fn discard_temps(&mut self) {
+        for rel in &self.unit.discard_temps {
+            let path = self.root.join(rel);
+            let result = (|| -> io::Result<()> {
+                let meta = fs::symlink_metadata(&path)?;
+                if !meta.is_file() {
+                    return Err(io::Error::other("not a regular file"));
+                }
+                fs::remove_file(&path)?;
+                Ok(())
+            })();
+            match result {
+                Ok(()) => {
+                    self.figures.discarded_temps += 1;
+                    tracing::info!(spec = %self.unit.key, path = %rel, "discarded a temporary archive of an interrupted run");
+                    self.t
+                        .set(plan::ActionKind::DiscardTemp, rel, ActionStatus::Done, None);
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => self.t.set(
+                    plan::ActionKind::DiscardTemp,
+                    rel,
+                    ActionStatus::Skipped,
+                    Some("already gone".into()),
+                ),
+                Err(e) => self.error(
+                    plan::ActionKind::DiscardTemp,
+                    rel,
+                    format!("{}: {e}", path.display()),
+                ),
+            }
+        }
+    }
+
+    fn adopt(&mut self) {
+        for ad in &self.unit.adopt {
+            let path = self.root.join(&ad.path);
+            // Verify again under the lock: it is about to become the only copy.
+            let verified = match archive::verify(&path) {
+                Ok(v) if v.sha256 == ad.verified.sha256 => v,
+                Ok(_) => {
+                    self.error(
+                        plan::ActionKind::Adopt,
+                        &ad.path,
+                        format!("{}: changed since the plan; not adopted", path.display()),
+                    );
+                    continue;
+                }
+                Err(e) => {
+                    self.error(plan::ActionKind::Adopt, &ad.path, e.to_string());
+                    continue;
+                }
+            };
+            let mut hashes = Vec::new();
+            if !verified.manifest.db.is_empty() {
+                let read = archive::for_each_member(&path, |name, r| {
+                    if let Some(part) = verified.manifest.db.iter().find(|d| d.path == name) {
+                        let mut bytes = Vec::new();
+                        r.read_to_end(&mut bytes)?;
+                        hashes.extend(rows::hashes_of(&part.table, &bytes));
+                    }
+                    Ok(())
+                });
+                if let Err(e) = read {
+                    self.error(plan::ActionKind::Adopt, &ad.path, e.to_string());
+                    continue;
+                }
+            }
+            let (rel, manifest, sha, bytes) = (
+                ad.path.clone(),
+                verified.manifest.clone(),
+                verified.sha256.clone(),
+                verified.bytes,
+            );
+            let recorded = faults::check(self.faults(), Step::RecordArchive, &path)
+                .map_err(RetentionError::io(&path))
+                .and_then(|()| {
+                    self.req.storage.write_blocking(move |tx| {
+                        let id = catalog::insert(tx, &rel, bytes, &sha, &manifest, "adopted")
+                            .map_err(RetentionError::sqlite("recording an adopted archive"))?;
+                        let deleted = rows::delete_archived(tx, &hashes)
+                            .map_err(RetentionError::sqlite("deleting archived rows"))?;
+                        Ok::<_, RetentionError>((id, deleted))
+                    })
+                });
+            match recorded {
+                Ok((id, deleted)) => {
+                    self.adopted_ids.insert(ad.path.clone(), id);
+                    self.figures.adopted_archives += 1;
+                    tracing::info!(spec = %self.unit.key, archive = %ad.path, "adopted a verified archive that had no record");
+                    self.figures.deleted_rows += deleted.rows;
+                    self.warnings.extend(deleted.kept);
+                    self.t
+                        .set(plan::ActionKind::Adopt, &ad.path, ActionStatus::Done, None);
+                }
+                Err(e) => self.error(
+                    plan::ActionKind::Adopt,
+                    &ad.path,
+                    format!("recording {} failed: {e}", path.display()),
+                ),
+            }
+        }
+    }
+
+    fn purge(&mut self) {
+        for p in &self.unit.purge {
+            let id = p
+                .archive_id
+                .or_else(|| self.adopted_ids.get(&p.path).copied());
+            let Some(id) = id else {
+                self.t.set(
+                    plan::ActionKind::Purge,
+                    &p.path,
+                    ActionStatus::Skipped,
+                    Some("its adoption failed".into()),
+                );
+                continue;
+            };
+            let path = self.root.join(&p.path);
+            let rel_dir = Path::new(&p.path).parent().unwrap_or(Path::new(""));
+            let removed = (|| -> io::Result<u64> {
+                fsutil::check_real_dir(self.root, rel_dir)?;
+                faults::check(self.faults(), Step::PurgeArchive, &path)?;
+                let meta = match fs::symlink_metadata(&path) {
+                    Ok(m) => m,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+                    Err(e) => return Err(e),
+                };
+                if !meta.is_file() {
+                    return Err(io::Error::other("not a regular file; left alone"));
+                }
+                fs::remove_file(&path)?;
+                let dir = path.parent().unwrap_or(Path::new("."));
+                faults::check(self.faults(), Step::SyncDir, dir)?;
+                fsutil::fsync_dir(dir)?;
+                Ok(meta.len())
+            })();
+            let bytes = match removed {
+                Ok(b) => b,
+                Err(e) => {
+                    self.error(
+                        plan::ActionKind::Purge,
+                        &p.path,
+                        format!("purging {}: {e}", path.display()),
+                    );
+                    continue;
+                }
+            };
+            let at = self.req.now.timestamp_millis();
+            let marked = self.req.storage.write_blocking(move |tx| {
+                catalog::mark_purged(tx, id, at)
+                    .map_err(RetentionError::sqlite("recording a purge"))
+            });
+            match marked {
+                Ok(()) => {
+                    self.figures.purged_archives += 1;
+                    tracing::info!(spec = %self.unit.key, archive = %p.path, bytes, "purged an archive");
+                    self.figures.purged_bytes += bytes;
+                    let detail = (bytes == 0).then(|| "the file was already gone; record updated".to_string());
+                    self.t.set(plan::ActionKind::Purge, &p.path, ActionStatus::Done, detail);
+                }
+                Err(e) => self.error(
+                    plan::ActionKind::Purge,
+                    &p.path,
+                    format!("{} was deleted but recording the purge failed: {e} (the next run records it)", path.display()),
+                ),
+            }
+        }
+    }
+
+    fn finish(&mut self) {
+        let mut verified: HashMap<String, Result<(), String>> = HashMap::new();
+        let mut dirs = BTreeSet::new();
+        for f in &self.unit.finish {
+            let check = verified
+                .entry(f.archive.clone())
+                .or_insert_with(|| {
+                    archive::verify(&self.root.join(&f.archive))
+                        .map(|_| ())
+                        .map_err(|e| format!("{e}; its sources are kept"))
+                })
+                .clone();
+            if let Err(message) = check {
+                self.error(
+                    plan::ActionKind::DeleteArchived,
+                    &f.file.path,
+                    format!("{}: {message}", f.file.path),
+                );
+                continue;
+            }
+            let path = self.root.join(&f.file.path);
+            let result = (|| -> io::Result<Option<String>> {
+                let parent = Path::new(&f.file.path).parent().unwrap_or(Path::new(""));
+                fsutil::check_real_dir(self.root, parent)?;
+                let meta = match fs::symlink_metadata(&path) {
+                    Ok(m) => m,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                        return Ok(Some("already gone".into()))
+                    }
+                    Err(e) => return Err(e),
+                };
+                if !meta.is_file()
+                    || meta.len() != f.file.size
+                    || fsutil::meta_mtime_ns(&meta) != f.file.mtime_ns
+                {
+                    return Ok(Some("changed since the plan; kept".into()));
+                }
+                let (sha, _) = archive::sha256_file(&path)?;
+                if sha != f.sha256 {
+                    return Ok(Some(format!(
+                        "its content differs from the copy in {}; kept",
+                        f.archive
+                    )));
+                }
+                faults::check(self.faults(), Step::DeleteSource, &path)?;
+                fs::remove_file(&path)?;
+                Ok(None)
+            })();
+            match result {
+                Ok(None) => {
+                    self.figures.deleted_files += 1;
+                    self.figures.deleted_bytes += f.file.size;
+                    dirs.insert(path.parent().map(Path::to_path_buf).unwrap_or_default());
+                    self.t.set(
+                        plan::ActionKind::DeleteArchived,
+                        &f.file.path,
+                        ActionStatus::Done,
+                        None,
+                    );
+                }
+                Ok(Some(why)) => {
+                    if why != "already gone" {
+                        self.warnings.push(format!("{}: {why}", f.file.path));
+                    }
+                    self.t.set(
+                        plan::ActionKind::DeleteArchived,
+                        &f.file.path,
+                        ActionStatus::Skipped,
+                        Some(why),
+                    );
+                }
+                Err(e) => self.error(
+                    plan::ActionKind::DeleteArchived,
+                    &f.file.path,
+                    format!("{}: {e}", path.display()),
+                ),
+            }
+        }
+        self.sync_dirs(dirs);
+    }
+
+    fn sync_dirs(&mut self, dirs: BTreeSet<PathBuf>) {
+        for dir in dirs {
+            let result = faults::check(self.faults(), Step::SyncDir, &dir)
+                .and_then(|()| fsutil::fsync_dir(&dir));
+            if let Err(e) = result {
+                self.errors.push(format!("fsync of {}: {e}", dir.display()));
+            }
+        }
+    }
+
+    /// The new archive. Returns whether it stopped because of cancellation.
+    fn archive(&mut self) -> bool {
+        let Some(arch) = &self.unit.archive else {
+            return false;
+        };
+        let root = self.root;
+        let rel = PathBuf::from(&arch.path);
+        let dir_rel = rel.parent().unwrap_or(Path::new("")).to_path_buf();
+        let dir = root.join(&dir_rel);
+        let fail_all = |run: &mut Self, message: String| {
+            for f in &arch.files {
+                run.t.set(
+                    plan::ActionKind::Archive,
+                    &f.path,
+                    ActionStatus::Failed,
+                    Some(message.clone()),
+                );
+            }
+            for table in rows::TABLES {
+                run.t.set_table(
+                    plan::ActionKind::ArchiveRows,
+                    &arch.path,
+                    Some(table),
+                    ActionStatus::Failed,
+                    Some(message.clone()),
+                );
+            }
+            run.errors.push(message);
+        };
+        if let Err(e) = fsutil::ensure_real_dir(root, &dir_rel) {
+            fail_all(
+                self,
+                format!("archive folder {}: {e}; sources kept", dir.display()),
+            );
+            return false;
+        }
+        // Database rows first, into unnamed spool files beside the archive.
+        let (spools, hashes) = if arch.rows.is_empty() {
+            (Vec::new(), Vec::new())
+        } else {
+            let rows_plan = arch.rows.clone();
+            let spool_dir = dir.clone();
+            match self
+                .req
+                .storage
+                .read_blocking(move |conn| Ok(rows::spool(conn, &rows_plan, &spool_dir)))
+            {
+                Ok(Ok(s)) => (s.spools, s.hashes),
+                Ok(Err(e)) => {
+                    fail_all(
+                        self,
+                        format!(
+                            "archive {} of {}: {e}; nothing archived",
+                            arch.path, self.unit.key
+                        ),
+                    );
+                    return false;
+                }
+                Err(e) => {
+                    fail_all(
+                        self,
+                        format!(
+                            "archive {} of {}: {e}; nothing archived",
+                            arch.path, self.unit.key
+                        ),
+                    );
+                    return false;
+                }
+            }
+        };
+        let sources: Vec<archive::SourceFile> =
+            arch.files.iter().map(plan::PlannedFile::source).collect();
+        let written = archive::write(WriteRequest {
+            root,
+            relative: &rel,
+            spec: &self.unit.key,
+            created_at: self.req.now,
+            files: &sources,
+            db: &spools,
+            zstd_level: self.req.zstd_level,
+            faults: self.req.faults,
+            cancelled: self.req.cancelled,
+        });
+        let outcome = match written {
+            Ok(o) => o,
+            Err(ArchiveError::Cancelled) => return true,
+            Err(e) => {
+                fail_all(
+                    self,
+                    format!("{e}; its {} source file(s) are kept", arch.files.len()),
+                );
+                return false;
+            }
+        };
+        for ex in &outcome.excluded {
+            match ex {
+                Excluded::Changed { path, detail } => {
+                    self.warnings
+                        .push(format!("{path}: {detail}; not archived"));
+                    self.t.set(
+                        plan::ActionKind::Archive,
+                        path,
+                        ActionStatus::Skipped,
+                        Some(detail.clone()),
+                    );
+                }
+                Excluded::Failed { path, error } => {
+                    let message = format!(
+                        "{}: {error}; not archived, left in place",
+                        root.join(path).display()
+                    );
+                    self.error(plan::ActionKind::Archive, path, message);
+                }
+            }
+        }
+        let Some(w) = outcome.written else {
+            return false;
+        };
+        // Record the verified archive and delete its rows, in one transaction.
+        let (rel_s, manifest, sha, bytes) = (
+            w.path.clone(),
+            w.manifest.clone(),
+            w.sha256.clone(),
+            w.bytes,
+        );
+        let final_path = root.join(&w.path);
+        let recorded = faults::check(self.faults(), Step::RecordArchive, &final_path)
+            .map_err(RetentionError::io(&final_path))
+            .and_then(|()| {
+                self.req.storage.write_blocking(move |tx| {
+                    catalog::insert(tx, &rel_s, bytes, &sha, &manifest, "written")
+                        .map_err(RetentionError::sqlite("recording an archive"))?;
+                    rows::delete_archived(tx, &hashes)
+                        .map_err(RetentionError::sqlite("deleting archived rows"))
+                })
+            });
+        let deleted_rows = match recorded {
+            Ok(d) => d,
+            Err(e) => {
+                let message = format!(
+                    "recording archive {} failed: {e}; it stays on disk (the next run adopts it) and its sources are kept",
+                    final_path.display()
+                );
+                for m in &w.manifest.files {
+                    self.t.set(
+                        plan::ActionKind::Archive,
+                        &m.path,
+                        ActionStatus::Failed,
+                        Some(message.clone()),
+                    );
+                }
+                for table in rows::TABLES {
+                    self.t.set_table(
+                        plan::ActionKind::ArchiveRows,
+                        &arch.path,
+                        Some(table),
+                        ActionStatus::Failed,
+                        Some(message.clone()),
+                    );
+                }
+                self.errors.push(message);
+                return false;
+            }
+        };
+        self.figures.archives_written += 1;
+        tracing::info!(
+            spec = %self.unit.key,
+            archive = %w.path,
+            files = w.manifest.files.len(),
+            rows = w.manifest.db_rows(),
+            bytes = w.bytes,
+            "archive written, verified and recorded; deleting its sources"
+        );
+        self.figures.archive_bytes_written += w.bytes;
+        self.figures.archived_files += w.manifest.files.len() as u64;
+        self.figures.archived_bytes += w.manifest.source_bytes();
+        self.figures.archived_rows += w.manifest.db_rows();
+        self.figures.deleted_rows += deleted_rows.rows;
+        self.warnings.extend(deleted_rows.kept.iter().cloned());
+        for part in &w.manifest.db {
+            self.t.set_table(
+                plan::ActionKind::ArchiveRows,
+                &arch.path,
+                Some(&part.table),
+                ActionStatus::Done,
+                Some(format!("{} row(s) archived", part.rows)),
+            );
+        }
+        // Only now: delete the sources, each still exactly as archived.
+        let mut dirs = BTreeSet::new();
+        for m in &w.manifest.files {
+            let path = root.join(&m.path);
+            let result = (|| -> io::Result<Option<String>> {
+                let parent = Path::new(&m.path).parent().unwrap_or(Path::new(""));
+                fsutil::check_real_dir(root, parent)?;
+                faults::check(self.faults(), Step::DeleteSource, &path)?;
+                let meta = match fs::symlink_metadata(&path) {
+                    Ok(meta) => meta,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                        return Ok(Some("archived; the source was already gone".into()))
+                    }
+                    Err(e) => return Err(e),
+                };
+                if !meta.is_file()
+                    || meta.len() != m.size
+                    || fsutil::meta_mtime_ns(&meta) != m.mtime_ns
+                {
+                    return Ok(Some(
+                        "changed after it was archived; kept in place (the archive holds the earlier version)".into(),
+                    ));
+                }
+                fs::remove_file(&path)?;
+                Ok(None)
+            })();
+            match result {
+                Ok(None) => {
+                    self.figures.deleted_files += 1;
+                    self.figures.deleted_bytes += m.size;
+                    dirs.insert(path.parent().map(Path::to_path_buf).unwrap_or_default());
+                    self.t
+                        .set(plan::ActionKind::Archive, &m.path, ActionStatus::Done, None);
+                }
+                Ok(Some(why)) => {
+                    self.figures.kept_after_archiving += 1;
+                    self.warnings.push(format!("{}: {why}", m.path));
+                    self.t.set(
+                        plan::ActionKind::Archive,
+                        &m.path,
+                        ActionStatus::Skipped,
+                        Some(why),
+                    );
+                }
+                Err(e) => {
+                    self.figures.kept_after_archiving += 1;
+                    let message = format!(
+                        "{}: {e}; it is archived in {} but could not be deleted",
+                        path.display(),
+                        w.path
+                    );
+                    self.error(plan::ActionKind::Archive, &m.path, message);
+                }
+            }
+        }
+        self.sync_dirs(dirs);
+        false
+    }
+}
