@@ -17,12 +17,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-const FIXTURES: &str = "/work/shared/fixtures";
-
 fn fixtures() -> Option<PathBuf> {
+    // `shared/` lies beside the repository: ../shared/fixtures from the workspace root.
     let dir = std::env::var_os("SPECKIT_FIXTURES")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(FIXTURES));
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures"));
     if dir.join("upstream-evidence/MANIFEST.tsv").is_file() {
         Some(dir)
     } else {
