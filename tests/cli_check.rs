@@ -136,3 +136,46 @@ fn check_json_on_a_bad_config_reports_problems_and_exits_2() {
     assert_eq!(json["problems"][0]["line"], 2);
     assert!(stderr.contains("spawn.max_concurrency"), "{stderr}");
 }
+
+#[test]
+fn jobs_lists_recorded_runs_newest_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let ws = speckit_hygiene::demo::create_workspace(&dir.path().join("ws")).unwrap();
+    let (code, _, stderr) = run(bin()
+        .arg("-c")
+        .arg(&ws.config_path)
+        .args(["vacuum", "--dry-run"]));
+    assert_eq!(code, 0, "{stderr}");
+    let (code, _, stderr) = run(bin()
+        .arg("-c")
+        .arg(&ws.config_path)
+        .args(["cleanup", "--dry-run"]));
+    assert_eq!(code, 0, "{stderr}");
+    let (code, stdout, stderr) = run(bin()
+        .arg("-c")
+        .arg(&ws.config_path)
+        .args(["jobs", "--json"]));
+    assert_eq!(code, 0, "{stderr}");
+    let runs: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let jobs: Vec<&str> = runs
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["job"].as_str().unwrap())
+        .collect();
+    assert_eq!(jobs, ["cleanup", "vacuum"]);
+    assert_eq!(runs[1]["outcome"], "succeeded");
+    assert_eq!(runs[1]["trigger"], "manual");
+    assert!(
+        runs[1]["report"]["summary"]
+            .as_str()
+            .unwrap()
+            .contains("dry run")
+            || runs[1]["report"]["data"]["dry_run"] == true,
+        "{}",
+        runs[1]
+    );
+    let (code, table, _) = run(bin().arg("-c").arg(&ws.config_path).arg("jobs"));
+    assert_eq!(code, 0);
+    assert!(table.lines().nth(1).unwrap().contains("cleanup"), "{table}");
+}

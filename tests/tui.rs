@@ -106,11 +106,6 @@ impl Tmux {
         let output = self.run(&["capture-pane", "-p", "-t", "tui"])?;
         Ok(String::from_utf8_lossy(&output.stdout).into_owned())
     }
-
-    fn pane(&self, format: &str) -> Result<String, String> {
-        let output = self.run(&["display-message", "-p", "-t", "tui", format])?;
-        Ok(String::from_utf8_lossy(&output.stdout).trim().to_string())
-    }
 }
 
 impl Drop for Tmux {

@@ -142,16 +142,20 @@ impl PluginRegistry {
             .clone()
     }
 
-    /// Asks every plugin to check a candidate policy.
-    pub fn validate(&self, policy: &Policy) -> Result<(), EngineError> {
-        let plugins: Vec<_> = self
-            .entries
+    /// The plugins now registered. Callers iterate over this copy, so no plugin code runs
+    /// while the registry's lock is held.
+    fn plugins(&self) -> Vec<Arc<dyn Plugin>> {
+        self.entries
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .iter()
             .map(|e| e.plugin.clone())
-            .collect();
-        for plugin in plugins {
+            .collect()
+    }
+
+    /// Asks every plugin to check a candidate policy.
+    pub fn validate(&self, policy: &Policy) -> Result<(), EngineError> {
+        for plugin in self.plugins() {
             plugin
                 .validate(policy)
                 .map_err(|message| EngineError::PluginPolicy {
@@ -164,14 +168,7 @@ impl PluginRegistry {
 
     /// Tells every plugin a policy was applied.
     pub fn apply(&self, snapshot: &PolicySnapshot) {
-        let plugins: Vec<_> = self
-            .entries
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .map(|e| e.plugin.clone())
-            .collect();
-        for plugin in plugins {
+        for plugin in self.plugins() {
             plugin.apply(snapshot);
         }
     }

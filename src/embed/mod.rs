@@ -10,7 +10,7 @@
 
 mod claim;
 mod error;
-mod history;
+pub mod history;
 mod schedule;
 
 use std::path::{Path, PathBuf};

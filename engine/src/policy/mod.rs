@@ -4,9 +4,12 @@
 //! unknown keys. `config/speckit.toml` documents each field; keep the two in step (a test
 //! parses that file and compares it with [`Policy::default`]).
 
+mod env;
 mod load;
+mod validate;
 
-pub use load::{load_policy, LoadError, Origin, PolicySnapshot, PolicySource};
+pub use load::{load_policy, LoadError, Origin, PolicySnapshot, PolicySource, Problem};
+pub use validate::validate;
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;

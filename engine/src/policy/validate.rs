@@ -1,0 +1,171 @@
+//! Semantic checks of a policy that its types cannot express.
+
+use super::load::Problem;
+use super::{is_off, Policy};
+
+/// Semantic checks the types cannot express. Returns every problem, not just the first.
+pub fn validate(policy: &Policy) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    let mut bad = |key: &str, message: String| {
+        problems.push(Problem {
+            key: key.to_string(),
+            line: None,
+            origin: None,
+            message,
+        })
+    };
+    let s = &policy.storage;
+    if s.database_path.as_os_str().is_empty() {
+        bad("storage.database_path", "must not be empty".into());
+    }
+    if s.busy_timeout_ms == 0 {
+        bad("storage.busy_timeout_ms", "must be at least 1".into());
+    }
+    if s.write_retry_attempts == 0 {
+        bad("storage.write_retry_attempts", "must be at least 1".into());
+    }
+    if s.journal_size_limit_bytes < 0 {
+        bad(
+            "storage.journal_size_limit_bytes",
+            "must not be negative".into(),
+        );
+    }
+
+    let e = &policy.evidence;
+    for (key, value) in [
+        ("evidence.warn_mb", e.warn_mb),
+        ("evidence.limit_mb", e.limit_mb),
+        ("evidence.root_warn_mb", e.root_warn_mb),
+        ("evidence.file_warn_mb", e.file_warn_mb),
+    ] {
+        if !(value.is_finite() && value > 0.0) {
+            bad(key, format!("must be a size above 0 MiB, got {value}"));
+        }
+    }
+    if e.warn_mb > e.limit_mb {
+        bad(
+            "evidence.warn_mb",
+            format!(
+                "the warning size ({} MiB) must not be above limit_mb ({} MiB)",
+                e.warn_mb, e.limit_mb
+            ),
+        );
+    }
+    if e.root.as_os_str().is_empty() {
+        bad("evidence.root", "must not be empty".into());
+    }
+
+    let r = &policy.retention;
+    if r.archive_after_days == 0 {
+        bad("retention.archive_after_days", "must be at least 1".into());
+    }
+    if r.purge_after_days <= r.archive_after_days {
+        bad(
+            "retention.purge_after_days",
+            format!(
+                "must be above archive_after_days ({}), got {}",
+                r.archive_after_days, r.purge_after_days
+            ),
+        );
+    }
+    if !(r.max_removal_fraction > 0.0 && r.max_removal_fraction <= 1.0) {
+        bad(
+            "retention.max_removal_fraction",
+            format!("must be in (0, 1], got {}", r.max_removal_fraction),
+        );
+    }
+    if !(1..=19).contains(&r.zstd_level) {
+        bad(
+            "retention.zstd_level",
+            format!("must be 1 to 19, got {}", r.zstd_level),
+        );
+    }
+
+    let v = &policy.vacuum;
+    if !(v.free_fraction_threshold > 0.0 && v.free_fraction_threshold <= 1.0) {
+        bad(
+            "vacuum.free_fraction_threshold",
+            format!("must be in (0, 1], got {}", v.free_fraction_threshold),
+        );
+    }
+    if v.chunk_pages == 0 {
+        bad("vacuum.chunk_pages", "must be at least 1".into());
+    }
+    if !(v.lock_time_fraction > 0.0 && v.lock_time_fraction <= 1.0) {
+        bad(
+            "vacuum.lock_time_fraction",
+            format!("must be in (0, 1], got {}", v.lock_time_fraction),
+        );
+    }
+
+    let sp = &policy.spawn;
+    if sp.max_concurrency == 0 {
+        bad("spawn.max_concurrency", "must be at least 1".into());
+    }
+    if sp.spawn_timeout_ms == 0 {
+        bad("spawn.spawn_timeout_ms", "must be at least 1".into());
+    }
+    let mut names = std::collections::BTreeSet::new();
+    for (i, agent) in sp.agents.iter().enumerate() {
+        let key = format!("spawn.agents.{i}");
+        if agent.name.trim().is_empty() {
+            bad(&format!("{key}.name"), "must not be empty".into());
+        } else if !names.insert(agent.name.clone()) {
+            bad(
+                &format!("{key}.name"),
+                format!("agent {:?} is defined twice", agent.name),
+            );
+        }
+        if agent.command.trim().is_empty() {
+            bad(&format!("{key}.command"), "must not be empty".into());
+        }
+        if agent.timeout_ms == 0 {
+            bad(&format!("{key}.timeout_ms"), "must be at least 1".into());
+        }
+    }
+
+    let sc = &policy.schedule;
+    let timezone = crate::cron_expr::parse_timezone(&sc.timezone);
+    if let Err(message) = &timezone {
+        bad("schedule.timezone", message.clone());
+    }
+    if sc.lease_seconds < 5 {
+        bad("schedule.lease_seconds", "must be at least 5".into());
+    }
+    for (job, expression) in sc.builtin_jobs() {
+        if !is_off(expression) {
+            if let Err(message) = crate::cron_expr::parse(expression) {
+                bad(&format!("schedule.{job}"), message);
+            }
+        }
+    }
+
+    for (name, plugin) in &policy.plugins {
+        let key = format!("plugins.{name}");
+        if !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            || name.is_empty()
+        {
+            bad(
+                &key,
+                "a plugin name may hold only letters, digits, '_' and '-'".into(),
+            );
+        }
+        if ["cleanup", "vacuum", "integrity_check", "spawn"].contains(&name.as_str()) {
+            bad(&key, format!("{name:?} is the name of a built-in job"));
+        }
+        if !is_off(&plugin.schedule) {
+            if let Err(message) = crate::cron_expr::parse(&plugin.schedule) {
+                bad(&format!("{key}.schedule"), message);
+            }
+        }
+        if plugin.call_timeout_ms == 0 {
+            bad(
+                &format!("{key}.call_timeout_ms"),
+                "must be at least 1".into(),
+            );
+        }
+    }
+    problems
+}
