@@ -8,7 +8,6 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
 use rusqlite::params;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -570,9 +569,4 @@ pub fn changed_keys(old: &Policy, new: &Policy) -> Vec<String> {
 
 fn lookup<'a>(value: &'a serde_json::Value, dotted: &str) -> Option<&'a serde_json::Value> {
     dotted.split('.').try_fold(value, |v, part| v.get(part))
-}
-
-#[allow(dead_code)]
-fn now_ms() -> i64 {
-    Utc::now().timestamp_millis()
 }

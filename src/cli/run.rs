@@ -20,6 +20,13 @@ pub struct RunArgs {
 }
 
 pub async fn run(global: &GlobalArgs, args: RunArgs) -> Result<u8> {
+    // Listen for SIGINT/SIGTERM before anything starts, so a signal that arrives during
+    // start-up still means a graceful stop rather than the default (immediate) death.
+    let termination = if args.once {
+        None
+    } else {
+        Some(Termination::listen()?)
+    };
     let engine = super::start_engine(global).await?;
     if args.once {
         let policy = engine.policy();
@@ -46,25 +53,35 @@ pub async fn run(global: &GlobalArgs, args: RunArgs) -> Result<u8> {
     }
     speckit_engine::scheduler::spawn(&engine);
     speckit_engine::watch::spawn(&engine)?;
-    wait_for_termination().await;
+    tracing::info!("running; SIGINT or SIGTERM stops, SIGHUP reloads");
+    if let Some(mut termination) = termination {
+        termination.wait().await;
+    }
     let grace = Duration::from_secs(engine.policy().policy.schedule.shutdown_grace_seconds);
     tracing::info!(?grace, "shutting down");
     engine.shutdown(grace).await;
     Ok(EXIT_OK)
 }
 
-async fn wait_for_termination() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!("cannot listen for SIGTERM: {e}");
-            let _ = tokio::signal::ctrl_c().await;
-            return;
+/// SIGINT and SIGTERM, registered when created.
+struct Termination {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl Termination {
+    fn listen() -> Result<Self> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Self {
+            interrupt: signal(SignalKind::interrupt())?,
+            terminate: signal(SignalKind::terminate())?,
+        })
+    }
+
+    async fn wait(&mut self) {
+        tokio::select! {
+            _ = self.interrupt.recv() => tracing::info!("SIGINT received"),
+            _ = self.terminate.recv() => tracing::info!("SIGTERM received"),
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
     }
 }
