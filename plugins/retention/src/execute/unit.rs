@@ -65,6 +65,32 @@ impl Statuses {
         }
     }
 
+    /// Marks one archive's files and database-row tables failed with `detail`.
+    fn fail_archive<'p>(
+        &mut self,
+        archive: &str,
+        files: impl IntoIterator<Item = &'p str>,
+        detail: &str,
+    ) {
+        for path in files {
+            self.set(
+                plan::ActionKind::Archive,
+                path,
+                ActionStatus::Failed,
+                Some(detail.to_string()),
+            );
+        }
+        for table in rows::TABLES {
+            self.set_table(
+                plan::ActionKind::ArchiveRows,
+                archive,
+                Some(table),
+                ActionStatus::Failed,
+                Some(detail.to_string()),
+            );
+        }
+    }
+
     /// Every action still without a status gets this one.
     fn rest(&mut self, status: ActionStatus, detail: &str) {
         for a in &mut self.actions {
@@ -419,23 +445,11 @@ impl UnitRun<'_, '_> {
         let dir_rel = rel.parent().unwrap_or(Path::new("")).to_path_buf();
         let dir = root.join(&dir_rel);
         let fail_all = |run: &mut Self, message: String| {
-            for f in &arch.files {
-                run.t.set(
-                    plan::ActionKind::Archive,
-                    &f.path,
-                    ActionStatus::Failed,
-                    Some(message.clone()),
-                );
-            }
-            for table in rows::TABLES {
-                run.t.set_table(
-                    plan::ActionKind::ArchiveRows,
-                    &arch.path,
-                    Some(table),
-                    ActionStatus::Failed,
-                    Some(message.clone()),
-                );
-            }
+            run.t.fail_archive(
+                &arch.path,
+                arch.files.iter().map(|f| f.path.as_str()),
+                &message,
+            );
             run.errors.push(message);
         };
         if let Err(e) = fsutil::ensure_real_dir(root, &dir_rel) {
@@ -552,23 +566,11 @@ impl UnitRun<'_, '_> {
                     "recording archive {} failed: {e}; it stays on disk (the next run adopts it) and its sources are kept",
                     final_path.display()
                 );
-                for m in &w.manifest.files {
-                    self.t.set(
-                        plan::ActionKind::Archive,
-                        &m.path,
-                        ActionStatus::Failed,
-                        Some(message.clone()),
-                    );
-                }
-                for table in rows::TABLES {
-                    self.t.set_table(
-                        plan::ActionKind::ArchiveRows,
-                        &arch.path,
-                        Some(table),
-                        ActionStatus::Failed,
-                        Some(message.clone()),
-                    );
-                }
+                self.t.fail_archive(
+                    &arch.path,
+                    w.manifest.files.iter().map(|m| m.path.as_str()),
+                    &message,
+                );
                 self.errors.push(message);
                 return false;
             }
