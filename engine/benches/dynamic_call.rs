@@ -42,24 +42,9 @@ impl Plugin for Noop {
     }
 }
 
+/// A shared library this workspace built (a dev-dependency).
 fn built(lib: &str) -> PathBuf {
-    // Test and bench binaries live in `target/<profile>/deps/`; cargo puts the libraries of
-    // dependencies beside them, and usually also copies them one folder up.
-    let exe = std::env::current_exe().unwrap();
-    let deps = exe.parent().unwrap();
-    let name = format!(
-        "{}{lib}{}",
-        std::env::consts::DLL_PREFIX,
-        std::env::consts::DLL_SUFFIX
-    );
-    let candidates = [deps.parent().unwrap().join(&name), deps.join(&name)];
-    candidates
-        .iter()
-        .find(|file| file.is_file())
-        .unwrap_or_else(|| {
-            panic!("{name} is missing from {deps:?} and its parent: it is built by `cargo test` as a dev-dependency")
-        })
-        .clone()
+    speckit_testkit::artifacts::built_library(lib)
 }
 
 struct Plan {

@@ -3,6 +3,7 @@
 //! upstream-shaped consensus database (optionally bloated the way the real one was).
 //! Everything here is the project's own; no upstream data is copied.
 
+pub mod artifacts;
 pub mod bulk;
 pub mod database;
 pub mod evidence;
