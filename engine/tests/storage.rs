@@ -246,13 +246,9 @@ async fn write_cycles(storage: &Storage, tag: &str) -> usize {
     acknowledged
 }
 
-/// The other process of `two_processes_write_concurrently`, which starts this test binary
-/// again to run only this (ignored) helper.
-#[tokio::test]
-#[ignore = "helper process started by two_processes_write_concurrently"]
-async fn child_writer_process() {
-    let db = std::env::var(CHILD_DB_ENV).expect("started by two_processes_write_concurrently");
-    let tag = std::env::var(CHILD_TAG_ENV).expect("started with a tag");
+/// The other process of `two_processes_write_concurrently`: the same test binary running
+/// the same test again, with the database and a tag in its environment.
+async fn child_writer_process(db: String, tag: String) {
     let mut opts = StorageOptions::new(&db);
     opts.busy_timeout = Duration::from_millis(50);
     let storage = Storage::open(opts).unwrap();
@@ -262,6 +258,9 @@ async fn child_writer_process() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_processes_write_concurrently() {
+    if let (Ok(db), Ok(tag)) = (std::env::var(CHILD_DB_ENV), std::env::var(CHILD_TAG_ENV)) {
+        return child_writer_process(db, tag).await;
+    }
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("c.db");
     let mut opts = StorageOptions::new(&path);
@@ -272,8 +271,7 @@ async fn two_processes_write_concurrently() {
     let child = Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",
-            "child_writer_process",
-            "--ignored",
+            "two_processes_write_concurrently",
             "--nocapture",
             "--test-threads=1",
         ])

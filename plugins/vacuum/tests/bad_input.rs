@@ -132,8 +132,6 @@ async fn a_corrupt_database_fails_the_checks_and_is_not_vacuumed() {
 
 /// Helper process: starts an engine on `SPECKIT_VACUUM_HELPER_DB` and runs `vacuum`,
 /// answering `started` and the job's outcome, or `error <message>`.
-#[test]
-#[ignore = "helper process started by a_read_only_database_is_refused_with_its_name"]
 fn helper_engine_on_read_only_database() {
     let Some(db) = helper_db() else { return };
     let dir = db.parent().unwrap().to_path_buf();
@@ -158,6 +156,10 @@ fn helper_engine_on_read_only_database() {
 
 #[test]
 fn a_read_only_database_is_refused_with_its_name() {
+    serve_helper(&[(
+        "helper_engine_on_read_only_database",
+        helper_engine_on_read_only_database,
+    )]);
     use std::os::unix::fs::PermissionsExt;
     // Root ignores permission bits, so as root the engine runs as `nobody` in a helper
     // process; the folder stays root's and closed to writing.

@@ -16,8 +16,6 @@ use std::time::Duration;
 /// Helper process: inserts one `consensus_runs` row per transaction (spec `PROCESS`,
 /// `run_timestamp` 0, 1, 2...), one every 2 ms or so, until told to stop, then answers
 /// `committed N`.
-#[test]
-#[ignore = "helper process started by writers_in_another_task_and_another_process_lose_nothing"]
 fn helper_process_writer() {
     let Some(db) = helper_db() else { return };
     let conn = Connection::open(&db).unwrap();
@@ -55,6 +53,7 @@ fn helper_process_writer() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writers_in_another_task_and_another_process_lose_nothing() {
+    serve_helper(&[("helper_process_writer", helper_process_writer)]);
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("consensus.db");
     // About 4,000 free pages in chunks of 64: over fifty chunks to interleave with.
@@ -171,8 +170,6 @@ async fn writers_in_another_task_and_another_process_lose_nothing() {
 
 /// Helper process: `lock` takes the write lock (BEGIN IMMEDIATE) and answers `locked`;
 /// `unlock` rolls back and answers `unlocked`.
-#[test]
-#[ignore = "helper process started by a_lock_held_by_another_process_fails_the_job_cleanly"]
 fn helper_lock_holder() {
     let Some(db) = helper_db() else { return };
     let conn = Connection::open(&db).unwrap();
@@ -194,6 +191,7 @@ fn helper_lock_holder() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lock_held_by_another_process_fails_the_job_cleanly() {
+    serve_helper(&[("helper_lock_holder", helper_lock_holder)]);
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("consensus.db");
     // About 600 free pages in chunks of 4: the lock lands with most chunks still to go.
@@ -303,8 +301,6 @@ async fn a_lock_held_by_another_process_fails_the_job_cleanly() {
 
 /// Helper process: `read` opens a read transaction (a snapshot) and answers `reading`;
 /// `end` ends it and answers `ended`.
-#[test]
-#[ignore = "helper process started by a_reader_pinning_an_old_snapshot_pauses_the_vacuum"]
 fn helper_snapshot_reader() {
     let Some(db) = helper_db() else { return };
     let conn = Connection::open(&db).unwrap();
@@ -328,6 +324,7 @@ fn helper_snapshot_reader() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reader_pinning_an_old_snapshot_pauses_the_vacuum_instead_of_growing_the_wal() {
+    serve_helper(&[("helper_snapshot_reader", helper_snapshot_reader)]);
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("consensus.db");
     incremental_db(&db, 5, 500, 16 * 1024);

@@ -182,8 +182,34 @@ pub fn file_digest(path: &Path) -> Option<String> {
 /// Time budget for waiting on a helper process's answer.
 pub const HELPER_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// This test binary started again to run one `#[ignore]`d helper "test" as a separate
-/// process. It talks in lines: commands on stdin, `HELPER <word> ...` answers on stdout.
+/// Set in a helper process: the name of the helper function it runs.
+const HELPER_ROLE_ENV: &str = "SPECKIT_VACUUM_TEST_HELPER";
+
+/// First statement of a test that starts helper processes. In the process [`Helper::start`]
+/// started (this test binary, running this same test again), runs the named helper
+/// instead of the test and exits; in the test's own process, does nothing.
+pub fn serve_helper(helpers: &[(&str, fn())]) {
+    let Some(role) = std::env::var_os(HELPER_ROLE_ENV) else {
+        return;
+    };
+    let role = role.to_string_lossy().into_owned();
+    let helper = helpers
+        .iter()
+        .find(|(name, _)| *name == role)
+        .unwrap_or_else(|| panic!("this test serves no helper named {role}"))
+        .1;
+    // A thread of its own: the test may be inside a tokio runtime, and helpers block.
+    if let Err(panic) = std::thread::spawn(helper).join() {
+        std::panic::resume_unwind(panic);
+    }
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    std::process::exit(0);
+}
+
+/// This test binary started again, running the current test with [`HELPER_ROLE_ENV`] set,
+/// so that the test's [`serve_helper`] runs one helper function as a separate process. It
+/// talks in lines: commands on stdin, `HELPER <word> ...` answers on stdout.
 pub struct Helper {
     child: Child,
     stdin: Option<ChildStdin>,
@@ -202,14 +228,19 @@ impl Helper {
             use std::os::unix::process::CommandExt;
             command.uid(uid).gid(uid);
         }
+        // libtest names each test's thread after the test.
+        let current_test = std::thread::current()
+            .name()
+            .map(str::to_string)
+            .expect("Helper::start is called on the test's own thread");
         command
             .args([
-                helper_test,
+                current_test.as_str(),
                 "--exact",
-                "--ignored",
                 "--nocapture",
                 "--test-threads=1",
             ])
+            .env(HELPER_ROLE_ENV, helper_test)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
