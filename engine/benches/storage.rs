@@ -17,7 +17,7 @@ const TASKS: usize = 8;
 fn sqlite(source: rusqlite::Error) -> StorageError {
     StorageError::Sqlite {
         path: Default::default(),
-        source,
+        cause: source,
     }
 }
 

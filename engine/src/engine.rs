@@ -8,7 +8,6 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rusqlite::params;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -17,6 +16,7 @@ use crate::clock::{SharedClock, SystemClock};
 use crate::dynamic::{DynamicLoader, PreparedPlugins};
 use crate::error::EngineError;
 use crate::events::{EngineEvent, EventBus, JobOutcome, ReloadCause, ReloadOutcome};
+use crate::history::{HistoryBounds, JobHistory};
 use crate::plugin::{JobContext, JobReport, JobTrigger, Plugin};
 use crate::policy::{load_policy, Policy, PolicySnapshot};
 use crate::registry::PluginRegistry;
@@ -33,6 +33,9 @@ pub struct EngineOptions {
     pub clock: SharedClock,
     /// This engine's name in job leases; a random one when `None`.
     pub engine_id: Option<String>,
+    /// Open the database read-only (dry runs and reporting commands): nothing is created
+    /// or written, not even a job-run row.
+    pub read_only: bool,
 }
 
 impl EngineOptions {
@@ -43,6 +46,7 @@ impl EngineOptions {
             env: std::env::vars().collect(),
             clock: Arc::new(SystemClock),
             engine_id: None,
+            read_only: false,
         }
     }
 }
@@ -146,9 +150,16 @@ impl Engine {
             }
         };
         let storage_opts = storage_options(&first.0.policy);
-        let storage = tokio::task::spawn_blocking(move || Storage::open(storage_opts))
-            .await
-            .map_err(|e| EngineError::Other(format!("storage open task failed: {e}")))??;
+        let read_only = options.read_only;
+        let storage = tokio::task::spawn_blocking(move || {
+            if read_only {
+                Storage::open_read_only(storage_opts)
+            } else {
+                Storage::open(storage_opts)
+            }
+        })
+        .await
+        .map_err(|e| EngineError::Other(format!("storage open task failed: {e}")))??;
         let (policy, _) = watch::channel(empty);
         let engine = Engine {
             inner: Arc::new(Inner {
@@ -338,18 +349,15 @@ impl Engine {
             self.inner.id.clone(),
             trigger.label(),
         );
-        let run_id = self
-            .inner
-            .storage
-            .write(move |tx| {
-                tx.execute(
-                    "INSERT INTO hygiene_job_runs (job, plugin, engine_id, trigger, started_at, outcome) VALUES (?1, ?2, ?3, ?4, ?5, 'running')",
-                    params![job_name, plugin_name, engine_id, trigger_label, started_at],
-                )
-                .map_err(|source| crate::storage::StorageError::Sqlite { path: PathBuf::new(), source })?;
-                Ok::<_, crate::storage::StorageError>(tx.last_insert_rowid())
-            })
+        if let Some(schema) = plugin.schema() {
+            self.inner.storage.ensure_schema(schema).await?;
+        }
+        let history = JobHistory::of(&self.inner.storage);
+        let recorded = history
+            .started(job_name, plugin_name, engine_id, trigger_label, started_at)
             .await?;
+        // 0 when the database refuses writes (read-only open, failed quick_check).
+        let run_id = recorded.unwrap_or(0);
         self.inner.events.emit(EngineEvent::JobStarted {
             job: job.to_string(),
             run_id,
@@ -395,19 +403,11 @@ impl Engine {
             JobOutcome::Failed => "failed",
             JobOutcome::Skipped => "skipped",
         };
-        let recorded = self
-            .inner
-            .storage
-            .write(move |tx| {
-                tx.execute(
-                    "UPDATE hygiene_job_runs SET finished_at = ?1, outcome = ?2, report_json = ?3 WHERE id = ?4",
-                    params![finished_at, outcome_label, report_json, run_id],
-                )
-                .map_err(|source| crate::storage::StorageError::Sqlite { path: PathBuf::new(), source })?;
-                Ok::<_, crate::storage::StorageError>(())
-            })
-            .await;
-        if let Err(e) = recorded {
+        let retention = HistoryBounds::of(&self.policy().policy.schedule, finished_at);
+        if let Err(e) = history
+            .finished(recorded, finished_at, outcome_label, report_json, retention)
+            .await
+        {
             tracing::error!(job, run_id, "could not record the job's report: {e}");
         }
         match &outcome {

@@ -7,6 +7,7 @@ pub mod dynamic;
 pub mod engine;
 pub mod error;
 pub mod events;
+pub mod history;
 pub mod plugin;
 pub mod policy;
 pub mod registry;

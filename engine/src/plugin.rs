@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use crate::clock::SharedClock;
 use crate::events::{EngineEvent, EventBus};
 use crate::policy::{Policy, PolicySnapshot};
-use crate::storage::{Storage, StorageError};
+use crate::storage::{ComponentSchema, Storage, StorageError};
 
 /// Why a job ran.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -153,6 +153,14 @@ pub trait Plugin: Send + Sync + 'static {
 
     /// Called after a policy is applied (start-up and every applied reload).
     fn apply(&self, _policy: &PolicySnapshot) {}
+
+    /// The tables this plugin owns, versioned under its own component name. The engine
+    /// brings them up to date before the plugin's first job on a writable database, so a
+    /// plugin that never runs creates no table. Readers must expect them to be missing (a
+    /// read-only open, or a database the plugin never ran on).
+    fn schema(&self) -> Option<&'static ComponentSchema> {
+        None
+    }
 
     /// Runs `ctx.job`.
     fn run(&self, ctx: JobContext) -> BoxFuture<'_, Result<JobReport, PluginError>>;

@@ -363,7 +363,7 @@ async fn a_crashed_owners_lease_blocks_until_it_expires_then_is_taken_over() {
             )
             .map_err(|source| speckit_engine::StorageError::Sqlite {
                 path: Default::default(),
-                source,
+                cause: source,
             })
         })
         .unwrap();
@@ -683,7 +683,7 @@ async fn a_database_fault_skips_the_tick_and_the_scheduler_recovers() {
                 tx.execute_batch(statements).map_err(|source| {
                     speckit_engine::StorageError::Sqlite {
                         path: Default::default(),
-                        source,
+                        cause: source,
                     }
                 })
             })

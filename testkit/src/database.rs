@@ -4,21 +4,14 @@
 use rusqlite::{params, Connection};
 use std::path::Path;
 
-/// The upstream schema (as upstream created it: no engine tables, `user_version` 0).
-pub const UPSTREAM_SCHEMA: &str = r#"
-CREATE TABLE IF NOT EXISTS consensus_runs (
-    id INTEGER PRIMARY KEY AUTOINCREMENT, spec_id TEXT NOT NULL, stage TEXT NOT NULL,
-    run_timestamp INTEGER NOT NULL, consensus_ok INTEGER NOT NULL, degraded INTEGER NOT NULL DEFAULT 0,
-    synthesis_json TEXT, UNIQUE(spec_id, stage, run_timestamp));
-CREATE TABLE IF NOT EXISTS agent_outputs (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    run_id INTEGER NOT NULL REFERENCES consensus_runs(id) ON DELETE CASCADE,
-    agent_name TEXT NOT NULL, model_version TEXT, content TEXT NOT NULL, output_timestamp INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS agent_executions (
-    agent_id TEXT PRIMARY KEY, spec_id TEXT NOT NULL, stage TEXT NOT NULL, phase_type TEXT NOT NULL,
-    agent_name TEXT NOT NULL, run_id TEXT, spawned_at TEXT NOT NULL, completed_at TEXT,
-    response_text TEXT, extraction_error TEXT);
-"#;
+/// Lays out a database the way the host application does on its first start: its
+/// `ConsensusDb::init` and `migrate_to_latest` statements (the engine's copy of them, which
+/// a test compares with the upstream-made fixture), then `PRAGMA user_version = 2`, the
+/// host's schema version. Only a generator playing the host may set that version.
+pub fn create_upstream_schema(conn: &Connection) -> rusqlite::Result<()> {
+    speckit_engine::storage::host::complete(conn)?;
+    conn.execute_batch("PRAGMA user_version = 2")
+}
 
 /// What a generated database holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,10 +23,12 @@ pub struct DatabaseSummary {
     pub freelist_count: i64,
 }
 
-/// Creates an upstream-shaped database at `path` of about `bloat_bytes`, then deletes all
-/// but `keep_rows` agent executions, leaving the space on the freelist (auto_vacuum NONE,
-/// rollback journal, as upstream left it). Consensus runs of `runs` (spec, stage, age in
-/// days) are added with one agent output each and kept.
+/// Creates an upstream-made database at `path` ([`create_upstream_schema`], version 2) of
+/// about `bloat_bytes`, then deletes all but `keep_rows` agent executions, leaving the
+/// space on the freelist (auto_vacuum NONE, as upstream leaves it; WAL mode, which the
+/// host's pool sets). Rows follow the host's formats: `datetime('now')`-style text times,
+/// millisecond run timestamps. Consensus runs of `runs` (spec, stage, age in days) are
+/// added with one agent output each and kept.
 pub fn create_bloated(
     path: &Path,
     bloat_bytes: u64,
@@ -43,7 +38,7 @@ pub fn create_bloated(
 ) -> rusqlite::Result<DatabaseSummary> {
     let conn = Connection::open(path)?;
     conn.execute_batch("PRAGMA journal_mode = DELETE; PRAGMA synchronous = OFF;")?;
-    conn.execute_batch(UPSTREAM_SCHEMA)?;
+    create_upstream_schema(&conn)?;
     let response: String = (0..16 * 1024)
         .map(|i| (b'a' + (i * 7 % 26) as u8) as char)
         .collect();
@@ -51,16 +46,16 @@ pub fn create_bloated(
     let tx = conn.unchecked_transaction()?;
     {
         let mut insert = tx.prepare(
-            "INSERT INTO agent_executions (agent_id, spec_id, stage, phase_type, agent_name, run_id, spawned_at, completed_at, response_text) VALUES (?1, ?2, ?3, 'agent', ?4, ?5, ?6, ?6, ?7)",
+            "INSERT INTO agent_executions (agent_id, spec_id, stage, phase_type, agent_name, run_id, spawned_at, completed_at, response_text) VALUES (?1, ?2, ?3, 'regular_stage', ?4, ?5, ?6, ?6, ?7)",
         )?;
         for i in 0..rows {
             insert.execute(params![
                 format!("agent-{i:08}"),
                 format!("SPEC-KIT-{:03}", i % 50),
-                ["plan", "tasks", "implement"][i % 3],
+                ["spec-plan", "spec-tasks", "spec-implement"][i % 3],
                 ["gemini", "claude", "gpt_pro"][i % 3],
                 format!("run-{}", i / 3),
-                "2025-10-01T00:00:00Z",
+                "2025-10-01 00:00:00",
                 response,
             ])?;
         }
@@ -82,6 +77,7 @@ pub fn create_bloated(
         "DELETE FROM agent_executions WHERE rowid NOT IN (SELECT rowid FROM agent_executions ORDER BY rowid DESC LIMIT ?1)",
         params![keep_rows as i64],
     )?;
+    conn.query_row("PRAGMA journal_mode = WAL", [], |_| Ok(()))?;
     summarize(&conn)
 }
 

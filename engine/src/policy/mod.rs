@@ -252,6 +252,11 @@ pub struct SchedulePolicy {
     pub lease_seconds: u64,
     /// How long `run` waits for running jobs at shutdown, in seconds.
     pub shutdown_grace_seconds: u64,
+    /// Finished job runs older than this many days are deleted from `hygiene_job_runs`
+    /// after each run (the engine's footprint in the host's database stays bounded).
+    pub job_history_days: u32,
+    /// At most this many job runs are kept; older finished ones are deleted after each run.
+    pub job_history_max_rows: u32,
     pub cleanup: String,
     pub vacuum: String,
     pub integrity_check: String,
@@ -264,6 +269,8 @@ impl Default for SchedulePolicy {
             catch_up: true,
             lease_seconds: 300,
             shutdown_grace_seconds: 30,
+            job_history_days: 90,
+            job_history_max_rows: 10_000,
             cleanup: "0 3 * * *".into(),
             vacuum: "30 3 * * *".into(),
             integrity_check: "0 4 * * 0".into(),

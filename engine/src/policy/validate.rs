@@ -132,6 +132,16 @@ pub fn validate(policy: &Policy) -> Vec<Problem> {
     if sc.lease_seconds < 5 {
         bad("schedule.lease_seconds", "must be at least 5".into());
     }
+    // 100 years: the cutoff in milliseconds stays far inside i64 and chrono's range.
+    if sc.job_history_days == 0 || sc.job_history_days > 36_500 {
+        bad(
+            "schedule.job_history_days",
+            "must be between 1 and 36500 (100 years)".into(),
+        );
+    }
+    if sc.job_history_max_rows == 0 {
+        bad("schedule.job_history_max_rows", "must be at least 1".into());
+    }
     for (job, expression) in sc.builtin_jobs() {
         if !is_off(expression) {
             if let Err(message) = crate::cron_expr::parse(expression) {

@@ -281,7 +281,7 @@ fn try_claim(
 fn sqlite(path: &std::path::Path, source: rusqlite::Error) -> StorageError {
     StorageError::Sqlite {
         path: PathBuf::from(path),
-        source,
+        cause: source,
     }
 }
 

@@ -7,15 +7,25 @@
 //! `SQLITE_BUSY`/`SQLITE_LOCKED` (see [`retry`]). Reads come from a small pool of
 //! `query_only` connections.
 //!
+//! The database belongs to the host application (see [`host`]): the engine never reads or
+//! writes `PRAGMA user_version` (its own schema is versioned per component in
+//! [`schema`]; [`legacy`] repairs what 0.1 did to it), creates the host's tables only where
+//! they are missing and only as the host would, and opens the file read-only for every
+//! command that only reports ([`Storage::open_read_only`]): such an open creates nothing,
+//! not even the file. A database that fails `PRAGMA quick_check` at open is never written.
+//!
 //! Durability assumptions (see ARCHITECTURE.md): WAL mode; `synchronous = NORMAL` may lose
 //! the last transactions on power loss but never corrupts; `FULL` (a policy switch) is
 //! durable on commit. The engine never touches the `-wal`/`-shm` files, and never opens the
 //! database file with plain file APIs (closing such a descriptor drops SQLite's locks).
 
-pub mod migrations;
+pub mod host;
+pub mod legacy;
 pub mod retry;
+pub mod schema;
 
 use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
+use std::collections::HashSet;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -24,6 +34,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 pub use retry::{is_transient, RetryPolicy};
+pub use schema::{table_exists, ComponentSchema, Migration, ENGINE_SCHEMA};
 
 /// The oldest SQLite the engine accepts: earlier releases have a WAL-reset bug that
 /// concurrent writers and checkpoints can turn into corruption.
@@ -75,36 +86,42 @@ impl StorageOptions {
     }
 }
 
-/// Storage errors, each naming the database file where it helps.
+/// Storage errors, each naming the database file once and the cause once. (The cause is
+/// part of the message, not a `source()`, so `{:#}` chains do not print it twice.)
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
     #[error("SQLite {found} is too old: the engine needs 3.51.3 or newer (older releases can corrupt a WAL database when writers and checkpoints race)")]
     SqliteTooOld { found: String },
-    #[error("cannot create the folder for database {path}: {source}")]
+    #[error("cannot create the folder for database {path}: {cause}")]
     CreateDir {
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
-    #[error("cannot open database {path}: {source}")]
+    #[error("cannot open database {path}: {cause}")]
     Open {
         path: PathBuf,
-        source: rusqlite::Error,
+        cause: rusqlite::Error,
     },
+    #[error("database {path} does not exist (nothing was created: this command only reads)")]
+    Missing { path: PathBuf },
     #[error("{path} is not a SQLite database (or is encrypted or corrupt)")]
     NotADatabase { path: PathBuf },
     #[error("database {path} is read-only: the engine needs to write to it and to its folder (for the -wal and -shm files)")]
     ReadOnly { path: PathBuf },
     #[error("database {path} could not switch to WAL mode (journal_mode is {mode})")]
     NoWal { path: PathBuf, mode: String },
-    #[error("migrating database {path} to schema version {version} failed: {source}")]
+    #[error("migrating the {component} tables of database {path} to version {version} ({name}) failed: {cause}")]
     Migration {
         path: PathBuf,
+        component: &'static str,
         version: i64,
-        source: rusqlite::Error,
+        name: &'static str,
+        cause: rusqlite::Error,
     },
-    #[error("database {path} has schema version {found}, newer than this engine knows ({known}); upgrade speckit-hygiene")]
+    #[error("the {component} tables of database {path} are at version {found}, newer than this engine knows ({known}); upgrade speckit-hygiene")]
     SchemaTooNew {
         path: PathBuf,
+        component: &'static str,
         found: i64,
         known: i64,
     },
@@ -114,11 +131,13 @@ pub enum StorageError {
         attempts: u32,
         waited_ms: u64,
     },
-    #[error("SQLite error on {path}: {source}")]
+    #[error("database {path}: {cause}")]
     Sqlite {
         path: PathBuf,
-        source: rusqlite::Error,
+        cause: rusqlite::Error,
     },
+    #[error("database {path} is not written: {reason}")]
+    NotWritable { path: PathBuf, reason: WriteRefusal },
     #[error("a storage callback panicked: {0}; its transaction was rolled back")]
     Panicked(String),
     #[error("the storage writer has shut down")]
@@ -131,10 +150,42 @@ impl StorageError {
     /// The underlying SQLite error, if there is one.
     pub fn sqlite(&self) -> Option<&rusqlite::Error> {
         match self {
-            StorageError::Open { source, .. }
-            | StorageError::Migration { source, .. }
-            | StorageError::Sqlite { source, .. } => Some(source),
+            StorageError::Open { cause, .. }
+            | StorageError::Migration { cause, .. }
+            | StorageError::Sqlite { cause, .. } => Some(cause),
             _ => None,
+        }
+    }
+}
+
+/// Maps SQLite errors met on `conn` to [`StorageError::Sqlite`] naming its file; for the
+/// callbacks of [`Storage::write`] and [`Storage::read`].
+pub fn sql_error(conn: &Connection) -> impl Fn(rusqlite::Error) -> StorageError + '_ {
+    move |cause| StorageError::Sqlite {
+        path: PathBuf::from(conn.path().unwrap_or_default()),
+        cause,
+    }
+}
+
+/// Why a storage refuses writes.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum WriteRefusal {
+    /// Opened with [`Storage::open_read_only`] (dry runs and reporting commands).
+    ReadOnlyOpen,
+    /// `PRAGMA quick_check` found problems at open; writing could spread the damage.
+    FailedQuickCheck { problems: Vec<String> },
+}
+
+impl std::fmt::Display for WriteRefusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WriteRefusal::ReadOnlyOpen => f.write_str("it was opened read-only"),
+            WriteRefusal::FailedQuickCheck { problems } => write!(
+                f,
+                "it failed PRAGMA quick_check ({}); restore it from a backup or check it with the sqlite3 shell",
+                problems.join("; ")
+            ),
         }
     }
 }
@@ -177,6 +228,12 @@ impl std::fmt::Debug for Storage {
 
 struct Inner {
     options: StorageOptions,
+    /// `None` while writes are allowed.
+    refusal: Option<WriteRefusal>,
+    /// Opened read-only and the file does not exist: every read says so.
+    absent: bool,
+    /// Components whose schema this storage has brought up to date.
+    schemas: Mutex<HashSet<&'static str>>,
     queue: Mutex<Option<mpsc::Sender<WriterJob>>>,
     writer: Mutex<Option<JoinHandle<()>>>,
     readers: Mutex<Vec<Connection>>,
@@ -207,39 +264,159 @@ fn check_version_number(number: i32, text: &str) -> Result<(), StorageError> {
 }
 
 impl Storage {
-    /// Opens (creating if needed) the database, applies pragmas and migrations, and starts
-    /// the writer thread. Blocking: call from `spawn_blocking` inside async code.
+    /// Opens (creating if needed) the database for reading and writing: applies pragmas,
+    /// checks it (`quick_check`), completes the host's tables where missing, brings the
+    /// engine's own tables up to date, and starts the writer thread. A database that fails
+    /// the check is opened all the same, for reading: every write is refused
+    /// ([`StorageError::NotWritable`]). Blocking: call from `spawn_blocking` in async code.
     pub fn open(options: StorageOptions) -> Result<Self, StorageError> {
         check_sqlite_version()?;
         let path = options.path.clone();
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent).map_err(|source| StorageError::CreateDir {
+            std::fs::create_dir_all(parent).map_err(|cause| StorageError::CreateDir {
                 path: parent.to_path_buf(),
-                source,
+                cause,
             })?;
         }
-        let mut conn = open_connection(&options, false)?;
-        migrations::migrate(&mut conn, &path)?;
+        // Two processes creating the same new database race for its first locks; the
+        // loser meets SQLITE_BUSY outside the busy handler, so the whole open is retried.
+        let (conn, refusal) = with_open_retry(&options, || {
+            let conn = open_connection(&options, false)?;
+            let refusal = quick_check(&conn, &path)?;
+            if refusal.is_none() {
+                prepare_schema(&conn, &options)?;
+            }
+            Ok((conn, refusal))
+        })?;
+        if let Some(refusal) = &refusal {
+            tracing::error!(database = %path.display(), "{refusal}: the engine will not write to it");
+        }
+        Self::start(options, Some(conn), refusal, false)
+    }
 
-        let (sender, receiver) = mpsc::channel::<WriterJob>();
-        let writer = std::thread::Builder::new()
-            .name("speckit-storage-writer".into())
-            .spawn(move || {
-                for job in receiver {
-                    job(&mut conn);
-                }
-                // Dropping `conn` here closes it; SQLite checkpoints on last close.
-            })
-            .map_err(|e| StorageError::Other(format!("cannot start the writer thread: {e}")))?;
+    /// Opens the database for reading only: nothing is created (not the file, not a table),
+    /// no pragma that writes is set, and every write is refused. When the file does not
+    /// exist, the storage says so on every read ([`StorageError::Missing`]) and
+    /// [`Storage::exists`] is false.
+    pub fn open_read_only(options: StorageOptions) -> Result<Self, StorageError> {
+        check_sqlite_version()?;
+        let path = options.path.clone();
+        if !path.exists() {
+            return Self::start(options, None, Some(WriteRefusal::ReadOnlyOpen), true);
+        }
+        let conn = with_open_retry(&options, || open_connection(&options, true))?;
+        let storage = Self::start(options, None, Some(WriteRefusal::ReadOnlyOpen), false)?;
+        storage.return_reader(conn);
+        Ok(storage)
+    }
+
+    fn start(
+        options: StorageOptions,
+        writer_conn: Option<Connection>,
+        refusal: Option<WriteRefusal>,
+        absent: bool,
+    ) -> Result<Self, StorageError> {
+        let mut schemas = HashSet::new();
+        let (queue, writer) = match writer_conn {
+            Some(mut conn) => {
+                schemas.insert(ENGINE_SCHEMA.component);
+                let (sender, receiver) = mpsc::channel::<WriterJob>();
+                let writer = std::thread::Builder::new()
+                    .name("speckit-storage-writer".into())
+                    .spawn(move || {
+                        for job in receiver {
+                            job(&mut conn);
+                        }
+                        // Dropping `conn` here closes it; SQLite checkpoints on last close.
+                    })
+                    .map_err(|e| {
+                        StorageError::Other(format!("cannot start the writer thread: {e}"))
+                    })?;
+                (Some(sender), Some(writer))
+            }
+            None => (None, None),
+        };
         Ok(Self {
             inner: Arc::new(Inner {
                 options,
-                queue: Mutex::new(Some(sender)),
-                writer: Mutex::new(Some(writer)),
+                refusal,
+                absent,
+                schemas: Mutex::new(schemas),
+                queue: Mutex::new(queue),
+                writer: Mutex::new(writer),
                 readers: Mutex::new(Vec::new()),
                 counters: Arc::new(StorageCounters::default()),
             }),
         })
+    }
+
+    /// Whether the database file exists (false only for a read-only open of a missing file).
+    pub fn exists(&self) -> bool {
+        !self.inner.absent
+    }
+
+    /// Why writes are refused, or `None` when they are allowed.
+    pub fn write_refusal(&self) -> Option<&WriteRefusal> {
+        self.inner.refusal.as_ref()
+    }
+
+    pub fn is_writable(&self) -> bool {
+        self.inner.refusal.is_none()
+    }
+
+    /// Brings a component's tables up to date (its migrations, each in one transaction),
+    /// once per storage; later calls return at once. On a storage that refuses writes this
+    /// does nothing: readers of a component's tables must expect them to be missing.
+    pub async fn ensure_schema(
+        &self,
+        schema: &'static ComponentSchema,
+    ) -> Result<(), StorageError> {
+        if !self.needs_schema(schema) {
+            return Ok(());
+        }
+        let this = self.clone();
+        self.maintain(move |conn| this.apply_schema(conn, schema))
+            .await
+    }
+
+    /// [`Storage::ensure_schema`] for blocking code.
+    pub fn ensure_schema_blocking(
+        &self,
+        schema: &'static ComponentSchema,
+    ) -> Result<(), StorageError> {
+        if !self.needs_schema(schema) {
+            return Ok(());
+        }
+        let (reply, receiver) = mpsc::sync_channel(1);
+        let this = self.clone();
+        self.submit(Box::new(move |conn| {
+            let _ = reply.send(this.apply_schema(conn, schema));
+        }))?;
+        receiver.recv().map_err(|_| StorageError::Closed)?
+    }
+
+    fn needs_schema(&self, schema: &'static ComponentSchema) -> bool {
+        self.is_writable()
+            && !self
+                .inner
+                .schemas
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains(schema.component)
+    }
+
+    fn apply_schema(
+        &self,
+        conn: &mut Connection,
+        schema: &'static ComponentSchema,
+    ) -> Result<(), StorageError> {
+        migrate_component(conn, &self.inner.options, schema)?;
+        self.inner
+            .schemas
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(schema.component);
+        Ok(())
     }
 
     /// The database file's path.
@@ -262,6 +439,12 @@ impl Storage {
     }
 
     fn submit(&self, job: WriterJob) -> Result<(), StorageError> {
+        if let Some(reason) = &self.inner.refusal {
+            return Err(StorageError::NotWritable {
+                path: self.inner.options.path.clone(),
+                reason: reason.clone(),
+            });
+        }
         let queue = self.inner.queue.lock().unwrap_or_else(|e| e.into_inner());
         match queue.as_ref() {
             Some(sender) => sender.send(job).map_err(|_| StorageError::Closed),
@@ -341,6 +524,11 @@ impl Storage {
     where
         F: FnOnce(&Connection) -> rusqlite::Result<T>,
     {
+        if self.inner.absent {
+            return Err(StorageError::Missing {
+                path: self.inner.options.path.clone(),
+            });
+        }
         let pooled = self
             .inner
             .readers
@@ -351,15 +539,19 @@ impl Storage {
             Some(conn) => conn,
             None => open_connection(&self.inner.options, true)?,
         };
-        let result = f(&conn).map_err(|source| StorageError::Sqlite {
+        let result = f(&conn).map_err(|cause| StorageError::Sqlite {
             path: self.inner.options.path.clone(),
-            source,
+            cause,
         });
+        self.return_reader(conn);
+        result
+    }
+
+    fn return_reader(&self, conn: Connection) {
         let mut readers = self.inner.readers.lock().unwrap_or_else(|e| e.into_inner());
         if readers.len() < self.inner.options.read_pool_size {
             readers.push(conn);
         }
-        result
     }
 
     /// Stops accepting writes and waits until every queued write has finished.
@@ -405,9 +597,9 @@ where
     F: FnOnce(&Transaction<'_>) -> Result<T, E>,
     E: From<StorageError>,
 {
-    let sqlite_err = |source| StorageError::Sqlite {
+    let sqlite_err = |cause| StorageError::Sqlite {
         path: ctx.path.clone(),
-        source,
+        cause,
     };
     // BEGIN IMMEDIATE takes the write lock up front: a deferred transaction that reads and
     // then writes fails with SQLITE_BUSY at once, without the busy handler, if another
@@ -473,24 +665,30 @@ fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
     }
 }
 
-/// Opens one connection with the engine's pragmas.
+/// Opens one connection with the engine's pragmas. A reader opens the file read-only and
+/// sets nothing that writes (not even `journal_mode`: a host database in rollback-journal
+/// mode stays so until a writer opens it).
 fn open_connection(options: &StorageOptions, reader: bool) -> Result<Connection, StorageError> {
     let path = &options.path;
-    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
-        | OpenFlags::SQLITE_OPEN_CREATE
-        | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-    let conn = Connection::open_with_flags(path, flags).map_err(|source| StorageError::Open {
+    let flags = if reader {
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX
+    } else {
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+    };
+    let conn = Connection::open_with_flags(path, flags).map_err(|cause| StorageError::Open {
         path: path.clone(),
-        source,
+        cause,
     })?;
-    let classify = |source: rusqlite::Error| match source.sqlite_error_code() {
+    let classify = |cause: rusqlite::Error| match cause.sqlite_error_code() {
         Some(rusqlite::ErrorCode::NotADatabase) => {
             StorageError::NotADatabase { path: path.clone() }
         }
         Some(rusqlite::ErrorCode::ReadOnly) => StorageError::ReadOnly { path: path.clone() },
         _ => StorageError::Open {
             path: path.clone(),
-            source,
+            cause,
         },
     };
     conn.busy_timeout(options.busy_timeout).map_err(classify)?;
@@ -499,7 +697,12 @@ fn open_connection(options: &StorageOptions, reader: bool) -> Result<Connection,
         r.get::<_, i64>(0)
     })
     .map_err(classify)?;
-    if !reader && conn.is_readonly(rusqlite::MAIN_DB).unwrap_or(false) {
+    if reader {
+        conn.execute_batch("PRAGMA query_only = ON; PRAGMA foreign_keys = ON;")
+            .map_err(classify)?;
+        return Ok(conn);
+    }
+    if conn.is_readonly(rusqlite::MAIN_DB).unwrap_or(false) {
         return Err(StorageError::ReadOnly { path: path.clone() });
     }
     let mode: String = conn
@@ -518,11 +721,127 @@ fn open_connection(options: &StorageOptions, reader: bool) -> Result<Connection,
         options.journal_size_limit_bytes
     ))
     .map_err(classify)?;
-    if reader {
-        conn.execute_batch("PRAGMA query_only = ON")
-            .map_err(classify)?;
-    }
     Ok(conn)
+}
+
+/// Retries `op` while it fails on another process's lock (busy or locked), with the
+/// storage's backoff; any other error is returned at once.
+fn with_open_retry<T>(
+    options: &StorageOptions,
+    mut op: impl FnMut() -> Result<T, StorageError>,
+) -> Result<T, StorageError> {
+    let started = std::time::Instant::now();
+    let attempts = options.retry.max_attempts.max(1);
+    for attempt in 1..=attempts {
+        match op() {
+            Err(e) if attempt < attempts && e.sqlite().is_some_and(is_transient) => {
+                tracing::debug!(database = %options.path.display(), attempt, "database busy at open; retrying: {e}");
+                std::thread::sleep(options.retry.backoff(attempt));
+            }
+            Err(e) if e.sqlite().is_some_and(is_transient) => {
+                return Err(StorageError::Busy {
+                    path: options.path.clone(),
+                    attempts,
+                    waited_ms: started.elapsed().as_millis() as u64,
+                })
+            }
+            other => return other,
+        }
+    }
+    unreachable!("the last attempt returns")
+}
+
+/// `PRAGMA quick_check`: `None` when the database is sound, else why writes are refused.
+fn quick_check(conn: &Connection, path: &Path) -> Result<Option<WriteRefusal>, StorageError> {
+    let mut stmt =
+        conn.prepare("PRAGMA quick_check(20)")
+            .map_err(|cause| StorageError::Sqlite {
+                path: path.to_path_buf(),
+                cause,
+            })?;
+    let rows: rusqlite::Result<Vec<String>> = stmt
+        .query_map([], |r| r.get::<_, String>(0))
+        .and_then(|rows| rows.collect());
+    let problems = match rows {
+        Ok(rows) if rows.len() == 1 && rows[0] == "ok" => return Ok(None),
+        Ok(rows) => rows,
+        // A check that cannot finish (a corrupt page) is itself the finding.
+        Err(e) if !is_transient(&e) => vec![e.to_string()],
+        Err(cause) => {
+            return Err(StorageError::Sqlite {
+                path: path.to_path_buf(),
+                cause,
+            })
+        }
+    };
+    Ok(Some(WriteRefusal::FailedQuickCheck { problems }))
+}
+
+/// At a read-write open: the host's tables where missing, then the engine's own.
+fn prepare_schema(conn: &Connection, options: &StorageOptions) -> Result<(), StorageError> {
+    let path = &options.path;
+    let sqlite = |cause| StorageError::Sqlite {
+        path: path.clone(),
+        cause,
+    };
+    if host::incomplete(conn).map_err(sqlite)? {
+        conn.execute_batch("BEGIN IMMEDIATE").map_err(sqlite)?;
+        let completed = host::complete(conn).and_then(|()| conn.execute_batch("COMMIT"));
+        if let Err(cause) = completed {
+            let _ = conn.execute_batch("ROLLBACK");
+            return Err(sqlite(cause));
+        }
+    }
+    migrate_component(conn, options, &ENGINE_SCHEMA)
+}
+
+/// Applies a component's pending migrations (a cheap read when there are none).
+fn migrate_component(
+    conn: &Connection,
+    options: &StorageOptions,
+    schema: &'static ComponentSchema,
+) -> Result<(), StorageError> {
+    let path = &options.path;
+    let current = schema::is_current(conn, schema).map_err(|cause| StorageError::Sqlite {
+        path: path.clone(),
+        cause,
+    })?;
+    if current {
+        return Ok(());
+    }
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    let counters = StorageCounters::default();
+    let begin = |c: &Connection| {
+        options
+            .retry
+            .run(path, &counters, || c.execute_batch("BEGIN IMMEDIATE"))
+            .map_err(|e| match e {
+                retry::RetryError::Permanent(cause) => cause,
+                retry::RetryError::Exhausted { .. } => rusqlite::Error::SqliteFailure(
+                    rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY),
+                    Some("still locked by another process after every retry".into()),
+                ),
+            })
+    };
+    schema::migrate(conn, schema, now_ms, &begin).map_err(|problem| match problem {
+        schema::SchemaProblem::TooNew { found, known } => StorageError::SchemaTooNew {
+            path: path.clone(),
+            component: schema.component,
+            found,
+            known,
+        },
+        schema::SchemaProblem::Failed {
+            version,
+            name,
+            cause,
+        } => StorageError::Migration {
+            path: path.clone(),
+            component: schema.component,
+            version,
+            name,
+            cause,
+        },
+    })
 }
 
 #[cfg(test)]

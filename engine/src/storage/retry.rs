@@ -53,9 +53,9 @@ impl RetryError {
                 attempts,
                 waited_ms: waited.as_millis() as u64,
             },
-            RetryError::Permanent(source) => StorageError::Sqlite {
+            RetryError::Permanent(cause) => StorageError::Sqlite {
                 path: path.to_path_buf(),
-                source,
+                cause,
             },
         }
     }

@@ -286,7 +286,7 @@ fn main() {
                 tx.execute_batch("CREATE TABLE IF NOT EXISTS bench_rows (id TEXT, at TEXT)")
                     .map_err(|source| speckit_engine::StorageError::Sqlite {
                         path: Default::default(),
-                        source,
+                        cause: source,
                     })
             })
             .await
@@ -311,7 +311,7 @@ fn main() {
                     )
                     .map_err(|source| speckit_engine::StorageError::Sqlite {
                         path: Default::default(),
-                        source,
+                        cause: source,
                     })
                 })
                 .await

@@ -201,8 +201,12 @@ pub async fn spawn_agents(
         let path = storage.path().to_path_buf();
         storage
             .write(move |tx| {
-                db::record_metrics(tx, &batch, metrics.total_us, &metrics.agents)
-                    .map_err(|source| StorageError::Sqlite { path, source })
+                db::record_metrics(tx, &batch, metrics.total_us, &metrics.agents).map_err(
+                    |source| StorageError::Sqlite {
+                        path,
+                        cause: source,
+                    },
+                )
             })
             .await
     };

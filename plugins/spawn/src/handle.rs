@@ -235,8 +235,10 @@ impl AgentHandle {
                     response: &text,
                     error: error_text.as_deref(),
                 };
-                db::record_completion(tx, &batch, &row)
-                    .map_err(|source| StorageError::Sqlite { path, source })
+                db::record_completion(tx, &batch, &row).map_err(|source| StorageError::Sqlite {
+                    path,
+                    cause: source,
+                })
             })
             .await
             .map_err(|source| CompletionError::Storage {

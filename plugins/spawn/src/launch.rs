@@ -78,7 +78,7 @@ fn sqlite_error(storage: &Storage) -> impl Fn(rusqlite::Error) -> StorageError {
     let path = storage.path().to_path_buf();
     move |source| StorageError::Sqlite {
         path: path.clone(),
-        source,
+        cause: source,
     }
 }
 

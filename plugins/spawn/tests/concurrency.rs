@@ -34,7 +34,7 @@ fn sqlite(storage: &Storage) -> impl Fn(rusqlite::Error) -> StorageError + Clone
     let path = storage.path().to_path_buf();
     move |source| StorageError::Sqlite {
         path: path.clone(),
-        source,
+        cause: source,
     }
 }
 

@@ -178,7 +178,7 @@ async fn a_row_that_cannot_be_written_stops_the_process_it_started() {
             tx.execute_batch(
                 "CREATE TRIGGER inject_fault BEFORE INSERT ON agent_executions WHEN NEW.agent_name = 'doomed' BEGIN SELECT RAISE(ABORT, 'injected fault'); END;",
             )
-            .map_err(|source| speckit_engine::StorageError::Sqlite { path: Default::default(), source })
+            .map_err(|source| speckit_engine::StorageError::Sqlite { path: Default::default(), cause: source })
         })
         .await
         .unwrap();

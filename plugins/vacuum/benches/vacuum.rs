@@ -119,8 +119,7 @@ fn incremental_db(path: &Path, mib: u64) {
         "PRAGMA auto_vacuum = INCREMENTAL; PRAGMA journal_mode = WAL; PRAGMA synchronous = OFF;",
     )
     .unwrap();
-    conn.execute_batch(speckit_testkit::database::UPSTREAM_SCHEMA)
-        .unwrap();
+    speckit_testkit::database::create_upstream_schema(&conn).unwrap();
     let rows = (mib * 1024 * 1024 / (16 * 1024 + 200)) as i64;
     conn.execute(
         "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n WHERE x < ?1)

@@ -74,9 +74,10 @@ impl VacuumError {
             .and_then(|e| e.sqlite_error_code())
             .is_some_and(|code| code == rusqlite::ErrorCode::DiskFull);
         match error {
-            StorageError::Sqlite { path, source } if disk_full => {
-                VacuumError::DiskFull { path, source }
-            }
+            StorageError::Sqlite {
+                path,
+                cause: source,
+            } if disk_full => VacuumError::DiskFull { path, source },
             other => VacuumError::Storage(other),
         }
     }
@@ -100,7 +101,7 @@ mod tests {
     fn sqlite_error(code: std::ffi::c_int) -> StorageError {
         StorageError::Sqlite {
             path: Path::new("/data/consensus.db").to_path_buf(),
-            source: rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(code), None),
+            cause: rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(code), None),
         }
     }
 

@@ -156,7 +156,7 @@ pub(crate) fn classify(path: &Path, source: rusqlite::Error) -> StorageError {
         },
         _ => StorageError::Sqlite {
             path: path.to_path_buf(),
-            source,
+            cause: source,
         },
     }
 }

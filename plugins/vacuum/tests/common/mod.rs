@@ -87,8 +87,7 @@ pub fn incremental_db(path: &Path, keep: usize, free_rows: usize, row_bytes: usi
         "PRAGMA auto_vacuum = INCREMENTAL; PRAGMA journal_mode = WAL; PRAGMA synchronous = OFF;",
     )
     .unwrap();
-    conn.execute_batch(speckit_testkit::database::UPSTREAM_SCHEMA)
-        .unwrap();
+    speckit_testkit::database::create_upstream_schema(&conn).unwrap();
     insert_executions(&conn, 0, keep + free_rows, row_bytes);
     conn.execute(
         "DELETE FROM agent_executions WHERE rowid > ?1",
