@@ -7,4 +7,5 @@ pub mod artifacts;
 pub mod bulk;
 pub mod database;
 pub mod evidence;
+pub mod fixtures;
 pub mod tracker;

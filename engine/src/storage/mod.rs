@@ -280,18 +280,26 @@ impl Storage {
         }
         // Two processes creating the same new database race for its first locks; the
         // loser meets SQLITE_BUSY outside the busy handler, so the whole open is retried.
-        let (conn, refusal) = with_open_retry(&options, || {
-            let conn = open_connection(&options, false)?;
-            let refusal = quick_check(&conn, &path)?;
-            if refusal.is_none() {
-                prepare_schema(&conn, &options)?;
+        // The check runs before anything is written, `journal_mode` included: a damaged
+        // file is opened for reading only and never gets a writer.
+        let checked = with_open_retry(&options, || {
+            let conn = open_connection(&options, Role::Unconfigured)?;
+            match quick_check(&conn, &path)? {
+                Some(refusal) => Ok(Err(refusal)),
+                None => {
+                    configure_writer(&conn, &options)?;
+                    prepare_schema(&conn, &options)?;
+                    Ok(Ok(conn))
+                }
             }
-            Ok((conn, refusal))
         })?;
-        if let Some(refusal) = &refusal {
-            tracing::error!(database = %path.display(), "{refusal}: the engine will not write to it");
+        match checked {
+            Ok(conn) => Self::start(options, Some(conn), None, false),
+            Err(refusal) => {
+                tracing::error!(database = %path.display(), "{refusal}: the engine will not write to it");
+                Self::start(options, None, Some(refusal), false)
+            }
         }
-        Self::start(options, Some(conn), refusal, false)
     }
 
     /// Opens the database for reading only: nothing is created (not the file, not a table),
@@ -304,7 +312,7 @@ impl Storage {
         if !path.exists() {
             return Self::start(options, None, Some(WriteRefusal::ReadOnlyOpen), true);
         }
-        let conn = with_open_retry(&options, || open_connection(&options, true))?;
+        let conn = with_open_retry(&options, || open_connection(&options, Role::Reader))?;
         let storage = Self::start(options, None, Some(WriteRefusal::ReadOnlyOpen), false)?;
         storage.return_reader(conn);
         Ok(storage)
@@ -537,7 +545,7 @@ impl Storage {
             .pop();
         let conn = match pooled {
             Some(conn) => conn,
-            None => open_connection(&self.inner.options, true)?,
+            None => open_connection(&self.inner.options, Role::Reader)?,
         };
         let result = f(&conn).map_err(|cause| StorageError::Sqlite {
             path: self.inner.options.path.clone(),
@@ -665,49 +673,74 @@ fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
     }
 }
 
-/// Opens one connection with the engine's pragmas. A reader opens the file read-only and
-/// sets nothing that writes (not even `journal_mode`: a host database in rollback-journal
-/// mode stays so until a writer opens it).
-fn open_connection(options: &StorageOptions, reader: bool) -> Result<Connection, StorageError> {
+/// What a connection is opened for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Role {
+    /// Read-only file access, `query_only`, and no pragma that writes (not even
+    /// `journal_mode`: a host database in rollback-journal mode stays so until a writer
+    /// opens it).
+    Reader,
+    /// Read-write access, nothing written yet: [`configure_writer`] follows once the
+    /// database passed its check.
+    Unconfigured,
+}
+
+/// Opens one connection and checks that the file is a database.
+fn open_connection(options: &StorageOptions, role: Role) -> Result<Connection, StorageError> {
     let path = &options.path;
-    let flags = if reader {
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX
-    } else {
-        OpenFlags::SQLITE_OPEN_READ_WRITE
-            | OpenFlags::SQLITE_OPEN_CREATE
-            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+    let flags = match role {
+        Role::Reader => OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        Role::Unconfigured => {
+            OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_CREATE
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX
+        }
     };
     let conn = Connection::open_with_flags(path, flags).map_err(|cause| StorageError::Open {
         path: path.clone(),
         cause,
     })?;
-    let classify = |cause: rusqlite::Error| match cause.sqlite_error_code() {
-        Some(rusqlite::ErrorCode::NotADatabase) => {
-            StorageError::NotADatabase { path: path.clone() }
-        }
-        Some(rusqlite::ErrorCode::ReadOnly) => StorageError::ReadOnly { path: path.clone() },
-        _ => StorageError::Open {
-            path: path.clone(),
-            cause,
-        },
-    };
-    conn.busy_timeout(options.busy_timeout).map_err(classify)?;
+    conn.busy_timeout(options.busy_timeout)
+        .map_err(|e| classify_open(path, e))?;
     // Reading the schema fails on a file that is not a database.
     conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| {
         r.get::<_, i64>(0)
     })
-    .map_err(classify)?;
-    if reader {
-        conn.execute_batch("PRAGMA query_only = ON; PRAGMA foreign_keys = ON;")
-            .map_err(classify)?;
-        return Ok(conn);
+    .map_err(|e| classify_open(path, e))?;
+    match role {
+        Role::Reader => conn
+            .execute_batch("PRAGMA query_only = ON; PRAGMA foreign_keys = ON;")
+            .map_err(|e| classify_open(path, e))?,
+        Role::Unconfigured => {
+            if conn.is_readonly(rusqlite::MAIN_DB).unwrap_or(false) {
+                return Err(StorageError::ReadOnly { path: path.clone() });
+            }
+        }
     }
-    if conn.is_readonly(rusqlite::MAIN_DB).unwrap_or(false) {
-        return Err(StorageError::ReadOnly { path: path.clone() });
+    Ok(conn)
+}
+
+fn classify_open(path: &Path, cause: rusqlite::Error) -> StorageError {
+    match cause.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::NotADatabase) => StorageError::NotADatabase {
+            path: path.to_path_buf(),
+        },
+        Some(rusqlite::ErrorCode::ReadOnly) => StorageError::ReadOnly {
+            path: path.to_path_buf(),
+        },
+        _ => StorageError::Open {
+            path: path.to_path_buf(),
+            cause,
+        },
     }
+}
+
+/// The writer's pragmas: WAL, durability, foreign keys, WAL size bound.
+fn configure_writer(conn: &Connection, options: &StorageOptions) -> Result<(), StorageError> {
+    let path = &options.path;
     let mode: String = conn
         .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
-        .map_err(classify)?;
+        .map_err(|e| classify_open(path, e))?;
     if !mode.eq_ignore_ascii_case("wal") {
         return Err(StorageError::NoWal {
             path: path.clone(),
@@ -720,8 +753,7 @@ fn open_connection(options: &StorageOptions, reader: bool) -> Result<Connection,
         options.synchronous.pragma_value(),
         options.journal_size_limit_bytes
     ))
-    .map_err(classify)?;
-    Ok(conn)
+    .map_err(|e| classify_open(path, e))
 }
 
 /// Retries `op` while it fails on another process's lock (busy or locked), with the
