@@ -21,6 +21,13 @@ pub fn validate(policy: &Policy) -> Vec<Problem> {
     if s.busy_timeout_ms == 0 {
         bad("storage.busy_timeout_ms", "must be at least 1".into());
     }
+    // SQLite takes the timeout as a C int of milliseconds.
+    if s.busy_timeout_ms > i32::MAX as u64 {
+        bad(
+            "storage.busy_timeout_ms",
+            format!("must be at most {} (about 24 days)", i32::MAX),
+        );
+    }
     if s.write_retry_attempts == 0 {
         bad("storage.write_retry_attempts", "must be at least 1".into());
     }

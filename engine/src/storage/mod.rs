@@ -116,7 +116,8 @@ pub enum StorageError {
         component: &'static str,
         version: i64,
         name: &'static str,
-        cause: rusqlite::Error,
+        /// Boxed: this variant would otherwise make every storage `Result` large.
+        cause: Box<rusqlite::Error>,
     },
     #[error("the {component} tables of database {path} are at version {found}, newer than this engine knows ({known}); upgrade speckit-hygiene")]
     SchemaTooNew {
@@ -150,9 +151,8 @@ impl StorageError {
     /// The underlying SQLite error, if there is one.
     pub fn sqlite(&self) -> Option<&rusqlite::Error> {
         match self {
-            StorageError::Open { cause, .. }
-            | StorageError::Migration { cause, .. }
-            | StorageError::Sqlite { cause, .. } => Some(cause),
+            StorageError::Open { cause, .. } | StorageError::Sqlite { cause, .. } => Some(cause),
+            StorageError::Migration { cause, .. } => Some(cause),
             _ => None,
         }
     }
@@ -871,7 +871,7 @@ fn migrate_component(
             component: schema.component,
             version,
             name,
-            cause,
+            cause: Box::new(cause),
         },
     })
 }

@@ -24,13 +24,15 @@ use crate::error::{AgentFailure, FailureCause, SpawnError};
 use crate::evidence;
 use crate::handle::AgentHandle;
 use crate::launch::{agent_id, emit, initialize, mark_row_failed, AgentInit, BatchContext};
-use crate::request::{validate_stage, SpawnRequest};
+use crate::request::{host_stage, validate_stage, SpawnRequest};
+use crate::schema::SPAWN_SCHEMA;
 
 /// The figures of one batch, as stored, exported and sent as the `spawn_metrics` event.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct BatchMetrics {
     pub batch_id: String,
     pub spec_id: String,
+    /// As the host names it (`spec-plan` for a request's `plan`).
     pub stage: String,
     pub started_at: DateTime<Utc>,
     pub agent_count: usize,
@@ -72,10 +74,20 @@ pub async fn spawn_agents(
     request: SpawnRequest,
 ) -> Result<SpawnBatch, SpawnError> {
     let request_start = Instant::now();
-    let started_at = Utc::now();
+    let started_at = request.clock.now();
     validate_stage(&request.stage)?;
     let spawn = &policy.policy.spawn;
     let agents = select_agents(spawn, &request.agents, policy)?;
+    // A storage that refuses writes would let every agent start only to fail on its row.
+    if let Some(reason) = storage.write_refusal() {
+        return Err(SpawnError::Storage(StorageError::NotWritable {
+            path: storage.path().to_path_buf(),
+            reason: reason.clone(),
+        }));
+    }
+    // Called without `Engine::run_job` (the embedding API) nobody else brings spawn's
+    // tables up to date; once per storage, then a no-op.
+    storage.ensure_schema(&SPAWN_SCHEMA).await?;
     // Two `lstat`s when the folder exists: cheaper inline than a hand-off to the blocking
     // pool, which every agent's spawn time would include.
     let spec_dir =
@@ -84,7 +96,7 @@ pub async fn spawn_agents(
     let batch = Arc::new(BatchRow {
         batch_id: new_batch_id(started_at),
         spec_id: request.spec_id.to_string(),
-        stage: request.stage.clone(),
+        stage: host_stage(&request.stage).to_string(),
         agent_count: agents.len(),
         max_concurrency,
         started_at_ms: started_at.timestamp_millis(),
@@ -93,6 +105,7 @@ pub async fn spawn_agents(
         storage: storage.clone(),
         events: events.clone(),
         batch: batch.clone(),
+        request_stage: request.stage.clone(),
         phase_type: request.phase_type.clone(),
         prompt: Arc::from(request.prompt.as_str()),
         spec_dir: spec_dir.clone(),
@@ -101,6 +114,7 @@ pub async fn spawn_agents(
         max_response_bytes: spawn.max_response_bytes,
         request_start,
         cancel: request.cancel.clone(),
+        clock: request.clock.clone(),
     });
     tracing::info!(batch_id = %batch.batch_id, spec = %batch.spec_id, stage = %batch.stage, agents = agents.len(), max_concurrency, "spawning agents");
 
@@ -133,7 +147,7 @@ pub async fn spawn_agents(
                     working_dir: String::new(),
                     message: format!("internal error while starting it: {e}"),
                 };
-                mark_row_failed(storage, &id, &cause.to_string()).await;
+                mark_row_failed(storage, &request.clock, &id, &cause.to_string()).await;
                 let metric = AgentMetric {
                     agent: name.clone(),
                     agent_id: id.clone(),

@@ -1,15 +1,25 @@
-//! The spawn plugin's SQL: its `agent_executions` rows, the batch's `consensus_runs` and
-//! `agent_outputs` rows, and the metrics tables (`hygiene_spawn_batches`,
-//! `hygiene_spawn_metrics`, migration 4). Each function runs inside a transaction the
-//! caller got from `Storage::write`, so a group of statements commits or rolls back whole.
+//! The spawn plugin's SQL: its `agent_executions` rows, written as the host writes them
+//! (times as `YYYY-MM-DD HH:MM:SS` UTC text, the host's stage names), and its own metrics
+//! tables (`hygiene_spawn_batches`, `hygiene_spawn_metrics`; see [`crate::schema`]). It
+//! never writes `consensus_runs` or `agent_outputs`. Each function runs inside a
+//! transaction the caller got from `Storage::write`, so a group of statements commits or
+//! rolls back whole.
 
-use rusqlite::{params, OptionalExtension, Transaction};
+use chrono::{DateTime, Utc};
+use rusqlite::{params, Transaction};
+
+/// A time as the host writes it (`datetime('now')`): `2026-10-03 12:42:58`, UTC, no
+/// fraction.
+pub fn host_time(at: DateTime<Utc>) -> String {
+    at.format("%Y-%m-%d %H:%M:%S").to_string()
+}
 
 /// What identifies a batch in the database.
 #[derive(Debug, Clone)]
 pub struct BatchRow {
     pub batch_id: String,
     pub spec_id: String,
+    /// As the host names it (see [`crate::request::host_stage`]).
     pub stage: String,
     pub agent_count: usize,
     pub max_concurrency: usize,
@@ -77,23 +87,19 @@ pub fn mark_failed(
 #[derive(Debug, Clone)]
 pub struct CompletionRow<'a> {
     pub agent_id: &'a str,
-    pub agent_name: &'a str,
+    /// The host's text time (`YYYY-MM-DD HH:MM:SS`, UTC).
     pub completed_at: &'a str,
-    pub completed_at_ms: i64,
     /// The bounded response (stored for failed runs too: partial output helps).
     pub response: &'a str,
     /// `None` when the run succeeded.
     pub error: Option<&'a str>,
 }
 
-/// Records a completion: the execution row, and for a successful run an `agent_outputs`
-/// row under the batch's consensus run (created on first use); then refreshes the consensus
-/// run's status. Returns the consensus run id, if there is one.
-pub fn record_completion(
-    tx: &Transaction<'_>,
-    batch: &BatchRow,
-    row: &CompletionRow<'_>,
-) -> rusqlite::Result<Option<i64>> {
+/// Records a completion on the agent's `agent_executions` row, as the host does
+/// (`completed_at`, `response_text`, `extraction_error`). Spawning produces no consensus:
+/// nothing goes to `consensus_runs` or `agent_outputs`, whose newest row per SPEC and
+/// stage the host shows as the stage's result. Returns whether a row was updated.
+pub fn record_completion(tx: &Transaction<'_>, row: &CompletionRow<'_>) -> rusqlite::Result<bool> {
     let updated = tx.execute(
         "UPDATE agent_executions SET completed_at = ?2, response_text = ?3, extraction_error = ?4 WHERE agent_id = ?1 AND completed_at IS NULL",
         params![row.agent_id, row.completed_at, row.response, row.error],
@@ -101,93 +107,10 @@ pub fn record_completion(
     if updated == 0 {
         tracing::warn!(
             agent_id = row.agent_id,
-            "agent_executions row is gone or already completed; recording the output anyway"
+            "agent_executions row is gone or already completed; its response stays in the evidence files"
         );
     }
-    ensure_batch(tx, batch)?;
-    let run_id = if row.error.is_none() {
-        let run_id = consensus_run(tx, batch)?;
-        tx.execute(
-            "INSERT INTO agent_outputs (run_id, agent_name, model_version, content, output_timestamp) VALUES (?1, ?2, NULL, ?3, ?4)",
-            params![run_id, row.agent_name, row.response, row.completed_at_ms],
-        )?;
-        Some(run_id)
-    } else {
-        existing_consensus_run(tx, &batch.batch_id)?
-    };
-    if let Some(run_id) = run_id {
-        refresh_consensus_run(tx, batch, run_id)?;
-    }
-    Ok(run_id)
-}
-
-fn existing_consensus_run(tx: &Transaction<'_>, batch_id: &str) -> rusqlite::Result<Option<i64>> {
-    tx.query_row(
-        "SELECT b.consensus_run_id FROM hygiene_spawn_batches b JOIN consensus_runs r ON r.id = b.consensus_run_id WHERE b.batch_id = ?1",
-        params![batch_id],
-        |r| r.get::<_, i64>(0),
-    )
-    .optional()
-}
-
-/// The batch's consensus run, created if it has none. Its `run_timestamp` is the batch's
-/// start; if another run of the same SPEC and stage already holds that millisecond
-/// (`UNIQUE(spec_id, stage, run_timestamp)`), the next free one is taken.
-fn consensus_run(tx: &Transaction<'_>, batch: &BatchRow) -> rusqlite::Result<i64> {
-    if let Some(id) = existing_consensus_run(tx, &batch.batch_id)? {
-        return Ok(id);
-    }
-    let mut timestamp = batch.started_at_ms;
-    loop {
-        let inserted = tx.execute(
-            "INSERT INTO consensus_runs (spec_id, stage, run_timestamp, consensus_ok, degraded, synthesis_json) VALUES (?1, ?2, ?3, 0, 0, NULL) ON CONFLICT (spec_id, stage, run_timestamp) DO NOTHING",
-            params![batch.spec_id, batch.stage, timestamp],
-        )?;
-        if inserted == 1 {
-            break;
-        }
-        timestamp += 1;
-    }
-    let id = tx.last_insert_rowid();
-    tx.execute(
-        "UPDATE hygiene_spawn_batches SET consensus_run_id = ?2 WHERE batch_id = ?1",
-        params![batch.batch_id, id],
-    )?;
-    Ok(id)
-}
-
-/// `consensus_ok` = every agent of the batch delivered output and none failed;
-/// `degraded` = some agent failed (to spawn or to run). `synthesis_json` says so in
-/// figures; the synthesis of the answers themselves is spec-kit's job, not ours.
-fn refresh_consensus_run(
-    tx: &Transaction<'_>,
-    batch: &BatchRow,
-    run_id: i64,
-) -> rusqlite::Result<()> {
-    let completed: i64 = tx.query_row(
-        "SELECT count(*) FROM agent_outputs WHERE run_id = ?1",
-        params![run_id],
-        |r| r.get(0),
-    )?;
-    let failed: i64 = tx.query_row(
-        "SELECT count(*) FROM agent_executions WHERE run_id = ?1 AND extraction_error IS NOT NULL",
-        params![batch.batch_id],
-        |r| r.get(0),
-    )?;
-    let ok = completed == batch.agent_count as i64 && failed == 0;
-    let synthesis = serde_json::json!({
-        "source": "speckit-hygiene spawn",
-        "batch_id": batch.batch_id,
-        "agents_expected": batch.agent_count,
-        "agents_completed": completed,
-        "agents_failed": failed,
-    })
-    .to_string();
-    tx.execute(
-        "UPDATE consensus_runs SET consensus_ok = ?2, degraded = ?3, synthesis_json = ?4 WHERE id = ?1",
-        params![run_id, ok as i64, (failed > 0) as i64, synthesis],
-    )?;
-    Ok(())
+    Ok(updated > 0)
 }
 
 /// One agent's spawn measurement.

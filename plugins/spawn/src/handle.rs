@@ -1,6 +1,7 @@
 //! A running agent: awaiting its handle waits for the process (bounded by the agent's
 //! `timeout_ms` and the request's cancellation), then records `completed_at`, the bounded
-//! response and the `agent_outputs`/`consensus_runs` rows in one transaction.
+//! response (`response_text`) and the failure cause (`extraction_error`) on its
+//! `agent_executions` row, as the host records a completion.
 //!
 //! Dropping a handle without awaiting it kills the agent's process group and marks its row
 //! abandoned, so no agent outlives the code that started it.
@@ -15,7 +16,7 @@ use speckit_engine::{Storage, StorageError};
 use crate::db::{self, CompletionRow};
 use crate::error::{CompletionError, RunFailure};
 use crate::evidence::{self, AgentPaths};
-use crate::launch::{mark_row_failed, now_text, BatchContext};
+use crate::launch::{mark_row_failed, BatchContext};
 use crate::process::{describe_status, AgentProcess};
 
 /// An agent that was spawned and is running. Await it with [`AgentHandle::wait`].
@@ -61,8 +62,6 @@ pub struct AgentCompletion {
     pub truncated: bool,
     /// From process start to exit (or kill).
     pub run_ms: u64,
-    /// The consensus run its output went to (none for a failed run of a batch without one).
-    pub consensus_run_id: Option<i64>,
     pub paths: AgentPaths,
 }
 
@@ -213,29 +212,20 @@ impl AgentHandle {
             });
 
         self.finished = true;
-        let completed_at = now_text();
-        let completed_at_ms = chrono::Utc::now().timestamp_millis();
+        let completed_at = self.ctx.now_text();
         let error_text = failure.as_ref().map(ToString::to_string);
-        let (batch, agent_id, agent, text) = (
-            self.ctx.batch.clone(),
-            self.agent_id.clone(),
-            self.agent.clone(),
-            response.text.clone(),
-        );
+        let (agent_id, text) = (self.agent_id.clone(), response.text.clone());
         let path = self.ctx.storage.path().to_path_buf();
-        let consensus_run_id = self
-            .ctx
+        self.ctx
             .storage
             .write(move |tx| {
                 let row = CompletionRow {
                     agent_id: &agent_id,
-                    agent_name: &agent,
                     completed_at: &completed_at,
-                    completed_at_ms,
                     response: &text,
                     error: error_text.as_deref(),
                 };
-                db::record_completion(tx, &batch, &row).map_err(|source| StorageError::Sqlite {
+                db::record_completion(tx, &row).map_err(|source| StorageError::Sqlite {
                     path,
                     cause: source,
                 })
@@ -256,7 +246,6 @@ impl AgentHandle {
             response_bytes: response.total_bytes,
             truncated: response.truncated,
             run_ms,
-            consensus_run_id,
             paths: self.paths.clone(),
         };
         match &completion.failure {
@@ -294,11 +283,18 @@ impl Drop for AgentHandle {
         }
         // `AgentProcess`'s own drop kills the process group; record why.
         let storage: Storage = self.ctx.storage.clone();
+        let clock = self.ctx.clock.clone();
         let agent_id = self.agent_id.clone();
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => {
                 runtime.spawn(async move {
-                    mark_row_failed(&storage, &agent_id, &RunFailure::Abandoned.to_string()).await
+                    mark_row_failed(
+                        &storage,
+                        &clock,
+                        &agent_id,
+                        &RunFailure::Abandoned.to_string(),
+                    )
+                    .await
                 });
             }
             Err(_) => tracing::warn!(

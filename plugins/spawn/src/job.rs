@@ -45,7 +45,8 @@ pub(crate) async fn run(ctx: JobContext) -> Result<JobReport, PluginError> {
 
     let request = SpawnRequest::new(spec.clone(), stage.clone(), prompt)
         .with_agents(agents)
-        .with_cancel(ctx.cancel.clone());
+        .with_cancel(ctx.cancel.clone())
+        .with_clock(ctx.clock.clone());
     let batch = spawn_agents(&ctx.storage, &ctx.policy, &ctx.events, request)
         .await
         .map_err(|e| match e {
@@ -109,7 +110,6 @@ pub(crate) async fn run(ctx: JobContext) -> Result<JobReport, PluginError> {
                 "stored_bytes": c.response.len(),
                 "truncated": c.truncated,
                 "response_path": c.response_path,
-                "consensus_run_id": c.consensus_run_id,
             })
         })
         .collect();

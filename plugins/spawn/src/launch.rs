@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
+use speckit_engine::clock::SharedClock;
 use speckit_engine::events::{EngineEvent, EventBus};
 use speckit_engine::policy::{AgentPolicy, AgentReadiness};
 use speckit_engine::{Storage, StorageError};
@@ -29,6 +30,9 @@ pub(crate) struct BatchContext {
     pub storage: Storage,
     pub events: EventBus,
     pub batch: Arc<BatchRow>,
+    /// The stage as the request gave it: evidence file names and `{stage}` use it (the
+    /// rows use the host's name, `batch.stage`).
+    pub request_stage: String,
     pub phase_type: String,
     pub prompt: Arc<str>,
     pub spec_dir: PathBuf,
@@ -38,11 +42,18 @@ pub(crate) struct BatchContext {
     /// When the request arrived: every agent's spawn time is measured from here.
     pub request_start: Instant,
     pub cancel: CancellationToken,
+    /// The engine's wall clock, for the rows' times.
+    pub clock: SharedClock,
 }
 
 impl BatchContext {
     pub fn emit(&self, kind: &str, data: serde_json::Value) {
         emit(&self.events, kind, data);
+    }
+
+    /// Now, as the host writes times.
+    pub fn now_text(&self) -> String {
+        db::host_time(self.clock.now())
     }
 }
 
@@ -70,10 +81,6 @@ pub(crate) fn agent_id(batch_id: &str, agent: &str) -> String {
     format!("{batch_id}-{agent}")
 }
 
-pub(crate) fn now_text() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-}
-
 fn sqlite_error(storage: &Storage) -> impl Fn(rusqlite::Error) -> StorageError {
     let path = storage.path().to_path_buf();
     move |source| StorageError::Sqlite {
@@ -84,8 +91,17 @@ fn sqlite_error(storage: &Storage) -> impl Fn(rusqlite::Error) -> StorageError {
 
 /// Marks an agent's row failed; a failure to do so is logged (the agent's failure is
 /// reported to the caller either way).
-pub(crate) async fn mark_row_failed(storage: &Storage, agent_id: &str, cause: &str) {
-    let (id, cause_text, completed_at) = (agent_id.to_string(), cause.to_string(), now_text());
+pub(crate) async fn mark_row_failed(
+    storage: &Storage,
+    clock: &SharedClock,
+    agent_id: &str,
+    cause: &str,
+) {
+    let (id, cause_text, completed_at) = (
+        agent_id.to_string(),
+        cause.to_string(),
+        db::host_time(clock.now()),
+    );
     let to_storage = sqlite_error(storage);
     let result = storage
         .write(move |tx| db::mark_failed(tx, &id, &completed_at, &cause_text).map_err(to_storage))
@@ -127,7 +143,7 @@ pub(crate) async fn initialize(
     let init_start = Instant::now();
     let paths = AgentPaths::new(
         &ctx.spec_dir,
-        &ctx.batch.stage,
+        &ctx.request_stage,
         &ctx.batch.batch_id,
         &agent.name,
     );
@@ -142,7 +158,7 @@ pub(crate) async fn initialize(
             id.clone(),
             agent.name.clone(),
             ctx.phase_type.clone(),
-            now_text(),
+            ctx.now_text(),
         );
         let to_storage = sqlite_error(&ctx.storage);
         ctx.storage.write(move |tx| {
@@ -299,7 +315,7 @@ fn start_process(
     let values = PlaceholderValues {
         prompt_file: &paths.prompt,
         spec_id: &ctx.batch.spec_id,
-        stage: &ctx.batch.stage,
+        stage: &ctx.request_stage,
         output_file: &paths.output,
     };
     let mut command = tokio::process::Command::new(&program);
@@ -369,7 +385,7 @@ async fn fail(
 ) -> AgentInit {
     let message = cause.to_string();
     if has_row {
-        mark_row_failed(&ctx.storage, &metric.agent_id, &message).await;
+        mark_row_failed(&ctx.storage, &ctx.clock, &metric.agent_id, &message).await;
     }
     metric.spawn_us = ctx.request_start.elapsed().as_micros() as u64;
     metric.ok = false;

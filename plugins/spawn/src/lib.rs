@@ -1,5 +1,6 @@
 //! The spawn plugin: starts a stage's agents in parallel, measures every spawn, and records
-//! agents and their outputs in the consensus database without ever corrupting it.
+//! its agents in the host's consensus database as the host records them, without ever
+//! corrupting it.
 //!
 //! [`spawn_agents`] takes a [`SpawnRequest`] (a validated SPEC-ID, a stage, a prompt, agent
 //! names from `[[spawn.agents]]`). Per agent, initialising means: insert its
@@ -11,11 +12,17 @@
 //!
 //! A failed agent is reported by name and cause ([`AgentFailure`]); its process is killed
 //! and reaped, its row marked failed; the others go on. Each [`AgentHandle`] can be awaited:
-//! completion records `completed_at`, the response (at most `spawn.max_response_bytes`;
-//! the rest stays in the output file) and `agent_outputs`/`consensus_runs` rows in one
-//! transaction. Per-agent spawn times (request to running, ready and row committed) and the
-//! batch total are stored in `hygiene_spawn_batches`/`hygiene_spawn_metrics`, exported to
-//! `spawn_metrics.json` and sent as a `spawn_metrics` plugin event; [`stats`] reads them.
+//! completion records `completed_at`, the response in `response_text` (at most
+//! `spawn.max_response_bytes`; the rest stays in the output file) and the failure cause in
+//! `extraction_error`. Rows follow the host's conventions: times as `YYYY-MM-DD HH:MM:SS`
+//! UTC text from the engine's clock, stages as the host names them ([`host_stage`]),
+//! `phase_type` `regular_stage`. Spawning yields no consensus, so spawn never writes
+//! `consensus_runs` or `agent_outputs` (the host shows their newest row as a stage's
+//! result). Per-agent spawn times (request to running, ready and row committed) and the
+//! batch total are stored only in spawn's own tables, `hygiene_spawn_batches` and
+//! `hygiene_spawn_metrics` ([`SPAWN_SCHEMA`]), exported to `spawn_metrics.json` and sent
+//! as a `spawn_metrics` plugin event; [`stats`] reads them (none when the tables or the
+//! database are missing).
 //!
 //! [`Storage`]: speckit_engine::Storage
 
@@ -30,6 +37,7 @@ mod launch;
 mod logs;
 mod process;
 mod request;
+pub mod schema;
 pub mod stats;
 
 pub use batch::{spawn_agents, BatchMetrics, SpawnBatch};
@@ -37,9 +45,11 @@ pub use db::AgentMetric;
 pub use error::{AgentFailure, CompletionError, FailureCause, RunFailure, SpawnError};
 pub use handle::{AgentCompletion, AgentHandle};
 pub use job::default_prompt;
-pub use request::{validate_stage, SpawnRequest, DEFAULT_PHASE_TYPE};
+pub use request::{host_stage, validate_stage, SpawnRequest, DEFAULT_PHASE_TYPE};
+pub use schema::SPAWN_SCHEMA;
 
 use speckit_engine::plugin::BoxFuture;
+use speckit_engine::storage::ComponentSchema;
 use speckit_engine::{JobContext, JobReport, Plugin, PluginError, Policy};
 
 /// The plugin's name, also the `plugin` of its events.
@@ -92,6 +102,10 @@ impl Plugin for SpawnPlugin {
         } else {
             Err(problems.join("; "))
         }
+    }
+
+    fn schema(&self) -> Option<&'static ComponentSchema> {
+        Some(&SPAWN_SCHEMA)
     }
 
     fn run(&self, ctx: JobContext) -> BoxFuture<'_, Result<JobReport, PluginError>> {

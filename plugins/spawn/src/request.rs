@@ -2,6 +2,9 @@
 
 use tokio_util::sync::CancellationToken;
 
+use std::sync::Arc;
+
+use speckit_engine::clock::{SharedClock, SystemClock};
 use speckit_engine::SpecId;
 
 use crate::error::SpawnError;
@@ -14,8 +17,11 @@ pub const DEFAULT_PHASE_TYPE: &str = "regular_stage";
 #[derive(Debug, Clone)]
 pub struct SpawnRequest {
     pub spec_id: SpecId,
-    /// The stage (`plan`, `tasks`, `implement`...): 1-64 characters of `[A-Za-z0-9_-]`,
-    /// because it becomes part of evidence file names. Check it with [`validate_stage`].
+    /// The stage: the host's name (`spec-plan`, `speckit.specify`...) or its short form
+    /// (`plan`, `specify`...), which the database rows get as the host names it (see
+    /// [`host_stage`]); evidence file names and `{stage}` use it as given. 1-64 characters
+    /// of `[A-Za-z0-9_.-]`, not starting with `.` and without `..`, because it becomes part
+    /// of evidence file names. Check it with [`validate_stage`].
     pub stage: String,
     /// The prompt every agent gets (written to one prompt file per agent).
     pub prompt: String,
@@ -27,6 +33,8 @@ pub struct SpawnRequest {
     /// already running are killed too (also after `spawn_agents` returned, while their
     /// handles are awaited).
     pub cancel: CancellationToken,
+    /// Where wall-clock times come from.
+    pub clock: SharedClock,
 }
 
 impl SpawnRequest {
@@ -38,6 +46,7 @@ impl SpawnRequest {
             agents: Vec::new(),
             phase_type: DEFAULT_PHASE_TYPE.to_string(),
             cancel: CancellationToken::new(),
+            clock: Arc::new(SystemClock),
         }
     }
 
@@ -48,6 +57,13 @@ impl SpawnRequest {
         S: Into<String>,
     {
         self.agents = agents.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Take wall-clock times (`spawned_at`, `completed_at`, the batch's start) from this
+    /// clock, the engine's (default: the system clock).
+    pub fn with_clock(mut self, clock: SharedClock) -> Self {
+        self.clock = clock;
         self
     }
 
@@ -74,11 +90,39 @@ pub fn validate_stage(stage: &str) -> Result<(), SpawnError> {
     }
     if !stage
         .chars()
-        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
     {
-        return fail("only letters, digits, '-' and '_' are allowed");
+        return fail("only letters, digits, '-', '_' and '.' are allowed");
+    }
+    if stage.starts_with('.') || stage.contains("..") {
+        return fail("it must not start with '.' or hold '..'");
     }
     Ok(())
+}
+
+/// The host's short stage names and the names it records them under.
+const HOST_STAGES: &[(&str, &str)] = &[
+    ("plan", "spec-plan"),
+    ("tasks", "spec-tasks"),
+    ("implement", "spec-implement"),
+    ("validate", "spec-validate"),
+    ("audit", "spec-audit"),
+    ("unlock", "spec-unlock"),
+    ("clarify", "spec-clarify"),
+    ("analyze", "spec-analyze"),
+    ("checklist", "spec-checklist"),
+    ("specify", "speckit.specify"),
+];
+
+/// The stage as the host names it in its tables: a short name (`plan`) becomes the host's
+/// (`spec-plan`; `specify` becomes `speckit.specify`); the host's own names and any other
+/// stage are kept as given.
+pub fn host_stage(stage: &str) -> &str {
+    HOST_STAGES
+        .iter()
+        .find(|(short, _)| *short == stage)
+        .map(|(_, host)| *host)
+        .unwrap_or(stage)
 }
 
 /// Whether an agent name can be part of a file name (checked when the policy loads).
@@ -107,13 +151,33 @@ mod tests {
 
     #[test]
     fn stages() {
-        for ok in ["plan", "spec-implement", "tasks_2"] {
+        for ok in ["plan", "spec-implement", "tasks_2", "speckit.specify"] {
             assert!(validate_stage(ok).is_ok(), "{ok}");
         }
-        for bad in ["", "../x", "a b", "plan/x", &"x".repeat(65)] {
+        for bad in [
+            "",
+            "../x",
+            "a b",
+            "plan/x",
+            ".plan",
+            "a..b",
+            "..",
+            &"x".repeat(65),
+        ] {
             let err = validate_stage(bad).unwrap_err().to_string();
             assert!(err.contains("invalid stage"), "{err}");
         }
+    }
+
+    #[test]
+    fn host_stage_names() {
+        assert_eq!(host_stage("plan"), "spec-plan");
+        assert_eq!(host_stage("checklist"), "spec-checklist");
+        assert_eq!(host_stage("specify"), "speckit.specify");
+        assert_eq!(host_stage("spec-plan"), "spec-plan");
+        assert_eq!(host_stage("speckit.specify"), "speckit.specify");
+        assert_eq!(host_stage("my_review"), "my_review");
+        assert_eq!(host_stage("Plan"), "Plan");
     }
 
     #[test]

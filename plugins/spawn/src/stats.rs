@@ -8,6 +8,7 @@
 
 use std::collections::BTreeMap;
 
+use speckit_engine::storage::table_exists;
 use speckit_engine::{Storage, StorageError};
 
 /// Nearest-rank percentiles of a sample, in milliseconds.
@@ -151,10 +152,20 @@ pub fn compute(batches: &[BatchSample], agents: &[AgentSample]) -> SpawnStats {
     }
 }
 
-/// Reads every finished batch and agent spawn from the metrics tables.
+/// Reads every finished batch and agent spawn from the metrics tables. No database (a
+/// read-only open of a missing file) or no tables (a database spawn never wrote to, or
+/// opened read-only before spawn's schema was applied) means no batches.
 pub async fn load(storage: &Storage) -> Result<SpawnStats, StorageError> {
+    if !storage.exists() {
+        return Ok(compute(&[], &[]));
+    }
     storage
         .read(|conn| {
+            if !table_exists(conn, "hygiene_spawn_batches")?
+                || !table_exists(conn, "hygiene_spawn_metrics")?
+            {
+                return Ok(compute(&[], &[]));
+            }
             let mut batches = Vec::new();
             let mut stmt = conn.prepare(
                 "SELECT agent_count, max_concurrency, total_us, failed_count FROM hygiene_spawn_batches WHERE total_us IS NOT NULL",

@@ -245,14 +245,11 @@ async fn hundred_parallel_cycles_with_a_heavy_writer() {
         fx.count("SELECT count(*) FROM agent_executions WHERE completed_at IS NOT NULL AND extraction_error IS NULL AND response_text LIKE '%cycle%'").await,
         rows
     );
-    assert_eq!(fx.count("SELECT count(*) FROM agent_outputs").await, rows);
+    // Spawning is no consensus: the host's result tables are not written.
+    assert_eq!(fx.count("SELECT count(*) FROM agent_outputs").await, 0);
+    assert_eq!(fx.count("SELECT count(*) FROM consensus_runs").await, 0);
     assert_eq!(
-        fx.count("SELECT count(*) FROM consensus_runs WHERE consensus_ok = 1 AND degraded = 0")
-            .await,
-        CYCLES as i64
-    );
-    assert_eq!(
-        fx.count("SELECT count(*) FROM hygiene_spawn_batches WHERE total_us IS NOT NULL AND ok_count = 3 AND consensus_run_id IS NOT NULL").await,
+        fx.count("SELECT count(*) FROM hygiene_spawn_batches WHERE total_us IS NOT NULL AND ok_count = 3 AND failed_count = 0").await,
         CYCLES as i64
     );
     assert_eq!(

@@ -156,12 +156,12 @@ async fn failing_agents_are_reported_killed_and_marked_while_healthy_ones_run() 
         let c = handle.wait().await.unwrap();
         assert!(c.succeeded(), "{c:?}");
     }
-    assert_eq!(fx.count("SELECT count(*) FROM agent_outputs").await, 2);
     assert_eq!(
-        fx.count("SELECT count(*) FROM consensus_runs WHERE consensus_ok = 0 AND degraded = 1")
-            .await,
-        1
+        fx.count("SELECT count(*) FROM agent_executions WHERE completed_at IS NOT NULL AND extraction_error IS NULL AND response_text IS NOT NULL").await,
+        2
     );
+    assert_eq!(fx.count("SELECT count(*) FROM agent_outputs").await, 0);
+    assert_eq!(fx.count("SELECT count(*) FROM consensus_runs").await, 0);
     assert_eq!(
         fx.count("SELECT count(*) FROM agent_executions WHERE completed_at IS NULL")
             .await,

@@ -52,7 +52,7 @@ async fn three_agents_spawn_complete_and_are_recorded() {
 
     // Rows exist before completion: spawned, not completed.
     assert_eq!(
-        fx.count("SELECT count(*) FROM agent_executions WHERE completed_at IS NULL AND spec_id = 'SPEC-KIT-900' AND stage = 'plan' AND phase_type = 'regular_stage'").await,
+        fx.count("SELECT count(*) FROM agent_executions WHERE completed_at IS NULL AND spec_id = 'SPEC-KIT-900' AND stage = 'spec-plan' AND phase_type = 'regular_stage'").await,
         3
     );
     // Metrics are stored before spawn_agents returns, and exported.
@@ -114,22 +114,9 @@ async fn three_agents_spawn_complete_and_are_recorded() {
         );
         assert_eq!(std::fs::read_to_string(&c.paths.stdout).unwrap(), "READY\n");
     }
-    // One consensus run for the batch, every agent's output under it, status refreshed.
-    let run_id = completions[0].consensus_run_id.expect("consensus run");
-    assert!(completions
-        .iter()
-        .all(|c| c.consensus_run_id == Some(run_id)));
-    assert_eq!(
-        fx.count(&format!(
-            "SELECT count(*) FROM agent_outputs WHERE run_id = {run_id}"
-        ))
-        .await,
-        3
-    );
-    assert_eq!(
-        fx.count(&format!("SELECT count(*) FROM consensus_runs WHERE id = {run_id} AND consensus_ok = 1 AND degraded = 0 AND spec_id = 'SPEC-KIT-900' AND stage = 'plan'")).await,
-        1
-    );
+    // Every response on its execution row; no consensus rows (spawning is no consensus).
+    assert_eq!(fx.count("SELECT count(*) FROM agent_outputs").await, 0);
+    assert_eq!(fx.count("SELECT count(*) FROM consensus_runs").await, 0);
     assert_eq!(
         fx.count("SELECT count(*) FROM agent_executions WHERE completed_at IS NOT NULL AND extraction_error IS NULL AND response_text LIKE '%prompt_bytes%'").await,
         3
@@ -187,8 +174,6 @@ async fn response_is_bounded_and_the_rest_stays_in_the_file() {
         .await
         .unwrap();
     assert_eq!(stored, c.response);
-    let content = fx.text("SELECT content FROM agent_outputs").await.unwrap();
-    assert_eq!(content, c.response);
     assert!(std::fs::read_to_string(&c.paths.output)
         .unwrap()
         .starts_with(&stored));
@@ -369,7 +354,7 @@ async fn bad_requests_are_refused_and_change_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_failed_run_is_recorded_without_output_and_degrades_the_consensus_run() {
+async fn a_failed_run_is_recorded_with_its_cause_and_partial_output() {
     let fx = Fixture::new();
     let policy = fx.policy(
         vec![
@@ -409,10 +394,15 @@ async fn a_failed_run_is_recorded_without_output_and_degrades_the_consensus_run(
         .await
         .unwrap();
     assert_eq!(error, failure);
-    assert_eq!(fx.count("SELECT count(*) FROM agent_outputs").await, 1);
+    let partial = fx
+        .text("SELECT response_text FROM agent_executions WHERE agent_name = 'bad'")
+        .await
+        .unwrap();
+    assert_eq!(partial, bad.response);
     assert_eq!(
-        fx.count("SELECT count(*) FROM consensus_runs WHERE consensus_ok = 0 AND degraded = 1")
-            .await,
+        fx.count("SELECT count(*) FROM agent_executions WHERE agent_name = 'good' AND extraction_error IS NULL AND response_text LIKE '%prompt_bytes%'").await,
         1
     );
+    assert_eq!(fx.count("SELECT count(*) FROM agent_outputs").await, 0);
+    assert_eq!(fx.count("SELECT count(*) FROM consensus_runs").await, 0);
 }
