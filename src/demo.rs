@@ -1,6 +1,7 @@
 //! The demo: a realistic example workspace in a temporary folder (a speckit.toml, a SPEC
-//! tracker, an evidence tree with aged files, an upstream-shaped bloated consensus
-//! database), and one full pass of the engine's jobs over it.
+//! tracker, an evidence tree with aged files, a bloated consensus database made the way
+//! the host application makes it, at the host's schema version 2), and one full pass of
+//! the engine's jobs over it.
 
 use chrono::{Duration, Utc};
 use std::path::{Path, PathBuf};
@@ -29,6 +30,16 @@ pub const DEMO_SPECS: &[(&str, &str)] = &[
     ("SPEC-KIT-903", "Backlog"),
 ];
 
+/// The host application's schema version of a database (`PRAGMA user_version`), read on a
+/// read-only connection. The engine never changes it; the demo shows that it did not.
+pub fn host_schema_version(database: &Path) -> rusqlite::Result<i64> {
+    let conn = rusqlite::Connection::open_with_flags(
+        database,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )?;
+    conn.query_row("PRAGMA user_version", [], |r| r.get(0))
+}
+
 /// Writes the demo workspace into `dir`.
 pub fn create_workspace(dir: &Path) -> std::io::Result<DemoWorkspace> {
     let now = Utc::now();
@@ -54,9 +65,9 @@ pub fn create_workspace(dir: &Path) -> std::io::Result<DemoWorkspace> {
         .iter()
         .flat_map(|(spec, _)| {
             [
-                (*spec, "plan", 120i64),
-                (*spec, "tasks", 45),
-                (*spec, "implement", 3),
+                (*spec, "spec-plan", 120i64),
+                (*spec, "spec-tasks", 45),
+                (*spec, "spec-implement", 3),
             ]
         })
         .collect();

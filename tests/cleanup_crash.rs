@@ -153,6 +153,9 @@ fn archived(root: &Path) -> Archived {
             if name.starts_with('.') {
                 continue; // a temporary: never the only copy of anything
             }
+            if name.ends_with(".manifest.json") {
+                continue; // a sidecar: a copy of the manifest inside its archive
+            }
             let decoder =
                 zstd::stream::read::Decoder::new(std::fs::File::open(&path).unwrap()).unwrap();
             let mut tar = tar::Archive::new(decoder);

@@ -146,11 +146,17 @@ fn jobs_lists_recorded_runs_newest_first() {
         .arg(&ws.config_path)
         .args(["vacuum", "--dry-run"]));
     assert_eq!(code, 0, "{stderr}");
-    let (code, _, stderr) = run(bin()
+    // A dry run opens the database read-only: it records no run.
+    let (code, stdout, stderr) = run(bin()
         .arg("-c")
         .arg(&ws.config_path)
-        .args(["cleanup", "--dry-run"]));
+        .args(["jobs", "--json"]));
     assert_eq!(code, 0, "{stderr}");
+    assert_eq!(stdout.trim(), "[]");
+    for job in ["vacuum", "cleanup"] {
+        let (code, _, stderr) = run(bin().arg("-c").arg(&ws.config_path).arg(job));
+        assert!(code <= 1, "{job}: {stderr}");
+    }
     let (code, stdout, stderr) = run(bin()
         .arg("-c")
         .arg(&ws.config_path)
@@ -170,8 +176,7 @@ fn jobs_lists_recorded_runs_newest_first() {
         runs[1]["report"]["summary"]
             .as_str()
             .unwrap()
-            .contains("dry run")
-            || runs[1]["report"]["data"]["dry_run"] == true,
+            .contains("vacuumed"),
         "{}",
         runs[1]
     );

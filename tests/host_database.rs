@@ -89,12 +89,22 @@ fn user_version(db: &Path) -> i64 {
         .unwrap()
 }
 
+/// One row of verify.rs's query: stage, agent, phase, spawned, completed, run id.
+type Execution = (
+    String,
+    String,
+    String,
+    String,
+    Option<String>,
+    Option<String>,
+);
+
 /// What upstream's readers see: per (SPEC, stage) the newest synthesis (its
 /// `query_synthesis_new_schema`), and per SPEC the executions (`verify.rs`).
 #[derive(Debug, PartialEq)]
 struct HostView {
     synthesis: BTreeMap<(String, String), Option<String>>,
-    executions: BTreeMap<String, Vec<(String, String, String, String, Option<String>, Option<String>)>>,
+    executions: BTreeMap<String, Vec<Execution>>,
 }
 
 fn host_view(db: &Path) -> HostView {
@@ -170,7 +180,10 @@ fn read_only_commands_change_no_byte_of_the_hosts_database() {
         assert_eq!(sha256(&ws.db), digest, "{args:?} changed the database");
         assert_eq!(user_version(&ws.db), 2, "{args:?}");
         let wal = ws.dir.path().join("consensus_artifacts.db-wal");
-        assert!(!wal.exists(), "{args:?} left a WAL: it opened the file for writing");
+        assert!(
+            !wal.exists(),
+            "{args:?} left a WAL: it opened the file for writing"
+        );
     }
 }
 
@@ -184,7 +197,11 @@ fn on_a_missing_database_commands_say_so_and_create_nothing() {
             "{args:?}: {}",
             describe(&out)
         );
-        assert!(!ws.db.exists(), "{args:?} created the database: {}", describe(&out));
+        assert!(
+            !ws.db.exists(),
+            "{args:?} created the database: {}",
+            describe(&out)
+        );
     }
     for args in [&["jobs"][..], &["vacuum"], &["vacuum", "--dry-run"]] {
         let out = hygiene(&ws, args);
@@ -201,8 +218,14 @@ fn every_command_keeps_the_hosts_version_and_what_its_queries_return() {
     let ws = workspace(true);
     let before = host_view(&ws.db);
     assert!(
-        before.synthesis.keys().any(|(spec, _)| spec == "SPEC-KIT-909")
-            && before.synthesis.keys().any(|(spec, _)| spec == "SPEC-KIT-900"),
+        before
+            .synthesis
+            .keys()
+            .any(|(spec, _)| spec == "SPEC-KIT-909")
+            && before
+                .synthesis
+                .keys()
+                .any(|(spec, _)| spec == "SPEC-KIT-900"),
         "the fixture's SPECs: {:?}",
         before.synthesis.keys()
     );
@@ -227,23 +250,38 @@ fn every_command_keeps_the_hosts_version_and_what_its_queries_return() {
     for ((spec, stage), newest) in &before.synthesis {
         let now = archived.synthesis.get(&(spec.clone(), stage.clone()));
         if spec == "SPEC-KIT-909" {
-            assert_eq!(now, Some(newest), "{spec} {stage}: the host's newest synthesis");
+            assert_eq!(
+                now,
+                Some(newest),
+                "{spec} {stage}: the host's newest synthesis"
+            );
         } else {
             assert_eq!(now, None, "{spec} {stage} was archived");
         }
     }
     assert!(
-        archived.synthesis.keys().all(|(spec, _)| spec == "SPEC-KIT-909"),
+        archived
+            .synthesis
+            .keys()
+            .all(|(spec, _)| spec == "SPEC-KIT-909"),
         "spawn wrote no consensus run: {:?}",
         archived.synthesis.keys()
     );
-    for spec in ["SPEC-KIT-067", "SPEC-KIT-070", "SPEC-KIT-900", "SPEC-KIT-901"] {
+    for spec in [
+        "SPEC-KIT-067",
+        "SPEC-KIT-070",
+        "SPEC-KIT-900",
+        "SPEC-KIT-901",
+    ] {
         let out = hygiene(&ws, &["restore", spec]);
         assert!(out.status.success(), "restore {spec}: {}", describe(&out));
         assert_eq!(user_version(&ws.db), 2, "after restore {spec}");
     }
     let restored = host_view(&ws.db);
-    assert_eq!(restored.synthesis, before.synthesis, "restore puts every synthesis back");
+    assert_eq!(
+        restored.synthesis, before.synthesis,
+        "restore puts every synthesis back"
+    );
     for (spec, rows) in &before.executions {
         let now = &restored.executions[spec];
         let spawned: Vec<_> = now.iter().filter(|r| !rows.contains(r)).collect();

@@ -29,7 +29,7 @@ pub struct PluginsArgs {
 }
 
 pub fn check(global: &GlobalArgs, args: CheckArgs) -> Result<u8> {
-    let options = engine_options(global);
+    let options = engine_options(global, super::Access::ReadOnly);
     let registry = PluginRegistry::new(speckit_hygiene::builtin_plugins())?;
     let snapshot = match load_and_validate(&options, &registry) {
         Ok(snapshot) => snapshot,
@@ -137,7 +137,7 @@ fn lookup(value: &serde_json::Value, dotted: &str) -> Option<serde_json::Value> 
 }
 
 pub async fn plugins(global: &GlobalArgs, args: PluginsArgs) -> Result<u8> {
-    let engine = super::start_engine(global).await?;
+    let engine = super::start_engine(global, super::Access::ReadOnly).await?;
     let plugins = engine.registry().list();
     let failures = engine.registry().failures();
     if args.json {

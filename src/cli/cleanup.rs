@@ -12,7 +12,9 @@ use clap::Args;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use super::{engine_options, print_job, run_job, GlobalArgs, UsageError, EXIT_FAILED, EXIT_OK};
+use super::{
+    engine_options, print_job, run_job, Access, GlobalArgs, UsageError, EXIT_FAILED, EXIT_OK,
+};
 use speckit_engine::events::JobOutcome;
 use speckit_engine::{Engine, Plugin, SpecId};
 use speckit_retention::plan::{Action, ActionKind};
@@ -54,14 +56,18 @@ fn check_spec(spec: &str) -> Result<()> {
 }
 
 /// An engine whose retention plugin is `retention` (so its action lists can be taken).
-async fn engine_with(global: &GlobalArgs, retention: Arc<RetentionPlugin>) -> Result<Engine> {
+async fn engine_with(
+    global: &GlobalArgs,
+    access: Access,
+    retention: Arc<RetentionPlugin>,
+) -> Result<Engine> {
     let mut plugins = speckit_hygiene::builtin_plugins();
     let mine: Arc<dyn Plugin> = retention;
     match plugins.iter().position(|p| p.name() == mine.name()) {
         Some(i) => plugins[i] = mine,
         None => plugins.push(mine),
     }
-    Ok(Engine::start(engine_options(global), plugins).await?)
+    Ok(Engine::start(engine_options(global, access), plugins).await?)
 }
 
 pub async fn cleanup(global: &GlobalArgs, args: CleanupArgs) -> Result<u8> {
@@ -69,7 +75,12 @@ pub async fn cleanup(global: &GlobalArgs, args: CleanupArgs) -> Result<u8> {
         check_spec(spec)?;
     }
     let retention = Arc::new(RetentionPlugin::new());
-    let engine = engine_with(global, retention.clone()).await?;
+    let access = if args.dry_run {
+        Access::ReadOnly
+    } else {
+        Access::ReadWrite
+    };
+    let engine = engine_with(global, access, retention.clone()).await?;
     let list_actions = args.json || args.dry_run;
     let run = run_job(
         &engine,
@@ -163,7 +174,7 @@ pub async fn restore(global: &GlobalArgs, args: RestoreArgs) -> Result<u8> {
     }
     let archive = args.archive.as_ref().map(absolute).transpose()?;
     let to = args.to.as_ref().map(absolute).transpose()?;
-    let engine = super::start_engine(global).await?;
+    let engine = super::start_engine(global, Access::ReadWrite).await?;
     let run = run_job(
         &engine,
         "restore",

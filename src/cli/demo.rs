@@ -57,6 +57,7 @@ pub async fn demo(_global: &GlobalArgs, args: DemoArgs) -> Result<u8> {
             .to_string_lossy(),
         ws.database_bytes as f64 / 1048576.0
     );
+    let host_version_before = speckit_hygiene::demo::host_schema_version(&ws.database_path)?;
     let mut options = EngineOptions::new(&ws.config_path);
     options.env.retain(|(k, _)| !k.starts_with("SPECKIT_"));
     let engine = Engine::start(options, speckit_hygiene::builtin_plugins()).await?;
@@ -73,6 +74,16 @@ pub async fn demo(_global: &GlobalArgs, args: DemoArgs) -> Result<u8> {
     let stats = super::stats::print_table_for(&engine.policy()).await;
     engine.shutdown(std::time::Duration::from_secs(10)).await;
     stats?;
+    let host_version_after = speckit_hygiene::demo::host_schema_version(&ws.database_path)?;
+    println!(
+        "\nhost schema version (PRAGMA user_version) {host_version_before} before the pass, {host_version_after} after: {}",
+        if host_version_after == host_version_before {
+            "the host application still opens its database"
+        } else {
+            "CHANGED: the host application would refuse its database"
+        }
+    );
+    failed |= host_version_after != host_version_before;
     if args.keep.is_some() {
         println!("\nWorkspace kept in {}", dir.display());
     }

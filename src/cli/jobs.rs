@@ -4,6 +4,7 @@ use anyhow::Result;
 use clap::Args;
 
 use super::{GlobalArgs, EXIT_OK};
+use speckit_engine::StorageError;
 use speckit_hygiene::embed::history;
 
 #[derive(Debug, Args)]
@@ -17,10 +18,19 @@ pub struct JobsArgs {
 }
 
 pub async fn jobs(global: &GlobalArgs, args: JobsArgs) -> Result<u8> {
-    let engine = super::start_engine(global).await?;
+    let engine = super::start_engine(global, super::Access::ReadOnly).await?;
     let records = history::recent(engine.storage(), args.limit).await;
     engine.shutdown(std::time::Duration::from_secs(5)).await;
-    let records = records?;
+    let records = match records {
+        Err(StorageError::Missing { path }) => {
+            eprintln!(
+                "no database at {} yet: no job has run (nothing was created)",
+                path.display()
+            );
+            Vec::new()
+        }
+        other => other?,
+    };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&records)?);
         return Ok(EXIT_OK);

@@ -126,9 +126,19 @@ impl std::fmt::Display for UsageError {
 
 impl std::error::Error for UsageError {}
 
+/// How a command uses the database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// The command changes the database (creating it if needed): `run`, real jobs.
+    ReadWrite,
+    /// The command only reports or plans (dry runs, `jobs`, `plugins`, `spawn stats`): the
+    /// database is opened read-only, and nothing is created when it does not exist.
+    ReadOnly,
+}
+
 /// The config file: `--config`, else `$SPECKIT_CONFIG`, else `./speckit.toml`. Only the
 /// last may be missing (defaults apply).
-pub fn engine_options(global: &GlobalArgs) -> EngineOptions {
+pub fn engine_options(global: &GlobalArgs, access: Access) -> EngineOptions {
     let (path, required) = match (&global.config, std::env::var_os("SPECKIT_CONFIG")) {
         (Some(path), _) => (path.clone(), true),
         (None, Some(env)) if !env.is_empty() => (PathBuf::from(env), true),
@@ -136,12 +146,13 @@ pub fn engine_options(global: &GlobalArgs) -> EngineOptions {
     };
     let mut options = EngineOptions::new(path);
     options.require_config_file = required;
+    options.read_only = access == Access::ReadOnly;
     options
 }
 
 /// Starts an engine (no background tasks) with the compiled-in plugins.
-pub async fn start_engine(global: &GlobalArgs) -> Result<Engine> {
-    let options = engine_options(global);
+pub async fn start_engine(global: &GlobalArgs, access: Access) -> Result<Engine> {
+    let options = engine_options(global, access);
     Ok(Engine::start(options, speckit_hygiene::builtin_plugins()).await?)
 }
 

@@ -27,7 +27,7 @@ pub async fn run(global: &GlobalArgs, args: RunArgs) -> Result<u8> {
     } else {
         Some(Termination::listen()?)
     };
-    let engine = super::start_engine(global).await?;
+    let engine = super::start_engine(global, super::Access::ReadWrite).await?;
     if args.once {
         let policy = engine.policy();
         let mut failed = false;

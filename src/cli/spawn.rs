@@ -11,7 +11,9 @@ use speckit_engine::events::JobOutcome;
 use speckit_engine::{Engine, SpecId};
 use speckit_spawn::stats::{Percentiles, SpawnStats};
 
-use super::{print_job, run_job, start_engine, GlobalArgs, UsageError, EXIT_FAILED, EXIT_OK};
+use super::{
+    print_job, run_job, start_engine, Access, GlobalArgs, UsageError, EXIT_FAILED, EXIT_OK,
+};
 
 #[derive(Debug, Args)]
 #[command(args_conflicts_with_subcommands = true)]
@@ -66,7 +68,7 @@ pub async fn spawn(global: &GlobalArgs, args: SpawnArgs) -> Result<u8> {
         })?),
         None => None,
     };
-    let engine = start_engine(global).await?;
+    let engine = start_engine(global, Access::ReadWrite).await?;
     let policy = engine.policy();
     let known: Vec<&str> = policy
         .policy
@@ -218,7 +220,7 @@ fn print_spawn_run(run: &JobRun) -> u8 {
 }
 
 async fn stats(global: &GlobalArgs, json: bool) -> Result<u8> {
-    let engine = start_engine(global).await?;
+    let engine = start_engine(global, Access::ReadOnly).await?;
     let stats = speckit_spawn::stats::load(engine.storage()).await;
     engine.shutdown(std::time::Duration::from_secs(5)).await;
     let stats = stats?;

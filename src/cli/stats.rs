@@ -61,7 +61,7 @@ pub struct GuardArgs {
 
 /// The policy, loaded and checked the way the engine would, without starting one.
 fn load_policy(global: &GlobalArgs) -> Result<PolicySnapshot> {
-    let options = engine_options(global);
+    let options = engine_options(global, super::Access::ReadOnly);
     let registry = PluginRegistry::new(speckit_hygiene::builtin_plugins())?;
     Ok(load_and_validate(&options, &registry)?)
 }
@@ -107,7 +107,7 @@ fn guard_blocking(policy: &Policy, spec: &str) -> Result<GuardVerdict, StatsErro
     if !verdict.is_blocked() || !policy.storage.database_path.is_file() {
         return Ok(verdict);
     }
-    let storage = match Storage::open(storage_options(policy)) {
+    let storage = match Storage::open_read_only(storage_options(policy)) {
         Ok(storage) => storage,
         Err(e) => {
             tracing::warn!("cannot preview cleanup for the guard: {e}");

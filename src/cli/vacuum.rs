@@ -5,7 +5,7 @@
 use anyhow::Result;
 use clap::Args;
 
-use super::{print_job, run_job, start_engine, GlobalArgs};
+use super::{print_job, run_job, start_engine, Access, GlobalArgs, EXIT_OK};
 use speckit_vacuum::VacuumReport;
 
 #[derive(Debug, Args)]
@@ -23,7 +23,21 @@ pub struct VacuumArgs {
 }
 
 pub async fn vacuum(global: &GlobalArgs, args: VacuumArgs) -> Result<u8> {
-    let engine = start_engine(global).await?;
+    // A dry run, or a database that does not exist, opens read-only: nothing is created.
+    let mut engine = start_engine(global, Access::ReadOnly).await?;
+    if !engine.storage().exists() {
+        let path = engine.storage().path().to_path_buf();
+        engine.shutdown(std::time::Duration::from_secs(5)).await;
+        eprintln!(
+            "no database at {}: nothing to vacuum (nothing was created)",
+            path.display()
+        );
+        return Ok(EXIT_OK);
+    }
+    if !args.dry_run {
+        engine.shutdown(std::time::Duration::from_secs(5)).await;
+        engine = start_engine(global, Access::ReadWrite).await?;
+    }
     let mut run = run_job(
         &engine,
         "vacuum",

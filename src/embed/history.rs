@@ -35,10 +35,14 @@ impl JobRecord {
     }
 }
 
-/// The newest `limit` runs, newest first.
+/// The newest `limit` runs, newest first; none when the engine's tables do not exist yet
+/// (a host database no writing engine has opened).
 pub async fn recent(storage: &Storage, limit: u32) -> Result<Vec<JobRecord>, StorageError> {
     storage
         .read(move |conn| {
+            if !speckit_engine::storage::table_exists(conn, "hygiene_job_runs")? {
+                return Ok(Vec::new());
+            }
             let mut stmt = conn.prepare(
                 "SELECT id, job, plugin, trigger, engine_id, started_at, finished_at, outcome, report_json \
                  FROM hygiene_job_runs ORDER BY id DESC LIMIT ?1",

@@ -460,6 +460,7 @@ impl EngineHandle {
         });
         let engine = self.inner.engine.clone();
         let policy = self.policy();
+        let request = request.with_clock(engine.clock().clone());
         let task = self.inner.engine.tasks().spawn(async move {
             speckit_spawn::spawn_agents(engine.storage(), &policy, engine.events(), request).await
         });

@@ -85,6 +85,7 @@ fn main() {
     let storage = Storage::open(storage_options(&policy)).expect("storage");
     let trackers = Trackers::load(&policy.evidence.tracker_paths).expect("trackers");
     // The tree was just written: plan and baseline both run with a warm page cache.
+    let db_before = database_bytes(&storage);
 
     reset_peak_memory();
     let t = Instant::now();
@@ -118,6 +119,7 @@ fn main() {
     });
     let exec_time = t.elapsed();
     let pass_peak = peak_memory_kib();
+    let db_after = database_bytes(&storage);
     assert!(
         outcome.errors.is_empty(),
         "{:?}",
@@ -125,10 +127,20 @@ fn main() {
     );
     assert_eq!(outcome.figures.deleted_files, generated.files);
     let archives_bytes = outcome.figures.archive_bytes_written;
+    let records: i64 = storage
+        .read_blocking(|c| c.query_row("SELECT count(*) FROM hygiene_archives", [], |r| r.get(0)))
+        .expect("records");
     drop(plan);
     storage.close();
 
     println!("\nours (speckit-hygiene retention):");
+    println!(
+        "  host database:     {:.1} KiB before, {:.1} KiB after archiving {} files (+{:.1} KiB; {records} archive rows, manifests in sidecars)",
+        db_before as f64 / 1024.0,
+        db_after as f64 / 1024.0,
+        generated.files,
+        (db_after - db_before) as f64 / 1024.0
+    );
     println!(
         "  plan:              {:>10.2?}  ({} actions)",
         plan_time, figures.archive_files
@@ -217,4 +229,15 @@ fn peak_memory_kib() -> Option<u64> {
 fn fmt_kib(kib: Option<u64>) -> String {
     kib.map(|k| format!("{:.1} MiB", k as f64 / 1024.0))
         .unwrap_or_else(|| "n/a".into())
+}
+
+/// The database's size as SQLite sees it (`page_count * page_size`, WAL frames included).
+fn database_bytes(storage: &Storage) -> i64 {
+    storage
+        .read_blocking(|c| {
+            let pages: i64 = c.query_row("PRAGMA page_count", [], |r| r.get(0))?;
+            let size: i64 = c.query_row("PRAGMA page_size", [], |r| r.get(0))?;
+            Ok(pages * size)
+        })
+        .expect("database size")
 }

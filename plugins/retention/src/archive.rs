@@ -1,5 +1,6 @@
 //! Per-SPEC archives: `tar` + `zstd`, with a manifest (path, size, mtime, sha256 of every
-//! member) inside the archive as its last member and, once verified, in the database.
+//! member) inside the archive as its last member and, once verified, in a sidecar file
+//! beside it (see [`crate::sidecar`]); the database holds one row per archive.
 //!
 //! Writing follows the order that loses nothing: a temporary name beside the final place,
 //! fsync, read the whole archive back and check every member's hash and size against the
@@ -66,7 +67,7 @@ pub struct DbPart {
     pub sha256: String,
 }
 
-/// What an archive holds, stored inside it and in the database.
+/// What an archive holds, stored inside it and in its sidecar.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Manifest {
     pub format: String,

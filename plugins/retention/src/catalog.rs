@@ -1,11 +1,23 @@
-//! The database record of archives (`hygiene_archives`, `hygiene_archive_members`): an
-//! archive is recorded only after it is verified at its final name, and a source file is
-//! deleted only after the archive holding it is recorded.
+//! The database record of archives (`hygiene_archives`, one row per archive): an archive
+//! is recorded only after it is verified at its final name (and its manifest sidecar
+//! written), and a source file is deleted only after the archive holding it is recorded.
+//!
+//! Which files an archive holds is not in the database: it is read from the archive's
+//! sidecar, or from the verified archive itself (see [`crate::sidecar`]).
+//!
+//! Every read tolerates a database without the table (retention never ran on it, or it
+//! is opened read-only for a dry run) and no database at all ([`read`]): both mean "no
+//! archive recorded".
 
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
+use speckit_engine::storage::table_exists;
+use speckit_engine::{Storage, StorageError};
 use std::collections::HashMap;
+use std::path::Path;
 
 use crate::archive::Manifest;
+use crate::schema::ARCHIVES_TABLE;
+use crate::sidecar;
 
 /// One row of `hygiene_archives`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,7 +36,7 @@ pub struct ArchiveRecord {
     pub purged_at_ms: Option<i64>,
 }
 
-/// A recorded archive member, with the archive it is in.
+/// A member of a recorded archive (from its manifest), with the archive it is in.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecordedMember {
     pub archive_id: i64,
@@ -52,8 +64,24 @@ fn record_from(row: &rusqlite::Row<'_>) -> rusqlite::Result<ArchiveRecord> {
     })
 }
 
-/// Every archive whose file has not been purged, oldest first.
+/// Runs a read on `storage`, or returns `T::default()` ("nothing recorded") when the
+/// database file does not exist (a read-only open of a missing file).
+pub fn read<T, F>(storage: &Storage, f: F) -> Result<T, StorageError>
+where
+    T: Default,
+    F: FnOnce(&Connection) -> rusqlite::Result<T>,
+{
+    if !storage.exists() {
+        return Ok(T::default());
+    }
+    storage.read_blocking(f)
+}
+
+/// Every archive whose file has not been purged, oldest first (none without the table).
 pub fn unpurged(conn: &Connection) -> rusqlite::Result<Vec<ArchiveRecord>> {
+    if !table_exists(conn, ARCHIVES_TABLE)? {
+        return Ok(Vec::new());
+    }
     let mut stmt = conn.prepare(&format!(
         "SELECT {COLUMNS} FROM hygiene_archives WHERE purged_at IS NULL ORDER BY created_at, id"
     ))?;
@@ -63,6 +91,9 @@ pub fn unpurged(conn: &Connection) -> rusqlite::Result<Vec<ArchiveRecord>> {
 
 /// The record of the archive at `path` (relative to the root), purged or not.
 pub fn by_path(conn: &Connection, path: &str) -> rusqlite::Result<Option<ArchiveRecord>> {
+    if !table_exists(conn, ARCHIVES_TABLE)? {
+        return Ok(None);
+    }
     conn.query_row(
         &format!("SELECT {COLUMNS} FROM hygiene_archives WHERE path = ?1"),
         [path],
@@ -71,41 +102,85 @@ pub fn by_path(conn: &Connection, path: &str) -> rusqlite::Result<Option<Archive
     .optional()
 }
 
-/// The evidence files held by unpurged archives of `spec`, by path; where a path is in
-/// several archives, the newest archive's copy.
-pub fn file_members_of(
-    conn: &Connection,
-    spec: &str,
-) -> rusqlite::Result<HashMap<String, RecordedMember>> {
-    let mut stmt = conn.prepare(
-        "SELECT m.path, m.size, m.mtime, m.sha256, a.id, a.path FROM hygiene_archive_members m \
-         JOIN hygiene_archives a ON a.id = m.archive_id \
-         WHERE a.spec_id = ?1 AND a.purged_at IS NULL AND m.path NOT LIKE 'db/%' \
-         ORDER BY a.created_at, a.id",
-    )?;
-    let mut out = HashMap::new();
-    let rows = stmt.query_map([spec], |row| {
-        Ok((
-            row.get::<_, String>(0)?,
-            RecordedMember {
-                size: row.get::<_, i64>(1)? as u64,
-                mtime_ns: row.get(2)?,
-                sha256: row.get(3)?,
-                archive_id: row.get(4)?,
-                archive_path: row.get(5)?,
-            },
-        ))
-    })?;
-    for row in rows {
-        let (path, member) = row?;
-        out.insert(path, member);
-    }
-    Ok(out)
+/// A recorded archive whose sidecar was missing or stale, with the manifest read from the
+/// verified archive: a real run writes the sidecar again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SidecarRepair {
+    /// Relative to the evidence root.
+    pub path: String,
+    pub sha256: String,
+    pub bytes: u64,
+    pub manifest: Manifest,
 }
 
-/// Records a verified archive and its manifest; returns its id. A record of the same path
-/// with the same hash is kept as it is (a rerun); any other record of that path (a purged
-/// namesake) is replaced.
+/// What [`file_members_of`] found.
+#[derive(Debug, Default)]
+pub struct HeldFiles {
+    /// Evidence file path -> the newest recorded archive's copy.
+    pub members: HashMap<String, RecordedMember>,
+    /// Archives whose manifest could be read neither from the sidecar nor from the archive
+    /// (their files count as not archived: a new archive takes them).
+    pub warnings: Vec<String>,
+    /// Archives read from the archive itself because the sidecar was missing or stale.
+    pub repairs: Vec<SidecarRepair>,
+}
+
+/// The evidence files held by the unpurged archives in `recorded` whose SPEC is `spec`,
+/// by path; where a path is in several archives, the newest archive's copy. Each archive's
+/// manifest comes from its sidecar, or else from the archive, verified in full against its
+/// record. A recorded archive missing from disk is skipped (the plan warns about it).
+pub fn file_members_of(root: &Path, recorded: &[ArchiveRecord], spec: &str) -> HeldFiles {
+    let mut out = HeldFiles::default();
+    let mut mine: Vec<&ArchiveRecord> = recorded
+        .iter()
+        .filter(|r| r.spec == spec && r.purged_at_ms.is_none())
+        .collect();
+    mine.sort_by_key(|r| (r.created_at_ms, r.id));
+    for record in mine {
+        let path = root.join(&record.path);
+        let manifest = match sidecar::manifest_of(&path, &record.sha256, record.bytes) {
+            Ok((manifest, sidecar::Source::Sidecar)) => manifest,
+            Ok((manifest, sidecar::Source::Archive)) => {
+                out.repairs.push(SidecarRepair {
+                    path: record.path.clone(),
+                    sha256: record.sha256.clone(),
+                    bytes: record.bytes,
+                    manifest: manifest.clone(),
+                });
+                manifest
+            }
+            Err(crate::archive::ArchiveError::Read { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound =>
+            {
+                continue
+            }
+            Err(e) => {
+                out.warnings.push(format!(
+                    "recorded archive {}: {e}; its manifest cannot be read, so its files are archived again",
+                    record.path
+                ));
+                continue;
+            }
+        };
+        for m in manifest.files {
+            out.members.insert(
+                m.path,
+                RecordedMember {
+                    archive_id: record.id,
+                    archive_path: record.path.clone(),
+                    size: m.size,
+                    mtime_ns: m.mtime_ns,
+                    sha256: m.sha256,
+                },
+            );
+        }
+    }
+    out
+}
+
+/// Records a verified archive (one row, its figures from the manifest); returns its id.
+/// A record of the same path with the same hash is kept as it is (a rerun); any other
+/// record of that path (a purged namesake) is replaced.
 pub fn insert(
     tx: &Transaction<'_>,
     path: &str,
@@ -136,28 +211,14 @@ pub fn insert(
             origin
         ],
     )?;
-    let id = tx.last_insert_rowid();
-    let mut insert = tx.prepare_cached(
-        "INSERT INTO hygiene_archive_members (archive_id, path, size, mtime, sha256) VALUES (?1, ?2, ?3, ?4, ?5)",
-    )?;
-    for m in &manifest.files {
-        insert.execute(params![id, m.path, m.size as i64, m.mtime_ns, m.sha256])?;
-    }
-    for d in &manifest.db {
-        insert.execute(params![id, d.path, d.size as i64, 0i64, d.sha256])?;
-    }
-    Ok(id)
+    Ok(tx.last_insert_rowid())
 }
 
-/// Marks an archive purged and drops its member rows (the file that held them is gone).
+/// Marks an archive purged (its file and sidecar are gone).
 pub fn mark_purged(tx: &Transaction<'_>, id: i64, at_ms: i64) -> rusqlite::Result<()> {
     tx.execute(
         "UPDATE hygiene_archives SET purged_at = ?2 WHERE id = ?1 AND purged_at IS NULL",
         params![id, at_ms],
-    )?;
-    tx.execute(
-        "DELETE FROM hygiene_archive_members WHERE archive_id = ?1",
-        [id],
     )?;
     Ok(())
 }

@@ -1,7 +1,8 @@
 //! Executes a [`Plan`]: per SPEC, under its lock, in this order: discard temporaries, adopt
 //! unrecorded archives, purge old archives, delete already-archived sources, then write
-//! the new archive (temp, fsync, verify, rename, fsync folder), record it and delete its
-//! database rows in one transaction, and only then delete its sources.
+//! the new archive (temp, fsync, verify, rename, fsync folder), write its manifest sidecar
+//! (see [`crate::sidecar`]), record it (one row) and delete its database rows in one
+//! transaction, and only then delete its sources.
 //!
 //! Every figure reported is counted from what was done (bytes from `lstat` right before
 //! an `unlink`, archive sizes from the verified file). One file's failure is reported with
@@ -92,7 +93,9 @@ pub struct Outcome {
     pub cancelled: bool,
 }
 
-/// Executes the plan.
+/// Executes the plan. Brings the retention tables up to date first (once per storage; a
+/// no-op when the engine already did it before the job): callers that run a plan outside
+/// `Engine::run_job` (benchmarks, tests, embedders) need no step of their own.
 pub fn run(req: &ExecRequest<'_>) -> Outcome {
     // Exempt and skipped entries are reported, never touched.
     let mut outcome = Outcome {
@@ -100,6 +103,24 @@ pub fn run(req: &ExecRequest<'_>) -> Outcome {
         ..Outcome::default()
     };
     let units = &req.plan.units;
+    if !units.is_empty() {
+        if let Err(e) = req
+            .storage
+            .ensure_schema_blocking(&crate::schema::RETENTION_SCHEMA)
+        {
+            let message = format!(
+                "the retention tables cannot be brought up to date: {e}; nothing was changed"
+            );
+            for u in units {
+                let out = UnitOutcome::all(u, ActionStatus::Failed, &message);
+                if req.keep_actions {
+                    outcome.actions.extend(out.actions);
+                }
+            }
+            outcome.errors.push(message);
+            return outcome;
+        }
+    }
     // Folders that map to one tracker ID (`SPEC-KIT-025-...-with` and `...-wit`) run one
     // after the other under that ID's lock too: a writer may lock either name.
     let mut by_tracker: BTreeMap<&str, Vec<usize>> = BTreeMap::new();

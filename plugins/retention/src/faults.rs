@@ -21,6 +21,8 @@ pub enum Step {
     RenameArchive,
     /// fsync of a folder after a rename or removal.
     SyncDir,
+    /// Writing an archive's manifest sidecar (before it is recorded).
+    WriteSidecar,
     /// Recording an archive (and deleting its database rows) in one transaction.
     RecordArchive,
     /// Deleting one source file after its archive is recorded.

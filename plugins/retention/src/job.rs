@@ -109,6 +109,19 @@ pub fn cleanup_blocking(
             if options.dry_run { "a real run would be refused." } else { "nothing was changed." }
         )
     });
+    // A real run on a database that refuses writes (opened read-only, or failing its
+    // integrity check) would write archives it cannot record: refuse it up front.
+    let refused = refused.or_else(|| {
+        (!options.dry_run)
+            .then(|| storage.write_refusal())
+            .flatten()
+            .map(|reason| {
+                format!(
+                    "database {} is not written: {reason}; nothing was changed",
+                    storage.path().display()
+                )
+            })
+    });
     let mut result = CleanupResult {
         plan,
         executed: None,

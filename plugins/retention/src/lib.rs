@@ -19,17 +19,21 @@ pub mod lock;
 pub mod plan;
 pub mod restore;
 pub mod rows;
+pub mod schema;
+pub mod sidecar;
 pub mod stats;
 pub mod summary;
 pub mod tracker;
 
 use speckit_engine::plugin::BoxFuture;
+use speckit_engine::storage::ComponentSchema;
 use speckit_engine::{JobContext, JobReport, Plugin, PluginError};
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
 use faults::Faults;
 use plan::Action;
+pub use schema::RETENTION_SCHEMA;
 
 /// How many runs' action lists are kept for callers that asked for them.
 const KEPT_ACTION_LISTS: usize = 4;
@@ -60,6 +64,9 @@ impl Plugin for RetentionPlugin {
     }
     fn jobs(&self) -> Vec<String> {
         vec!["cleanup".into(), "restore".into()]
+    }
+    fn schema(&self) -> Option<&'static ComponentSchema> {
+        Some(&RETENTION_SCHEMA)
     }
     fn run(&self, ctx: JobContext) -> BoxFuture<'_, Result<JobReport, PluginError>> {
         Box::pin(async move {

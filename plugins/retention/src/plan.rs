@@ -34,6 +34,7 @@ use std::path::{Path, PathBuf};
 
 use crate::age::AgeSource;
 use crate::archive::{self, SourceFile, Verified};
+use crate::catalog;
 use crate::layout::{self, Skipped};
 use crate::rows::{self, RowsPlan};
 use crate::tracker::Trackers;
@@ -127,6 +128,9 @@ pub struct Unit {
     pub finish: Vec<Finish>,
     pub keep: Vec<Keep>,
     pub archive: Option<NewArchive>,
+    /// Recorded archives whose manifest sidecar is missing or stale: written again, under
+    /// the lock, before anything else (not an action: the evidence does not change).
+    pub repair_sidecars: Vec<catalog::SidecarRepair>,
     /// Execution rows with a `spawned_at` that cannot be read (kept).
     pub undated_rows: u64,
 }
@@ -143,6 +147,7 @@ impl Unit {
             finish: Vec::new(),
             keep: Vec::new(),
             archive: None,
+            repair_sidecars: Vec::new(),
             undated_rows: 0,
         }
     }
@@ -154,6 +159,7 @@ impl Unit {
             && self.finish.is_empty()
             && self.keep.is_empty()
             && self.archive.is_none()
+            && self.repair_sidecars.is_empty()
     }
 }
 

@@ -81,7 +81,7 @@ pub fn restore(req: &RestoreRequest<'_>) -> Result<RestoreReport, RetentionError
             vec![(file.to_path_buf(), display, None)]
         }
         None => {
-            let recorded = req.storage.read_blocking(catalog::unpurged)?;
+            let recorded = catalog::read(req.storage, catalog::unpurged)?;
             let mine: Vec<_> = recorded
                 .into_iter()
                 .filter(|r| belongs(&r.spec, spec))

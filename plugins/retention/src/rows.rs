@@ -15,6 +15,7 @@ use rusqlite::types::{Value, ValueRef};
 use rusqlite::{params_from_iter, Connection, Transaction};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
+use speckit_engine::storage::table_exists;
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufWriter, Seek, Write};
 use std::path::Path;
@@ -74,34 +75,75 @@ impl RowsPlan {
     }
 }
 
-/// Every `spec_id` the three tables hold.
+/// Every `spec_id` the host's tables hold (a table that does not exist holds none: the
+/// host creates its tables itself, and a dry run opens the database read-only).
 pub fn spec_ids(conn: &Connection) -> rusqlite::Result<BTreeSet<String>> {
-    let mut stmt = conn
-        .prepare("SELECT spec_id FROM consensus_runs UNION SELECT spec_id FROM agent_executions")?;
-    let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
-    rows.collect()
+    let mut out = BTreeSet::new();
+    for table in ["consensus_runs", "agent_executions"] {
+        if !table_exists(conn, table)? {
+            continue;
+        }
+        let mut stmt = conn.prepare(&format!("SELECT DISTINCT spec_id FROM \"{table}\""))?;
+        let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+        for row in rows {
+            out.insert(row?);
+        }
+    }
+    Ok(out)
 }
 
 /// Rows of `spec_id` older than `cutoff_ms`, and how many executions have an unreadable
-/// `spawned_at` (kept).
+/// `spawned_at` (kept). The host's formats: `consensus_runs.run_timestamp` is ms since
+/// the epoch (an output goes with its run); `agent_executions.spawned_at` is SQLite's
+/// `datetime('now')` text (`2026-10-03 12:42:58`, UTC), or RFC 3339 from older releases.
 pub fn plan(conn: &Connection, spec_id: &str, cutoff_ms: i64) -> rusqlite::Result<(RowsPlan, u64)> {
     let mut plan = RowsPlan {
         spec_id: spec_id.to_string(),
         ..RowsPlan::default()
     };
+    let runs = table_exists(conn, "consensus_runs")?;
+    if runs {
+        plan.run_ids = run_ids(conn, spec_id, cutoff_ms)?;
+    }
+    if runs && table_exists(conn, "agent_outputs")? {
+        plan.output_ids = output_ids(conn, spec_id, cutoff_ms)?;
+    }
+    let mut undated = 0;
+    if table_exists(conn, "agent_executions")? {
+        let (ids, n) = execution_ids(conn, spec_id, cutoff_ms)?;
+        plan.execution_ids = ids;
+        undated = n;
+    }
+    Ok((plan, undated))
+}
+
+fn run_ids(conn: &Connection, spec_id: &str, cutoff_ms: i64) -> rusqlite::Result<Vec<i64>> {
     let mut stmt = conn.prepare_cached(
         "SELECT id FROM consensus_runs WHERE spec_id = ?1 AND run_timestamp < ?2 ORDER BY id",
     )?;
-    plan.run_ids = stmt
+    let ids = stmt
         .query_map(rusqlite::params![spec_id, cutoff_ms], |r| r.get(0))?
         .collect::<rusqlite::Result<_>>()?;
+    Ok(ids)
+}
+
+fn output_ids(conn: &Connection, spec_id: &str, cutoff_ms: i64) -> rusqlite::Result<Vec<i64>> {
     let mut stmt = conn.prepare_cached(
         "SELECT o.id FROM agent_outputs o JOIN consensus_runs r ON r.id = o.run_id \
          WHERE r.spec_id = ?1 AND r.run_timestamp < ?2 ORDER BY o.id",
     )?;
-    plan.output_ids = stmt
+    let ids = stmt
         .query_map(rusqlite::params![spec_id, cutoff_ms], |r| r.get(0))?
         .collect::<rusqlite::Result<_>>()?;
+    Ok(ids)
+}
+
+fn execution_ids(
+    conn: &Connection,
+    spec_id: &str,
+    cutoff_ms: i64,
+) -> rusqlite::Result<(Vec<String>, u64)> {
+    let mut ids = Vec::new();
     let mut stmt = conn.prepare_cached(
         "SELECT agent_id, spawned_at FROM agent_executions WHERE spec_id = ?1 ORDER BY agent_id",
     )?;
@@ -112,12 +154,12 @@ pub fn plan(conn: &Connection, spec_id: &str, cutoff_ms: i64) -> rusqlite::Resul
     for row in rows {
         let (agent_id, spawned_at) = row?;
         match spawned_at.as_deref().and_then(crate::age::parse_timestamp) {
-            Some(at) if at.timestamp_millis() < cutoff_ms => plan.execution_ids.push(agent_id),
+            Some(at) if at.timestamp_millis() < cutoff_ms => ids.push(agent_id),
             Some(_) => {}
             None => undated += 1,
         }
     }
-    Ok((plan, undated))
+    Ok((ids, undated))
 }
 
 /// The key of a row.
@@ -462,4 +504,61 @@ pub fn restore(
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn host_db() -> Connection {
+        let conn = Connection::open_in_memory().unwrap();
+        speckit_engine::storage::host::complete(&conn).unwrap();
+        conn
+    }
+
+    #[test]
+    fn execution_ages_read_the_hosts_datetime_text_and_the_old_iso_text() {
+        let conn = host_db();
+        // cutoff: 2026-03-01 00:00:00 UTC
+        let cutoff_ms = 1_772_323_200_000;
+        for (id, spawned) in [
+            ("old-host", "2026-02-27 12:42:58"),
+            ("young-host", "2026-03-02 08:00:00"),
+            ("old-iso", "2026-02-01T10:00:00+00:00"),
+            ("young-iso", "2026-03-05T10:00:00Z"),
+            ("junk", "yesterday"),
+        ] {
+            conn.execute(
+                "INSERT INTO agent_executions (agent_id, spec_id, stage, phase_type, agent_name, spawned_at) \
+                 VALUES (?1, 'SPEC-KIT-1', 'spec-plan', 'agent', 'gemini', ?2)",
+                [id, spawned],
+            )
+            .unwrap();
+        }
+        let (found, undated) = plan(&conn, "SPEC-KIT-1", cutoff_ms).unwrap();
+        assert_eq!(found.execution_ids, ["old-host", "old-iso"]);
+        assert_eq!(undated, 1);
+    }
+
+    #[test]
+    fn missing_host_tables_hold_no_rows() {
+        let conn = Connection::open_in_memory().unwrap();
+        assert!(spec_ids(&conn).unwrap().is_empty());
+        let (none, undated) = plan(&conn, "SPEC-KIT-1", i64::MAX).unwrap();
+        assert!(none.is_empty() && undated == 0);
+        conn.execute_batch(
+            "CREATE TABLE agent_executions (agent_id TEXT, spec_id TEXT, spawned_at TEXT)",
+        )
+        .unwrap();
+        conn.execute_batch(
+            "INSERT INTO agent_executions VALUES ('a', 'SPEC-KIT-2', '2020-01-01 00:00:00')",
+        )
+        .unwrap();
+        assert_eq!(
+            spec_ids(&conn).unwrap().into_iter().collect::<Vec<_>>(),
+            ["SPEC-KIT-2"]
+        );
+        let (found, _) = plan(&conn, "SPEC-KIT-2", i64::MAX).unwrap();
+        assert_eq!(found.execution_ids, ["a"]);
+    }
 }

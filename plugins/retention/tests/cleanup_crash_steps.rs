@@ -192,6 +192,7 @@ fn a_crash_at_any_step_loses_nothing_and_a_rerun_finishes_the_job() {
         Step::VerifyArchive,
         Step::RenameArchive,
         Step::SyncDir,
+        Step::WriteSidecar,
         Step::RecordArchive,
         Step::DeleteSource,
         Step::PurgeArchive,

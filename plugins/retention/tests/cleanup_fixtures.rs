@@ -17,20 +17,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+/// The fixtures folder (a missing one skips outside CI, saying why, and fails in CI).
 fn fixtures() -> Option<PathBuf> {
-    // `shared/` lies beside the repository: ../shared/fixtures from the workspace root.
-    let dir = std::env::var_os("SPECKIT_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures"));
-    if dir.join("upstream-evidence/MANIFEST.tsv").is_file() {
-        Some(dir)
-    } else {
-        eprintln!(
-            "note: upstream fixtures not found at {}; test skipped",
-            dir.display()
-        );
-        None
-    }
+    speckit_testkit::fixtures::optional("upstream-evidence/MANIFEST.tsv")?;
+    Some(speckit_testkit::fixtures::root())
 }
 
 struct Row {

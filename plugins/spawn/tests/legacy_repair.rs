@@ -123,9 +123,18 @@ fn build_old_layout(path: &std::path::Path) -> (i64, i64, i64) {
             .unwrap();
         }
     }
+    /// batch, agent, spawned_at, completed_at, response_text, extraction_error
+    type LegacyExecution<'a> = (
+        &'a str,
+        &'a str,
+        &'a str,
+        Option<&'a str>,
+        Option<&'a str>,
+        Option<&'a str>,
+    );
     let ae = "INSERT INTO agent_executions (agent_id, spec_id, stage, phase_type, agent_name, run_id, spawned_at, completed_at, response_text, extraction_error) VALUES (?1, 'SPEC-KIT-900', 'plan', 'regular_stage', ?2, ?3, ?4, ?5, ?6, ?7)";
     let ao = "INSERT INTO agent_outputs (run_id, agent_name, model_version, content, output_timestamp) VALUES (?1, ?2, NULL, ?3, 1800000000500)";
-    let rows: [(&str, &str, &str, Option<&str>, Option<&str>, Option<&str>); 4] = [
+    let rows: [LegacyExecution; 4] = [
         (
             BATCH_A,
             "gemini",

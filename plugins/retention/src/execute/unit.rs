@@ -16,6 +16,7 @@ use crate::fsutil;
 use crate::lock::{self, LockError};
 use crate::plan::{self, Action, ActionStatus, Unit};
 use crate::rows;
+use crate::sidecar;
 
 /// Records statuses on a unit's actions by kind and path.
 struct Statuses {
@@ -140,6 +141,7 @@ pub(super) fn run_unit(req: &ExecRequest<'_>, unit: &Unit) -> UnitOutcome {
         adopted_ids: HashMap::new(),
     };
     run.discard_temps();
+    run.repair_sidecars();
     run.adopt();
     run.purge();
     run.finish();
@@ -208,6 +210,45 @@ impl UnitRun<'_, '_> {
         }
     }
 
+    /// Writes again the sidecars the plan found missing or stale (it read those manifests
+    /// from the verified archives), so later plans need not read the archives. A failure
+    /// only costs that: it is a warning.
+    fn repair_sidecars(&mut self) {
+        for r in &self.unit.repair_sidecars {
+            let path = self.root.join(&r.path);
+            match fs::symlink_metadata(&path) {
+                Ok(meta) if meta.is_file() && meta.len() == r.bytes => {}
+                _ => continue, // changed or gone since the plan: the next plan looks again
+            }
+            match sidecar::write(&path, &r.sha256, r.bytes, &r.manifest, self.faults()) {
+                Ok(_) => {
+                    tracing::info!(spec = %self.unit.key, archive = %r.path, "wrote the missing manifest sidecar of a recorded archive")
+                }
+                Err(e) => self.warnings.push(format!(
+                    "{}: writing its manifest sidecar failed: {e} (plans read the manifest from the archive)",
+                    path.display()
+                )),
+            }
+        }
+    }
+
+    /// Writes an archive's sidecar before its record; a failure is a warning (the
+    /// manifest is in the archive, and readers fall back to it).
+    fn write_sidecar(
+        &mut self,
+        path: &Path,
+        sha256: &str,
+        bytes: u64,
+        manifest: &archive::Manifest,
+    ) {
+        if let Err(e) = sidecar::write(path, sha256, bytes, manifest, self.faults()) {
+            self.warnings.push(format!(
+                "{}: writing its manifest sidecar failed: {e}; recorded without it (plans read the manifest from the archive)",
+                path.display()
+            ));
+        }
+    }
+
     fn adopt(&mut self) {
         for ad in &self.unit.adopt {
             let path = self.root.join(&ad.path);
@@ -242,6 +283,7 @@ impl UnitRun<'_, '_> {
                     continue;
                 }
             }
+            self.write_sidecar(&path, &verified.sha256, verified.bytes, &verified.manifest);
             let (rel, manifest, sha, bytes) = (
                 ad.path.clone(),
                 verified.manifest.clone(),
@@ -297,6 +339,8 @@ impl UnitRun<'_, '_> {
             let removed = (|| -> io::Result<u64> {
                 fsutil::check_real_dir(self.root, rel_dir)?;
                 faults::check(self.faults(), Step::PurgeArchive, &path)?;
+                // The sidecar first: a crash never leaves one without its archive.
+                sidecar::remove(&path)?;
                 let meta = match fs::symlink_metadata(&path) {
                     Ok(m) => m,
                     Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
@@ -345,22 +389,45 @@ impl UnitRun<'_, '_> {
     }
 
     fn finish(&mut self) {
-        let mut verified: HashMap<String, Result<(), String>> = HashMap::new();
+        // Archive -> its verified members (path -> size, mtime, sha256): the plan's list
+        // came from a sidecar, so each file is checked against the archive itself.
+        type Held = HashMap<String, (u64, i64, String)>;
+        let mut verified: HashMap<String, Result<Held, String>> = HashMap::new();
         let mut dirs = BTreeSet::new();
         for f in &self.unit.finish {
-            let check = verified
-                .entry(f.archive.clone())
-                .or_insert_with(|| {
-                    archive::verify(&self.root.join(&f.archive))
-                        .map(|_| ())
-                        .map_err(|e| format!("{e}; its sources are kept"))
-                })
-                .clone();
-            if let Err(message) = check {
-                self.error(
+            let check = verified.entry(f.archive.clone()).or_insert_with(|| {
+                archive::verify(&self.root.join(&f.archive))
+                    .map(|v| {
+                        v.manifest
+                            .files
+                            .into_iter()
+                            .map(|m| (m.path, (m.size, m.mtime_ns, m.sha256)))
+                            .collect()
+                    })
+                    .map_err(|e| format!("{e}; its sources are kept"))
+            });
+            let held = match check {
+                Ok(held) => held.get(&f.file.path),
+                Err(message) => {
+                    let message = format!("{}: {message}", f.file.path);
+                    self.error(plan::ActionKind::DeleteArchived, &f.file.path, message);
+                    continue;
+                }
+            };
+            let same = held.is_some_and(|(size, mtime, sha)| {
+                *size == f.file.size && *mtime == f.file.mtime_ns && *sha == f.sha256
+            });
+            if !same {
+                let why = format!(
+                    "{} does not hold this file as its manifest sidecar said; kept",
+                    f.archive
+                );
+                self.warnings.push(format!("{}: {why}", f.file.path));
+                self.t.set(
                     plan::ActionKind::DeleteArchived,
                     &f.file.path,
-                    format!("{}: {message}", f.file.path),
+                    ActionStatus::Skipped,
+                    Some(why),
                 );
                 continue;
             }
@@ -541,14 +608,16 @@ impl UnitRun<'_, '_> {
         let Some(w) = outcome.written else {
             return false;
         };
-        // Record the verified archive and delete its rows, in one transaction.
+        // Its sidecar, then the record of the verified archive and the deletion of its
+        // rows, in one transaction.
+        let final_path = root.join(&w.path);
+        self.write_sidecar(&final_path, &w.sha256, w.bytes, &w.manifest);
         let (rel_s, manifest, sha, bytes) = (
             w.path.clone(),
             w.manifest.clone(),
             w.sha256.clone(),
             w.bytes,
         );
-        let final_path = root.join(&w.path);
         let recorded = faults::check(self.faults(), Step::RecordArchive, &final_path)
             .map_err(RetentionError::io(&final_path))
             .and_then(|()| {

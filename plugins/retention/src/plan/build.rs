@@ -17,6 +17,7 @@ use crate::catalog;
 use crate::error::RetentionError;
 use crate::layout::{self, Skipped};
 use crate::rows::{self, RowsPlan};
+use crate::sidecar;
 use crate::tracker::{Activity, Trackers};
 
 /// Whether a SPEC may be touched.
@@ -211,7 +212,9 @@ pub fn build(req: &PlanRequest<'_>) -> Result<Plan, RetentionError> {
         .collect();
 
     // 2. Archives on disk and in the database.
-    let recorded = req.storage.read_blocking(catalog::unpurged)?;
+    // No table, or no database at all (a dry run on a host database retention never
+    // ran on): nothing is recorded.
+    let recorded = catalog::read(req.storage, catalog::unpurged)?;
     let recorded_paths: BTreeSet<&str> = recorded.iter().map(|r| r.path.as_str()).collect();
     let mut units: BTreeMap<String, Unit> = BTreeMap::new();
     let archives_root = req.root.join(archive::ARCHIVES_DIR);
@@ -246,8 +249,11 @@ pub fn build(req: &PlanRequest<'_>) -> Result<Plan, RetentionError> {
                         continue;
                     }
                     let relative = format!("{}/{name}/{file_name}", archive::ARCHIVES_DIR);
-                    if archive::is_temp_name(&file_name) {
+                    if archive::is_temp_name(&file_name) || sidecar::is_temp_name(&file_name) {
                         disk_temps.push((name.clone(), relative));
+                    } else if sidecar::is_sidecar_name(&file_name) {
+                        // An archive's manifest sidecar: read with its archive, purged
+                        // with it; neither an archive nor a leftover.
                     } else if archive::is_archive_name(&file_name) && !recorded_paths.contains(relative.as_str()) {
                         disk_archives.push((name.clone(), relative));
                     }
@@ -330,10 +336,21 @@ pub fn build(req: &PlanRequest<'_>) -> Result<Plan, RetentionError> {
         let Some(k) = unit_for(&mut units, &mut decider, &mut exempt, req.only, key) else {
             continue;
         };
-        let members = req
-            .storage
-            .read_blocking(|conn| catalog::file_members_of(conn, key))?;
+        // Which eligible files recorded archives already hold: from the archives'
+        // sidecars (or the archives themselves), not from the database.
+        let held = if scan.eligible.is_empty() {
+            catalog::HeldFiles::default()
+        } else {
+            catalog::file_members_of(req.root, &recorded, key)
+        };
+        plan.warnings.extend(held.warnings);
+        let members = held.members;
         let unit = units.get_mut(&k).expect("unit");
+        for repair in held.repairs {
+            if !unit.purge.iter().any(|p| p.path == repair.path) {
+                unit.repair_sidecars.push(repair);
+            }
+        }
         // Members of archives adopted in this run count as recorded.
         let mut adopted: HashMap<&str, (&str, &archive::Member)> = HashMap::new();
         for ad in &unit.adopt {
@@ -397,7 +414,7 @@ pub fn build(req: &PlanRequest<'_>) -> Result<Plan, RetentionError> {
     // 4. Database rows.
     if retention.archive_database_rows {
         let cutoff_ms = archive_cutoff.timestamp_millis();
-        let spec_ids = req.storage.read_blocking(rows::spec_ids)?;
+        let spec_ids = catalog::read(req.storage, rows::spec_ids)?;
         for spec_id in spec_ids {
             let (tracker_id, decision) = decider.decide(&spec_id);
             if !selected(req.only, &spec_id, &tracker_id) {
@@ -406,9 +423,8 @@ pub fn build(req: &PlanRequest<'_>) -> Result<Plan, RetentionError> {
             if matches!(decision, Decision::Exempt(_)) {
                 continue; // rows of an exempt SPEC are left alone like its files
             }
-            let (rows_plan, undated) = req
-                .storage
-                .read_blocking(|conn| rows::plan(conn, &spec_id, cutoff_ms))?;
+            let (rows_plan, undated) =
+                catalog::read(req.storage, |conn| rows::plan(conn, &spec_id, cutoff_ms))?;
             if rows_plan.is_empty() && undated == 0 {
                 continue;
             }

@@ -289,12 +289,31 @@ pub fn archive_records(storage: &Storage) -> Vec<(String, i64, i64, bool)> {
         .unwrap()
 }
 
+/// A time as the host writes it: `datetime('now')` text, or (`old`) RFC 3339.
+pub fn host_time(at: DateTime<Utc>, old: bool) -> String {
+    if old {
+        at.to_rfc3339()
+    } else {
+        at.format("%Y-%m-%d %H:%M:%S").to_string()
+    }
+}
+
 /// Adds upstream-shaped rows to the database: per (spec, stage, age days) a run with one
-/// output, and an agent execution spawned then.
+/// output, and an agent execution spawned then. In the host's formats: stage names
+/// `spec-<stage>`, ms timestamps for runs and outputs, and `spawned_at`/`completed_at` as
+/// SQLite's `datetime('now')` text (`2026-03-01 12:00:00`, UTC); every second execution
+/// carries the RFC 3339 text of the host's older releases instead.
 pub fn add_rows(storage: &Storage, rows: &[(&str, &str, i64)]) {
     let rows: Vec<(String, String, i64)> = rows
         .iter()
-        .map(|(a, b, c)| (a.to_string(), b.to_string(), *c))
+        .map(|(a, b, c)| {
+            let stage = if b.starts_with("spec-") {
+                b.to_string()
+            } else {
+                format!("spec-{b}")
+            };
+            (a.to_string(), stage, *c)
+        })
         .collect();
     let at = now();
     storage
@@ -314,7 +333,7 @@ pub fn add_rows(storage: &Storage, rows: &[(&str, &str, i64)]) {
                 .map_err(|e| speckit_engine::StorageError::Other(e.to_string()))?;
                 tx.execute(
                     "INSERT INTO agent_executions (agent_id, spec_id, stage, phase_type, agent_name, run_id, spawned_at, completed_at, response_text) VALUES (?1, ?2, ?3, 'agent', 'gemini', ?4, ?5, ?5, ?6)",
-                    rusqlite::params![format!("agent-{spec}-{i}"), spec, stage, run_id.to_string(), ts.to_rfc3339(), "x".repeat(200)],
+                    rusqlite::params![format!("agent-{spec}-{i}"), spec, stage, run_id.to_string(), host_time(ts, i % 2 == 1), "x".repeat(200)],
                 )
                 .map_err(|e| speckit_engine::StorageError::Other(e.to_string()))?;
             }

@@ -69,19 +69,10 @@ pub fn gnu_find_sum(dir: &Path) -> Option<(u64, u64)> {
     Some((sizes.iter().sum(), sizes.len() as u64))
 }
 
-/// The real upstream fixtures, read in place; `None` (and a note) when they are absent.
+/// The real upstream fixtures, read in place; `None` (and a note) when they are absent
+/// outside CI; in CI a missing fixture fails the test.
 pub fn fixtures() -> Option<PathBuf> {
-    let dir =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/upstream-evidence");
-    if dir.is_dir() {
-        Some(dir)
-    } else {
-        eprintln!(
-            "note: skipped: the upstream fixtures are not at {}",
-            dir.display()
-        );
-        None
-    }
+    speckit_testkit::fixtures::optional("upstream-evidence")
 }
 
 /// Runs `f` without root's power to ignore permission bits, so that a `chmod 000` folder

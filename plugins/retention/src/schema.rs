@@ -1,0 +1,86 @@
+//! The retention plugin's own tables in the host's database, versioned under the component
+//! name `retention` in `hygiene_schema_versions` (never in `PRAGMA user_version`).
+//!
+//! One row per archive, whatever the number of files in it: the per-member manifest lives
+//! in the archive (`MANIFEST.json`) and in a sidecar file beside it (see
+//! [`crate::sidecar`]), not in the host's database. Version 1 drops
+//! `hygiene_archive_members`, the one-row-per-member table of speckit-hygiene 0.1 (137k
+//! archived files grew a host database by 35.7 MB); every member it listed is in the
+//! archive it described.
+//!
+//! Readers must expect these tables to be missing: a read-only open (dry runs), or a host
+//! database the plugin never ran on.
+
+use rusqlite::Connection;
+use speckit_engine::storage::{ComponentSchema, Migration};
+
+/// The table of archive records.
+pub const ARCHIVES_TABLE: &str = "hygiene_archives";
+
+pub static RETENTION_SCHEMA: ComponentSchema = ComponentSchema {
+    component: "retention",
+    migrations: &[Migration {
+        version: 1,
+        name: "archive records, one row per archive",
+        apply: retention_v1,
+    }],
+};
+
+fn retention_v1(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute_batch(
+        r#"
+-- One row per verified archive; kept (with purged_at) after the file is purged. The list
+-- of members is in the archive (MANIFEST.json) and its sidecar, never here.
+CREATE TABLE IF NOT EXISTS hygiene_archives (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    -- the SPEC folder (or database SPEC-ID) the archive belongs to
+    spec_id TEXT NOT NULL,
+    -- relative to the evidence root: cleanup/archives/<SPEC>/<name>.tar.zst
+    path TEXT NOT NULL UNIQUE,
+    -- ms since the epoch, from the manifest
+    created_at INTEGER NOT NULL,
+    -- size of the archive file, and sha256 of its bytes
+    bytes INTEGER NOT NULL,
+    member_count INTEGER NOT NULL,
+    source_bytes INTEGER NOT NULL,
+    sha256 TEXT NOT NULL,
+    db_rows INTEGER NOT NULL DEFAULT 0,
+    -- 'written' by cleanup, or 'adopted': found verified on disk without a record
+    origin TEXT NOT NULL DEFAULT 'written',
+    -- ms since the epoch; NULL while the file exists
+    purged_at INTEGER
+);
+CREATE INDEX IF NOT EXISTS idx_hygiene_archives_spec ON hygiene_archives(spec_id, purged_at);
+-- speckit-hygiene 0.1 kept one row per archive member here.
+DROP TABLE IF EXISTS hygiene_archive_members;
+"#,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn version_1_creates_the_records_and_drops_the_old_member_table() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(
+            "CREATE TABLE hygiene_archive_members (archive_id INTEGER, path TEXT, size INTEGER, mtime INTEGER, sha256 TEXT);
+             INSERT INTO hygiene_archive_members VALUES (1, 'commands/S/a.json', 1, 0, 'x');",
+        )
+        .unwrap();
+        retention_v1(&conn).unwrap();
+        retention_v1(&conn).unwrap(); // idempotent
+        let names: Vec<String> = conn
+            .prepare(
+                "SELECT name FROM sqlite_master WHERE name LIKE 'hygiene_archive%' ORDER BY name",
+            )
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(names, ["hygiene_archives"]);
+        assert_eq!(RETENTION_SCHEMA.latest_version(), 1);
+    }
+}
