@@ -35,14 +35,14 @@ readiness = { line = "READY" }
 TOML
 db="$ws/consensus_artifacts.db"
 version() { python3 -c "import sqlite3,sys; print(sqlite3.connect('file:'+sys.argv[1]+'?mode=ro', uri=True).execute('pragma user_version').fetchone()[0])" "$db"; }
-digest() { sha256sum "$db" | cut -c1-12; }
-printf '%-36s %-7s %-7s %-5s %s\n' command before after exit "file"
+digest() { { cat "$db"; cat "$db-wal" 2>/dev/null || true; } | sha256sum | cut -c1-12; }
+printf '%-40s %-7s %-7s %-5s %s\n' command before after exit "database (file + WAL)"
 while IFS= read -r cmd; do
     b=$(version); d=$(digest)
     set +e; $bin --config "$ws/speckit.toml" $cmd >/dev/null 2>&1; code=$?; set -e
     a=$(version)
     [ "$(digest)" = "$d" ] && changed=unchanged || changed=written
-    printf '%-36s %-7s %-7s %-5s %s\n' "$cmd" "$b" "$a" "$code" "$changed"
+    printf '%-40s %-7s %-7s %-5s %s\n' "$cmd" "$b" "$a" "$code" "$changed"
 done <<'CMDS'
 check
 plugins
