@@ -371,7 +371,7 @@ fn slowest(label: &str, runs: &[(&HostRun, u64, u64)]) {
             }
         }
     }
-    all.sort_by(|a, b| b.0.cmp(&a.0));
+    all.sort_by_key(|b| std::cmp::Reverse(b.0));
     let text: Vec<String> = all
         .iter()
         .take(3)
