@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_speckit-hygiene");
 
@@ -274,18 +274,24 @@ fn sigkill_at_random_points_loses_nothing_and_a_rerun_finishes() {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let now = Utc::now();
 
-    // The uninterrupted run, and how long it takes.
-    let reference_ws = workspace(now);
-    let started = Instant::now();
-    let out = cleanup(&reference_ws).output().unwrap();
-    let full = started.elapsed();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let reference = end_state(&reference_ws);
+    // The uninterrupted run, and how long it takes: the fastest of three, so a slow first
+    // run (cold caches, a busy machine) does not put most kills after the end.
+    let mut full = Duration::MAX;
+    let mut reference = None;
+    for _ in 0..3 {
+        let reference_ws = workspace(now);
+        let started = Instant::now();
+        let out = cleanup(&reference_ws).output().unwrap();
+        full = full.min(started.elapsed());
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        reference = Some(end_state(&reference_ws));
+    }
+    let reference = reference.expect("three reference runs");
     assert!(!reference.member_sets.is_empty());
 
     let mut killed_mid_run = 0;

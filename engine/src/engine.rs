@@ -36,6 +36,9 @@ pub struct EngineOptions {
     /// Open the database read-only (dry runs and reporting commands): nothing is created
     /// or written, not even a job-run row.
     pub read_only: bool,
+    /// Refuse to create a database that does not exist (`StorageError::Missing`), for
+    /// commands that only make sense on an existing one (`vacuum`).
+    pub database_must_exist: bool,
 }
 
 impl EngineOptions {
@@ -47,6 +50,7 @@ impl EngineOptions {
             clock: Arc::new(SystemClock),
             engine_id: None,
             read_only: false,
+            database_must_exist: false,
         }
     }
 }
@@ -149,7 +153,8 @@ impl Engine {
                 return Err(e);
             }
         };
-        let storage_opts = storage_options(&first.0.policy);
+        let mut storage_opts = storage_options(&first.0.policy);
+        storage_opts.create_if_missing = !options.database_must_exist;
         let read_only = options.read_only;
         let storage = tokio::task::spawn_blocking(move || {
             if read_only {
@@ -397,7 +402,6 @@ impl Engine {
             Err(e) => (JobOutcome::Failed, None, Some(e.to_string())),
         };
         let finished_at = clock.now().timestamp_millis();
-        let report_json = serde_json::json!({ "report": report, "error": error }).to_string();
         let outcome_label = match outcome {
             JobOutcome::Succeeded => "succeeded",
             JobOutcome::Failed => "failed",
@@ -405,7 +409,14 @@ impl Engine {
         };
         let retention = HistoryBounds::of(&self.policy().policy.schedule, finished_at);
         if let Err(e) = history
-            .finished(recorded, finished_at, outcome_label, report_json, retention)
+            .finished(
+                recorded,
+                finished_at,
+                outcome_label,
+                report.as_ref(),
+                error.as_deref(),
+                retention,
+            )
             .await
         {
             tracing::error!(job, run_id, "could not record the job's report: {e}");

@@ -5,7 +5,8 @@
 use anyhow::Result;
 use clap::Args;
 
-use super::{print_job, run_job, start_engine, Access, GlobalArgs, EXIT_OK};
+use super::{engine_options, print_job, run_job, Access, GlobalArgs, EXIT_OK};
+use speckit_engine::{Engine, EngineError, StorageError};
 use speckit_vacuum::VacuumReport;
 
 #[derive(Debug, Args)]
@@ -23,21 +24,26 @@ pub struct VacuumArgs {
 }
 
 pub async fn vacuum(global: &GlobalArgs, args: VacuumArgs) -> Result<u8> {
-    // A dry run, or a database that does not exist, opens read-only: nothing is created.
-    let mut engine = start_engine(global, Access::ReadOnly).await?;
-    if !engine.storage().exists() {
-        let path = engine.storage().path().to_path_buf();
-        engine.shutdown(std::time::Duration::from_secs(5)).await;
-        eprintln!(
-            "no database at {}: nothing to vacuum (nothing was created)",
-            path.display()
-        );
-        return Ok(EXIT_OK);
-    }
-    if !args.dry_run {
-        engine.shutdown(std::time::Duration::from_secs(5)).await;
-        engine = start_engine(global, Access::ReadWrite).await?;
-    }
+    // A dry run opens read-only; neither creates a database that does not exist.
+    let mut options = engine_options(
+        global,
+        if args.dry_run {
+            Access::ReadOnly
+        } else {
+            Access::ReadWrite
+        },
+    );
+    options.database_must_exist = true;
+    let engine = match Engine::start(options, speckit_hygiene::builtin_plugins()).await {
+        Err(EngineError::Storage(StorageError::Missing { path })) => {
+            eprintln!(
+                "no database at {}: nothing to vacuum (nothing was created)",
+                path.display()
+            );
+            return Ok(EXIT_OK);
+        }
+        started => started?,
+    };
     let mut run = run_job(
         &engine,
         "vacuum",

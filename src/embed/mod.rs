@@ -10,7 +10,7 @@
 
 mod claim;
 mod error;
-pub mod history;
+pub use speckit_engine::history;
 mod schedule;
 
 use std::path::{Path, PathBuf};

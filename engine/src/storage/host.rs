@@ -83,9 +83,8 @@ pub const HOST_INDEXES: &[&str] = &[
 
 /// Whether any of the host's tables, columns or indexes is missing.
 pub fn incomplete(conn: &Connection) -> rusqlite::Result<bool> {
-    let mut stmt = conn.prepare_cached("SELECT count(*) FROM sqlite_master WHERE name = ?1")?;
     for name in HOST_TABLES.iter().chain(HOST_INDEXES) {
-        if stmt.query_row([name], |r| r.get::<_, i64>(0))? == 0 {
+        if !super::schema::object_exists(conn, name)? {
             return Ok(true);
         }
     }

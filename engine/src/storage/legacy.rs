@@ -22,7 +22,7 @@
 
 use rusqlite::Connection;
 
-use super::schema::table_exists;
+use super::schema::{object_exists, table_exists};
 
 /// The markers of 0.1's migrations 1-4, in order.
 const MARKERS: &[(i64, &str)] = &[
@@ -51,15 +51,6 @@ pub fn may_need_repair(conn: &Connection) -> rusqlite::Result<bool> {
         }
     }
     Ok(false)
-}
-
-fn object_exists(conn: &Connection, name: &str) -> rusqlite::Result<bool> {
-    conn.query_row(
-        "SELECT count(*) FROM sqlite_master WHERE name = ?1",
-        [name],
-        |r| r.get::<_, i64>(0),
-    )
-    .map(|n| n > 0)
 }
 
 /// Inside a write transaction: gives the host its version back and drops 0.1's duplicate

@@ -71,6 +71,9 @@ pub struct StorageOptions {
     pub retry: RetryPolicy,
     /// How many read connections may be kept open.
     pub read_pool_size: usize,
+    /// Create the file (and its folder) when it does not exist; when false, a read-write
+    /// open of a missing file fails with [`StorageError::Missing`] and creates nothing.
+    pub create_if_missing: bool,
 }
 
 impl StorageOptions {
@@ -82,6 +85,7 @@ impl StorageOptions {
             journal_size_limit_bytes: 64 * 1024 * 1024,
             retry: RetryPolicy::default(),
             read_pool_size: 4,
+            create_if_missing: true,
         }
     }
 }
@@ -102,7 +106,7 @@ pub enum StorageError {
         path: PathBuf,
         cause: rusqlite::Error,
     },
-    #[error("database {path} does not exist (nothing was created: this command only reads)")]
+    #[error("database {path} does not exist (nothing was created)")]
     Missing { path: PathBuf },
     #[error("{path} is not a SQLite database (or is encrypted or corrupt)")]
     NotADatabase { path: PathBuf },
@@ -272,6 +276,9 @@ impl Storage {
     pub fn open(options: StorageOptions) -> Result<Self, StorageError> {
         check_sqlite_version()?;
         let path = options.path.clone();
+        if !options.create_if_missing && !path.exists() {
+            return Err(StorageError::Missing { path });
+        }
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).map_err(|cause| StorageError::CreateDir {
                 path: parent.to_path_buf(),
@@ -305,11 +312,16 @@ impl Storage {
     /// Opens the database for reading only: nothing is created (not the file, not a table),
     /// no pragma that writes is set, and every write is refused. When the file does not
     /// exist, the storage says so on every read ([`StorageError::Missing`]) and
-    /// [`Storage::exists`] is false.
+    /// [`Storage::exists`] is false (or, with `create_if_missing = false`, the open fails
+    /// with that error).
     pub fn open_read_only(options: StorageOptions) -> Result<Self, StorageError> {
         check_sqlite_version()?;
         let path = options.path.clone();
         if !path.exists() {
+            // Nothing is created either way; `create_if_missing = false` makes it an error.
+            if !options.create_if_missing {
+                return Err(StorageError::Missing { path });
+            }
             return Self::start(options, None, Some(WriteRefusal::ReadOnlyOpen), true);
         }
         let conn = with_open_retry(&options, || open_connection(&options, Role::Reader))?;
@@ -760,27 +772,12 @@ fn configure_writer(conn: &Connection, options: &StorageOptions) -> Result<(), S
 /// storage's backoff; any other error is returned at once.
 fn with_open_retry<T>(
     options: &StorageOptions,
-    mut op: impl FnMut() -> Result<T, StorageError>,
+    op: impl FnMut() -> Result<T, StorageError>,
 ) -> Result<T, StorageError> {
-    let started = std::time::Instant::now();
-    let attempts = options.retry.max_attempts.max(1);
-    for attempt in 1..=attempts {
-        match op() {
-            Err(e) if attempt < attempts && e.sqlite().is_some_and(is_transient) => {
-                tracing::debug!(database = %options.path.display(), attempt, "database busy at open; retrying: {e}");
-                std::thread::sleep(options.retry.backoff(attempt));
-            }
-            Err(e) if e.sqlite().is_some_and(is_transient) => {
-                return Err(StorageError::Busy {
-                    path: options.path.clone(),
-                    attempts,
-                    waited_ms: started.elapsed().as_millis() as u64,
-                })
-            }
-            other => return other,
-        }
-    }
-    unreachable!("the last attempt returns")
+    options
+        .retry
+        .run(&options.path, &StorageCounters::default(), op)
+        .map_err(|e| e.into_storage_error_with(&options.path, |permanent| permanent))
 }
 
 /// `PRAGMA quick_check`: `None` when the database is sound, else why writes are refused.
@@ -842,38 +839,15 @@ fn migrate_component(
         return Ok(());
     }
     let now_ms = chrono::Utc::now().timestamp_millis();
-    let counters = StorageCounters::default();
-    let begin = |c: &Connection| {
+    let begin_immediate = |c: &Connection| {
         options
             .retry
-            .run(path, &counters, || c.execute_batch("BEGIN IMMEDIATE"))
-            .map_err(|e| match e {
-                retry::RetryError::Permanent(cause) => cause,
-                retry::RetryError::Exhausted { .. } => rusqlite::Error::SqliteFailure(
-                    rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY),
-                    Some("still locked by another process after every retry".into()),
-                ),
+            .run(path, &StorageCounters::default(), || {
+                c.execute_batch("BEGIN IMMEDIATE")
             })
+            .map_err(|e| e.into_storage_error(path))
     };
-    schema::migrate(conn, schema, now_ms, &begin).map_err(|problem| match problem {
-        schema::SchemaProblem::TooNew { found, known } => StorageError::SchemaTooNew {
-            path: path.clone(),
-            component: schema.component,
-            found,
-            known,
-        },
-        schema::SchemaProblem::Failed {
-            version,
-            name,
-            cause,
-        } => StorageError::Migration {
-            path: path.clone(),
-            component: schema.component,
-            version,
-            name,
-            cause: Box::new(cause),
-        },
-    })
+    schema::migrate(conn, path, schema, now_ms, &begin_immediate)
 }
 
 #[cfg(test)]

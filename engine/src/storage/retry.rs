@@ -36,28 +36,56 @@ impl Default for RetryPolicy {
     }
 }
 
+/// An error that says whether trying again later may succeed.
+pub trait Transient {
+    fn is_transient(&self) -> bool;
+}
+
+impl Transient for rusqlite::Error {
+    fn is_transient(&self) -> bool {
+        is_transient(self)
+    }
+}
+
+impl Transient for StorageError {
+    fn is_transient(&self) -> bool {
+        self.sqlite().is_some_and(is_transient)
+    }
+}
+
 /// Why a retried operation finally failed.
 #[derive(Debug)]
-pub enum RetryError {
+pub enum RetryError<E = rusqlite::Error> {
     /// Still busy after every attempt.
     Exhausted { attempts: u32, waited: Duration },
     /// A permanent error, returned on the attempt that met it.
-    Permanent(rusqlite::Error),
+    Permanent(E),
 }
 
-impl RetryError {
-    pub fn into_storage_error(self, path: &Path) -> StorageError {
+impl<E> RetryError<E> {
+    /// [`StorageError::Busy`] for an exhausted budget, else the permanent error mapped.
+    pub fn into_storage_error_with(
+        self,
+        path: &Path,
+        permanent: impl FnOnce(E) -> StorageError,
+    ) -> StorageError {
         match self {
             RetryError::Exhausted { attempts, waited } => StorageError::Busy {
                 path: path.to_path_buf(),
                 attempts,
                 waited_ms: waited.as_millis() as u64,
             },
-            RetryError::Permanent(cause) => StorageError::Sqlite {
-                path: path.to_path_buf(),
-                cause,
-            },
+            RetryError::Permanent(e) => permanent(e),
         }
+    }
+}
+
+impl RetryError {
+    pub fn into_storage_error(self, path: &Path) -> StorageError {
+        self.into_storage_error_with(path, |cause| StorageError::Sqlite {
+            path: path.to_path_buf(),
+            cause,
+        })
     }
 }
 
@@ -73,24 +101,24 @@ impl RetryPolicy {
     }
 
     /// Runs `op` until it succeeds, fails permanently, or the attempts run out.
-    pub fn run<T>(
+    pub fn run<T, E: Transient + std::fmt::Display>(
         &self,
         path: &Path,
         counters: &StorageCounters,
-        mut op: impl FnMut() -> rusqlite::Result<T>,
-    ) -> Result<T, RetryError> {
+        mut op: impl FnMut() -> Result<T, E>,
+    ) -> Result<T, RetryError<E>> {
         let started = Instant::now();
         let attempts = self.max_attempts.max(1);
         for attempt in 0..attempts {
             match op() {
                 Ok(value) => return Ok(value),
-                Err(e) if is_transient(&e) && attempt + 1 < attempts => {
+                Err(e) if e.is_transient() && attempt + 1 < attempts => {
                     counters.busy_retries.fetch_add(1, Ordering::Relaxed);
                     let delay = self.backoff(attempt);
                     tracing::debug!(database = %path.display(), attempt = attempt + 1, ?delay, error = %e, "database busy; retrying");
                     std::thread::sleep(delay);
                 }
-                Err(e) if is_transient(&e) => {
+                Err(e) if e.is_transient() => {
                     counters.busy_failures.fetch_add(1, Ordering::Relaxed);
                     return Err(RetryError::Exhausted {
                         attempts,
@@ -138,13 +166,14 @@ mod tests {
     fn permanent_error_is_not_retried() {
         let counters = StorageCounters::default();
         let mut calls = 0;
-        let out: Result<(), _> = RetryPolicy::default().run(Path::new("x.db"), &counters, || {
-            calls += 1;
-            Err(rusqlite::Error::SqliteFailure(
-                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CONSTRAINT),
-                None,
-            ))
-        });
+        let out: Result<(), RetryError> =
+            RetryPolicy::default().run(Path::new("x.db"), &counters, || {
+                calls += 1;
+                Err(rusqlite::Error::SqliteFailure(
+                    rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CONSTRAINT),
+                    None,
+                ))
+            });
         assert!(matches!(out, Err(RetryError::Permanent(_))));
         assert_eq!(calls, 1);
         assert_eq!(counters.busy_retries.load(Ordering::Relaxed), 0);
@@ -158,7 +187,7 @@ mod tests {
             base_delay: Duration::from_micros(1),
             max_delay: Duration::from_micros(1),
         };
-        let out: Result<(), _> = policy.run(Path::new("x.db"), &counters, || Err(busy()));
+        let out: Result<(), RetryError> = policy.run(Path::new("x.db"), &counters, || Err(busy()));
         assert!(matches!(
             out,
             Err(RetryError::Exhausted { attempts: 3, .. })

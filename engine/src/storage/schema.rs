@@ -7,6 +7,9 @@
 //! Append new migrations with the next number; never edit a released one.
 
 use rusqlite::{params, Connection, OptionalExtension};
+use std::path::Path;
+
+use super::StorageError;
 
 /// One step of a component's schema.
 pub struct Migration {
@@ -31,19 +34,6 @@ impl ComponentSchema {
     }
 }
 
-/// Why a component's schema could not be brought up to date.
-#[derive(Debug)]
-pub enum SchemaProblem {
-    /// The database holds a newer version than this build knows.
-    TooNew { found: i64, known: i64 },
-    /// A migration failed (its transaction was rolled back).
-    Failed {
-        version: i64,
-        name: &'static str,
-        cause: rusqlite::Error,
-    },
-}
-
 const VERSIONS_TABLE: &str = "CREATE TABLE IF NOT EXISTS hygiene_schema_versions (
     -- `engine`, or the name of the plugin that owns the tables
     component TEXT PRIMARY KEY,
@@ -55,12 +45,18 @@ const VERSIONS_TABLE: &str = "CREATE TABLE IF NOT EXISTS hygiene_schema_versions
 
 /// Whether a table (or view) exists in the main database.
 pub fn table_exists(conn: &Connection, name: &str) -> rusqlite::Result<bool> {
-    conn.query_row(
+    conn.prepare_cached(
         "SELECT count(*) FROM sqlite_master WHERE type IN ('table', 'view') AND name = ?1",
-        [name],
-        |r| r.get::<_, i64>(0),
-    )
+    )?
+    .query_row([name], |r| r.get::<_, i64>(0))
     .map(|n| n > 0)
+}
+
+/// Whether any schema object (table, index, view, trigger) of that name exists.
+pub fn object_exists(conn: &Connection, name: &str) -> rusqlite::Result<bool> {
+    conn.prepare_cached("SELECT count(*) FROM sqlite_master WHERE name = ?1")?
+        .query_row([name], |r| r.get::<_, i64>(0))
+        .map(|n| n > 0)
 }
 
 /// The component's recorded version (0 when it has none, or no versions table exists).
@@ -84,43 +80,52 @@ pub fn is_current(conn: &Connection, schema: &ComponentSchema) -> rusqlite::Resu
 }
 
 /// Applies every migration of `schema` newer than its recorded version, each in its own
-/// `BEGIN IMMEDIATE` transaction. `begin_immediate` runs that `BEGIN` (the caller retries it
-/// on another process's lock).
+/// `BEGIN IMMEDIATE` transaction, opened by `begin_immediate` (which retries it on another
+/// process's lock).
 pub fn migrate(
     conn: &Connection,
-    schema: &ComponentSchema,
+    path: &Path,
+    schema: &'static ComponentSchema,
     now_ms: i64,
-    begin_immediate: &dyn Fn(&Connection) -> rusqlite::Result<()>,
-) -> Result<(), SchemaProblem> {
+    begin_immediate: &dyn Fn(&Connection) -> Result<(), StorageError>,
+) -> Result<(), StorageError> {
     for migration in schema.migrations {
-        let fail = |cause| SchemaProblem::Failed {
-            version: migration.version,
-            name: migration.name,
-            cause,
-        };
-        begin_immediate(conn).map_err(fail)?;
-        match apply_one(conn, schema, migration, now_ms) {
-            Ok(applied) => {
-                if let Err(e) = conn.execute_batch("COMMIT") {
-                    let _ = conn.execute_batch("ROLLBACK");
-                    return Err(fail(e));
-                }
-                if applied {
-                    tracing::info!(
-                        component = schema.component,
-                        version = migration.version,
-                        name = migration.name,
-                        "applied schema migration"
-                    );
-                }
-            }
-            Err(problem) => {
+        begin_immediate(conn)?;
+        let applied = apply_one(conn, path, schema, migration, now_ms).and_then(|applied| {
+            conn.execute_batch("COMMIT")
+                .map_err(|cause| failed(path, schema, migration, cause))?;
+            Ok(applied)
+        });
+        match applied {
+            Ok(true) => tracing::info!(
+                component = schema.component,
+                version = migration.version,
+                name = migration.name,
+                "applied schema migration"
+            ),
+            Ok(false) => {}
+            Err(e) => {
                 let _ = conn.execute_batch("ROLLBACK");
-                return Err(problem);
+                return Err(e);
             }
         }
     }
     Ok(())
+}
+
+fn failed(
+    path: &Path,
+    schema: &'static ComponentSchema,
+    migration: &Migration,
+    cause: rusqlite::Error,
+) -> StorageError {
+    StorageError::Migration {
+        path: path.to_path_buf(),
+        component: schema.component,
+        version: migration.version,
+        name: migration.name,
+        cause: Box::new(cause),
+    }
 }
 
 /// One migration inside the open transaction; `Ok(false)` when it was already applied.
@@ -128,19 +133,18 @@ pub fn migrate(
 /// migration since we last looked.
 fn apply_one(
     conn: &Connection,
-    schema: &ComponentSchema,
+    path: &Path,
+    schema: &'static ComponentSchema,
     migration: &Migration,
     now_ms: i64,
-) -> Result<bool, SchemaProblem> {
-    let fail = |cause| SchemaProblem::Failed {
-        version: migration.version,
-        name: migration.name,
-        cause,
-    };
+) -> Result<bool, StorageError> {
+    let fail = |cause| failed(path, schema, migration, cause);
     conn.execute_batch(VERSIONS_TABLE).map_err(fail)?;
     let current = recorded_version(conn, schema.component).map_err(fail)?;
     if current > schema.latest_version() {
-        return Err(SchemaProblem::TooNew {
+        return Err(StorageError::SchemaTooNew {
+            path: path.to_path_buf(),
+            component: schema.component,
             found: current,
             known: schema.latest_version(),
         });

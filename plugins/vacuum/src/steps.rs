@@ -152,12 +152,7 @@ impl Maintenance {
 fn retried(ctx: &StepCtx, conn: &Connection, sql: &'static str) -> Result<(), StorageError> {
     ctx.retry
         .run(&ctx.path, &ctx.counters, || conn.execute_batch(sql))
-        .map_err(|e| match e {
-            speckit_engine::storage::retry::RetryError::Permanent(source) => {
-                classify(&ctx.path, source)
-            }
-            exhausted => exhausted.into_storage_error(&ctx.path),
-        })
+        .map_err(|e| e.into_storage_error_with(&ctx.path, |cause| classify(&ctx.path, cause)))
 }
 
 /// Counts gathered inside a chunk's transaction.
