@@ -156,13 +156,15 @@ fn write_old_archives(
                         .into_owned(),
                     size: meta.len(),
                     mtime_ns: speckit_retention::fsutil::meta_mtime_ns(&meta),
+                    identity: None,
                 })
             })
             .collect::<std::io::Result<_>>()?;
         let name = archive::archive_name(spec, created_at.date_naive(), &sources, &[]);
         let relative = archive::spec_dir(spec).join(name);
+        let staging_tree = speckit_retention::folder::Tree::open(&staging)?;
         let out = archive::write(archive::WriteRequest {
-            root: &staging,
+            tree: &staging_tree,
             relative: &relative,
             spec,
             created_at,

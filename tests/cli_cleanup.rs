@@ -15,6 +15,11 @@ struct Ws {
 }
 
 fn workspace(max_removal_fraction: f64) -> Ws {
+    workspace_aged(max_removal_fraction, 2)
+}
+
+/// Like [`workspace`], with the newest evidence file `newest_days` old.
+fn workspace_aged(max_removal_fraction: f64, newest_days: i64) -> Ws {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("evidence");
     let specs: Vec<_> = [
@@ -28,7 +33,7 @@ fn workspace(max_removal_fraction: f64) -> Ws {
         files_per_kind: *n,
         file_bytes: 900,
         oldest_age: chrono::Duration::days(150),
-        newest_age: chrono::Duration::days(2),
+        newest_age: chrono::Duration::days(newest_days),
     })
     .collect();
     speckit_testkit::evidence::generate(&root, &specs, Utc::now()).unwrap();
@@ -204,19 +209,41 @@ fn a_file_error_names_the_path_and_exits_1() {
 }
 
 #[test]
-fn a_plan_removing_too_much_exits_1_unless_forced() {
+fn a_large_first_cleanup_is_allowed_and_says_what_it_did() {
+    // Most files of the tree are old and finished: archiving them is verified and
+    // restorable, so max_removal_fraction does not stop it.
     let ws = workspace(0.05);
+    let out = hygiene(&ws, &["cleanup"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("first cleanup: archived") && stdout.contains("speckit-hygiene restore"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn a_plan_removing_too_much_exits_1_unless_forced() {
+    // Nothing written for 40 days, and the plan archives most files: the clock signal.
+    let ws = workspace_aged(0.05, 40);
     let before = files(&ws.root);
     let out = hygiene(&ws, &["cleanup"]);
     assert_eq!(out.status.code(), Some(1));
+    let stdout = text(&out.stdout);
     assert!(
-        text(&out.stdout).contains("max_removal_fraction"),
-        "{}",
-        text(&out.stdout)
+        stdout.contains("max_removal_fraction")
+            && stdout.contains("[clock]")
+            && stdout.contains("--force"),
+        "{stdout}"
     );
     assert_eq!(files(&ws.root), before);
     let out = hygiene(&ws, &["cleanup", "--force"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stdout).contains("forced past the clock guard"),
+        "{}",
+        text(&out.stdout)
+    );
 }
 
 #[test]

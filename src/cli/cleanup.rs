@@ -17,6 +17,7 @@ use super::{
 };
 use speckit_engine::events::JobOutcome;
 use speckit_engine::{Engine, Plugin, SpecId};
+use speckit_retention::age::AgeSource;
 use speckit_retention::plan::{Action, ActionKind};
 use speckit_retention::RetentionPlugin;
 
@@ -131,7 +132,8 @@ fn exit_code(outcome: &JobOutcome) -> u8 {
     }
 }
 
-/// One plan line: `archive  commands/X/a.json -> cleanup/archives/X/...tar.zst`.
+/// One plan line: `archive  commands/X/a.json -> cleanup/archives/X/...tar.zst [made
+/// 2025-10-14, from its last git commit]`.
 fn action_line(a: &Action) -> String {
     let name = serde_json::to_value(a.action)
         .ok()
@@ -142,6 +144,16 @@ fn action_line(a: &Action) -> String {
         ActionKind::Archive | ActionKind::DeleteArchived => {
             if let Some(archive) = &a.archive {
                 line.push_str(&format!(" -> {archive}"));
+            }
+            // When the file was made and how that was decided (`age::file_time`).
+            if let (Some(made), Some(source)) = (&a.made_at, a.age_source) {
+                let source = match source {
+                    AgeSource::Name => "its name",
+                    AgeSource::GitCommit => "its last git commit",
+                    AgeSource::Mtime => "its mtime",
+                };
+                let day = made.get(..10).unwrap_or(made);
+                line.push_str(&format!(" [made {day}, from {source}]"));
             }
         }
         ActionKind::ArchiveRows => {

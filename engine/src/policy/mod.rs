@@ -128,8 +128,14 @@ pub struct RetentionPolicy {
     pub keep_latest_synthesis: bool,
     /// Also archive and delete database rows of inactive SPECs older than the archive age.
     pub archive_database_rows: bool,
-    /// A plan removing more than this fraction (0-1] of all evidence files is refused
-    /// without `--force`.
+    /// Guards what cannot be undone, or looks like an accident; without `--force` a plan
+    /// is refused (nothing changed) when it purges more than this fraction (0-1] of all
+    /// archives (a purge is the only irreversible removal), archives more than this
+    /// fraction of all evidence files while no evidence file was modified within
+    /// `archive_after_days` (clock jumped forward), or archives more than this fraction of
+    /// the SPECs the previous cleanup protected (tracker accident). A large archive run
+    /// alone, such as a first cleanup, is allowed: every file is in a verified archive and
+    /// `restore` brings it back. `1.0` turns the guard off.
     pub max_removal_fraction: f64,
     /// zstd level for archives (1-19).
     pub zstd_level: i32,

@@ -1,5 +1,6 @@
 //! A file's age: when its evidence was made, read from the timestamp in its name where it
-//! has one, else from its modification time.
+//! has one, else from the last commit that changed it (evidence in a git work tree), else
+//! from its modification time.
 //!
 //! # The rule
 //!
@@ -9,10 +10,14 @@
 //!
 //! 1. If the file *name* carries a timestamp in one of the styles below, that is when the
 //!    file was made. The first timestamp in the name wins.
-//! 2. Otherwise (`plan_synthesis.json`, `SPEC-KIT-900.lock`, files overwritten in place)
-//!    the file's mtime is its time.
-//! 3. A name timestamp more than a day in the future is not trusted (a typo or a random
-//!    number that happens to parse): the mtime is used instead.
+//! 2. Otherwise (`plan_synthesis.json`, `SPEC-KIT-900.lock`, files overwritten in place),
+//!    when the evidence root is inside a git work tree and the file is clean there (in
+//!    `HEAD`, unchanged in the index and the work tree), the time of the last commit that
+//!    changed it ([`crate::git_times`]): every checkout resets mtimes, history does not.
+//! 3. Otherwise (no git, not a work tree, a file git does not know, or one modified since
+//!    its last commit, which is then at least as new as its mtime) the file's mtime.
+//! 4. A name timestamp or commit time more than a day in the future is not trusted (a typo,
+//!    a random number that happens to parse, a skewed clock): the next rule is used.
 //!
 //! Timestamps without a zone (`20251109_181017`) are read as UTC, as upstream's scripts
 //! write them with `date -u`; at a 30-day archive age an error of a few hours does not
@@ -61,6 +66,8 @@ pub enum TimestampStyle {
 pub enum AgeSource {
     /// The timestamp in the file's name.
     Name,
+    /// The time of the last commit that changed the file (it is clean in git).
+    GitCommit,
     /// The file's modification time.
     Mtime,
 }
@@ -77,26 +84,23 @@ pub struct FileTime {
 /// How far in the future a name's timestamp may be before it is not trusted.
 const FUTURE_TOLERANCE_SECS: i64 = 86_400;
 
-/// The time of a file named `file_name` with modification time `mtime`, as of `now`.
-pub fn file_time(file_name: &str, mtime: SystemTime, now: DateTime<Utc>) -> FileTime {
-    let mtime = DateTime::<Utc>::from(mtime);
-    match name_timestamp(file_name) {
-        Some((at, style)) if (at - now).num_seconds() <= FUTURE_TOLERANCE_SECS => FileTime {
-            at,
-            source: AgeSource::Name,
-            style: Some(style),
-        },
-        Some((_, style)) => FileTime {
-            at: mtime,
-            source: AgeSource::Mtime,
-            style: Some(style),
-        },
-        None => FileTime {
-            at: mtime,
-            source: AgeSource::Mtime,
-            style: None,
-        },
-    }
+/// The time of a file named `file_name` with modification time `mtime` and, when it is
+/// clean in git, the time of the last commit that changed it (`commit`), as of `now`.
+pub fn file_time(
+    file_name: &str,
+    mtime: SystemTime,
+    commit: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> FileTime {
+    let trusted = |at: DateTime<Utc>| (at - now).num_seconds() <= FUTURE_TOLERANCE_SECS;
+    let found = name_timestamp(file_name);
+    let style = found.map(|(_, style)| style);
+    let (at, source) = match (found, commit) {
+        (Some((at, _)), _) if trusted(at) => (at, AgeSource::Name),
+        (_, Some(at)) if trusted(at) => (at, AgeSource::GitCommit),
+        _ => (DateTime::<Utc>::from(mtime), AgeSource::Mtime),
+    };
+    FileTime { at, source, style }
 }
 
 /// Parses a free-standing timestamp (a database column): the same styles as in names.
@@ -343,18 +347,47 @@ mod tests {
     fn name_wins_over_mtime_unless_in_the_future() {
         let now = Utc.with_ymd_and_hms(2025, 12, 1, 0, 0, 0).unwrap();
         let mtime = SystemTime::from(now);
-        let t = file_time("spec-plan_2025-10-12T20:50:45Z-1.json", mtime, now);
+        let t = file_time("spec-plan_2025-10-12T20:50:45Z-1.json", mtime, None, now);
         assert_eq!(t.source, AgeSource::Name);
         assert_eq!(
             t.at,
             Utc.with_ymd_and_hms(2025, 10, 12, 20, 50, 45).unwrap()
         );
-        let t = file_time("plan_synthesis.json", mtime, now);
+        let t = file_time("plan_synthesis.json", mtime, None, now);
         assert_eq!((t.source, t.at), (AgeSource::Mtime, now));
-        let t = file_time("x_2030-01-01T00:00:00Z.json", mtime, now);
+        let t = file_time("x_2030-01-01T00:00:00Z.json", mtime, None, now);
         assert_eq!(
             (t.source, t.style),
             (AgeSource::Mtime, Some(TimestampStyle::IsoExtended))
         );
+    }
+
+    #[test]
+    fn name_then_commit_then_mtime() {
+        let now = Utc.with_ymd_and_hms(2025, 12, 1, 0, 0, 0).unwrap();
+        let mtime = SystemTime::from(now);
+        let commit = Utc.with_ymd_and_hms(2025, 9, 1, 0, 0, 0).unwrap();
+        // A name's timestamp wins over the commit.
+        let t = file_time("a_2025-10-12T20:50:45Z.json", mtime, Some(commit), now);
+        assert_eq!(t.source, AgeSource::Name);
+        // No name timestamp, or one in the future: the commit.
+        let t = file_time("plan_synthesis.json", mtime, Some(commit), now);
+        assert_eq!(
+            (t.source, t.at, t.style),
+            (AgeSource::GitCommit, commit, None)
+        );
+        let t = file_time("x_2030-01-01T00:00:00Z.json", mtime, Some(commit), now);
+        assert_eq!(
+            (t.source, t.at, t.style),
+            (
+                AgeSource::GitCommit,
+                commit,
+                Some(TimestampStyle::IsoExtended)
+            )
+        );
+        // A commit in the future (a skewed clock): the mtime.
+        let future = now + chrono::Duration::days(3);
+        let t = file_time("plan_synthesis.json", mtime, Some(future), now);
+        assert_eq!((t.source, t.at), (AgeSource::Mtime, now));
     }
 }

@@ -21,12 +21,13 @@
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
-use std::fs::{self, File, OpenOptions};
+use std::ffi::OsStr;
+use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Read, Seek};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::faults::{self, Faults, Step};
+use crate::folder::{self, FileStat, Folder, Tree};
 use crate::fsutil;
 
 mod stream;
@@ -109,6 +110,9 @@ pub struct SourceFile {
     pub path: String,
     pub size: u64,
     pub mtime_ns: i64,
+    /// Device and inode when the plan saw it: another file under that name (a folder
+    /// swapped for a look-alike) is not archived in its place.
+    pub identity: Option<(u64, u64)>,
 }
 
 /// Database rows spooled to a temporary file, ready to go into an archive.
@@ -139,6 +143,9 @@ pub struct Written {
     pub bytes: u64,
     pub sha256: String,
     pub manifest: Manifest,
+    /// Each archived source as it was read (its `fstat` after the read): a source is
+    /// deleted only while its name still refers to exactly this file.
+    pub sources: HashMap<String, FileStat>,
 }
 
 /// The archive folder of a SPEC, relative to the evidence root.
@@ -167,16 +174,29 @@ pub fn archive_name(
         h.update([0]);
     }
     let digest = hex::encode(h.finalize());
+    // The archive and its sidecar (`<name>.manifest.json`) must fit the 255-byte name
+    // limit whatever the SPEC folder's name: a long one is cut (the folder holding the
+    // archive and the manifest inside it name the SPEC in full).
+    let mut cut = spec.len().min(MAX_SPEC_IN_NAME);
+    while !spec.is_char_boundary(cut) {
+        cut -= 1;
+    }
     format!(
-        "{spec}_{}_{}{ARCHIVE_SUFFIX}",
+        "{}_{}_{}{ARCHIVE_SUFFIX}",
+        &spec[..cut],
         day.format("%Y%m%d"),
         &digest[..12]
     )
 }
 
-/// Whether a file name in an archive folder is one of our temporaries.
+/// Most bytes of a SPEC folder's name put into an archive's name.
+const MAX_SPEC_IN_NAME: usize = 180;
+
+/// Whether a file name in an archive folder is one of our temporaries (this version's
+/// short names, or the `.<final name>.tmp-<pid>` of earlier ones).
 pub fn is_temp_name(name: &str) -> bool {
-    name.starts_with('.') && name.contains(ARCHIVE_SUFFIX) && name.contains(TEMP_MARKER)
+    (name.starts_with(folder::TEMP_PREFIX) && name.contains("-archive-"))
+        || (name.starts_with('.') && name.contains(ARCHIVE_SUFFIX) && name.contains(TEMP_MARKER))
 }
 
 /// Whether a file name in an archive folder is a final archive.
@@ -186,7 +206,9 @@ pub fn is_archive_name(name: &str) -> bool {
 
 /// Everything needed to write one archive.
 pub struct WriteRequest<'a> {
-    pub root: &'a Path,
+    /// The evidence root, held by descriptor: sources are read and the archive written
+    /// through its folders' handles.
+    pub tree: &'a Tree,
     /// Final path relative to the root (`cleanup/archives/<SPEC>/<name>`).
     pub relative: &'a Path,
     pub spec: &'a str,
@@ -211,19 +233,26 @@ pub struct WriteOutcome {
 /// the archive is rebuilt without it; an error writing the archive itself fails the whole
 /// archive, and the temporary file is removed. Sources are never touched here.
 pub fn write(req: WriteRequest<'_>) -> Result<WriteOutcome, ArchiveError> {
-    let final_path = req.root.join(req.relative);
-    let dir_rel = req.relative.parent().unwrap_or(Path::new(""));
-    let dir = req.root.join(dir_rel);
-    fsutil::ensure_real_dir(req.root, dir_rel).map_err(|source| ArchiveError::Write {
-        path: dir.clone(),
-        source,
-    })?;
-    let name = req
-        .relative
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or("archive");
-    let temp_path = dir.join(format!(".{name}{TEMP_MARKER}{}", std::process::id()));
+    let final_path = req.tree.display(req.relative);
+    let (dir_rel, final_name) =
+        folder::split(req.relative).map_err(|source| ArchiveError::Write {
+            path: final_path.clone(),
+            source,
+        })?;
+    let dir = req
+        .tree
+        .create_folder(dir_rel)
+        .map_err(|source| ArchiveError::Write {
+            path: req.tree.display(dir_rel),
+            source,
+        })?;
+    // Short whatever the archive's name: a temporary never exceeds the name limit.
+    let temp = folder::temp_name("archive");
+    let target = Target {
+        dir: &dir,
+        temp: &temp,
+        temp_path: dir.display(&temp),
+    };
     let mut excluded = Vec::new();
     let mut files: Vec<SourceFile> = req.files.to_vec();
     loop {
@@ -236,12 +265,17 @@ pub fn write(req: WriteRequest<'_>) -> Result<WriteOutcome, ArchiveError> {
                 excluded,
             });
         }
-        match build(&req, &temp_path, &files) {
-            Ok(Built::Done { manifest, sha256 }) => {
-                let bytes = match finish(&req, &temp_path, &final_path, &manifest, &sha256) {
+        match build(&req, &target, &files) {
+            Ok(Built::Done {
+                manifest,
+                sha256,
+                sources,
+            }) => {
+                let bytes = match finish(&req, &target, final_name, &final_path, &manifest, &sha256)
+                {
                     Ok(bytes) => bytes,
                     Err(e) => {
-                        let _ = fs::remove_file(&temp_path);
+                        let _ = dir.remove_file(&temp);
                         return Err(e);
                     }
                 };
@@ -251,6 +285,7 @@ pub fn write(req: WriteRequest<'_>) -> Result<WriteOutcome, ArchiveError> {
                         bytes,
                         sha256,
                         manifest,
+                        sources,
                     }),
                     excluded,
                 });
@@ -258,22 +293,31 @@ pub fn write(req: WriteRequest<'_>) -> Result<WriteOutcome, ArchiveError> {
             Ok(Built::Exclude(index, why)) => {
                 // Rebuild without that file: a member that changed while being read must
                 // not go into the archive, and tar cannot take a member back.
-                let _ = fs::remove_file(&temp_path);
+                let _ = dir.remove_file(&temp);
                 files.remove(index);
                 excluded.push(why);
             }
             Err(e) => {
-                let _ = fs::remove_file(&temp_path);
+                let _ = dir.remove_file(&temp);
                 return Err(e);
             }
         }
     }
 }
 
+/// Where an archive is being written: its folder's handle and the temporary's name.
+struct Target<'a> {
+    dir: &'a Folder,
+    temp: &'a OsStr,
+    /// For messages.
+    temp_path: PathBuf,
+}
+
 enum Built {
     Done {
         manifest: Manifest,
         sha256: String,
+        sources: HashMap<String, FileStat>,
     },
     /// The file at this index must be left out.
     Exclude(usize, Excluded),
@@ -281,45 +325,40 @@ enum Built {
 
 fn build(
     req: &WriteRequest<'_>,
-    temp_path: &Path,
+    target: &Target<'_>,
     files: &[SourceFile],
 ) -> Result<Built, ArchiveError> {
+    let temp_path = target.temp_path.as_path();
     let werr = |source| ArchiveError::Write {
         path: temp_path.to_path_buf(),
         source,
     };
-    let _ = fs::remove_file(temp_path);
-    let file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(temp_path)
-        .map_err(werr)?;
+    let _ = target.dir.remove_file(target.temp);
+    let file = target.dir.create_new(target.temp, 0o644).map_err(werr)?;
     let hashing = HashingWriter::new(BufWriter::with_capacity(256 * 1024, file));
     let encoder = zstd::stream::write::Encoder::new(hashing, req.zstd_level).map_err(werr)?;
     let mut tar = tar::Builder::new(encoder);
     let mtime_secs = req.created_at.timestamp().max(0) as u64;
     let mut members = Vec::with_capacity(files.len());
-    let mut checked_dirs: std::collections::HashSet<PathBuf> = std::collections::HashSet::new();
+    let mut sources = HashMap::with_capacity(files.len());
     for (index, source) in files.iter().enumerate() {
         if index % 256 == 0 && (req.cancelled)() {
             return Err(ArchiveError::Cancelled);
         }
         let relative = Path::new(&source.path);
-        let path = req.root.join(relative);
-        let parent = relative.parent().unwrap_or(Path::new("")).to_path_buf();
-        if !checked_dirs.contains(&parent) {
-            if let Err(e) = fsutil::check_real_dir(req.root, &parent) {
+        let path = req.tree.display(relative);
+        let (src_dir, name) = match req.tree.parent_of(relative) {
+            Ok(found) => found,
+            Err(e) => {
                 return Ok(Built::Exclude(
                     index,
                     Excluded::Changed {
                         path: source.path.clone(),
-                        detail: e.to_string(),
+                        detail: format!("its folder cannot be opened as a real folder: {e}"),
                     },
-                ));
+                ))
             }
-            checked_dirs.insert(parent);
-        }
+        };
         if let Err(error) = faults::check(req.faults, Step::ReadSource, &path) {
             return Ok(Built::Exclude(
                 index,
@@ -329,7 +368,7 @@ fn build(
                 },
             ));
         }
-        let opened = match open_unchanged(&path, source) {
+        let opened = match open_unchanged(&src_dir, name, source) {
             Ok(f) => f,
             Err(Unchanged::Changed(detail)) => {
                 return Ok(Built::Exclude(
@@ -380,9 +419,9 @@ fn build(
             ));
         }
         // Compare again after reading: a writer that appended or rewrote it meanwhile.
-        match file.metadata() {
-            Ok(meta)
-                if meta.len() == source.size && fsutil::meta_mtime_ns(&meta) == source.mtime_ns => {
+        match rustix::fs::fstat(&file).map(|st| FileStat::of_stat(&st)) {
+            Ok(stat) if stat.size == source.size && stat.mtime_ns == source.mtime_ns => {
+                sources.insert(source.path.clone(), stat);
             }
             Ok(_) => {
                 return Ok(Built::Exclude(
@@ -398,7 +437,7 @@ fn build(
                     index,
                     Excluded::Failed {
                         path: source.path.clone(),
-                        error,
+                        error: error.into(),
                     },
                 ))
             }
@@ -468,24 +507,30 @@ fn build(
     let file = buffered.into_inner().map_err(|e| werr(e.into_error()))?;
     faults::check(req.faults, Step::SyncArchive, temp_path).map_err(werr)?;
     file.sync_all().map_err(werr)?;
-    Ok(Built::Done { manifest, sha256 })
+    Ok(Built::Done {
+        manifest,
+        sha256,
+        sources,
+    })
 }
 
 /// Verify the temporary, give it its final name, fsync the folder. Returns its size.
 fn finish(
     req: &WriteRequest<'_>,
-    temp_path: &Path,
+    target: &Target<'_>,
+    final_name: &OsStr,
     final_path: &Path,
     manifest: &Manifest,
     sha256: &str,
 ) -> Result<u64, ArchiveError> {
-    faults::check(req.faults, Step::VerifyArchive, temp_path).map_err(|source| {
-        ArchiveError::Read {
-            path: temp_path.to_path_buf(),
-            source,
-        }
-    })?;
-    let verified = verify(temp_path)?;
+    let temp_path = target.temp_path.as_path();
+    let rerr = |source| ArchiveError::Read {
+        path: temp_path.to_path_buf(),
+        source,
+    };
+    faults::check(req.faults, Step::VerifyArchive, temp_path).map_err(rerr)?;
+    let (file, _) = target.dir.open_file(target.temp).map_err(rerr)?;
+    let verified = verify_file(file, temp_path)?;
     if verified.sha256 != sha256 {
         return Err(ArchiveError::Corrupt {
             path: temp_path.to_path_buf(),
@@ -507,7 +552,7 @@ fn finish(
     };
     faults::check(req.faults, Step::RenameArchive, final_path).map_err(werr)?;
     // A hard link never replaces an existing file (rename would); then drop the temp name.
-    match fs::hard_link(temp_path, final_path) {
+    match target.dir.link(target.temp, final_name) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
             return Err(ArchiveError::Exists {
@@ -516,10 +561,9 @@ fn finish(
         }
         Err(e) => return Err(werr(e)),
     }
-    fs::remove_file(temp_path).map_err(werr)?;
-    let dir = final_path.parent().unwrap_or(Path::new("."));
-    faults::check(req.faults, Step::SyncDir, dir).map_err(werr)?;
-    fsutil::fsync_dir(dir).map_err(werr)?;
+    target.dir.remove_file(target.temp).map_err(werr)?;
+    faults::check(req.faults, Step::SyncDir, target.dir.path()).map_err(werr)?;
+    target.dir.sync().map_err(werr)?;
     Ok(verified.bytes)
 }
 
@@ -535,6 +579,25 @@ pub struct Verified {
 /// Reads the whole archive, hashing every member, and checks each against the manifest
 /// inside it: same set of members, same sizes, same hashes.
 pub fn verify(path: &Path) -> Result<Verified, ArchiveError> {
+    let file = fsutil::open_nofollow(path).map_err(|source| ArchiveError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    verify_file(file, path)
+}
+
+/// [`verify`] of an archive in a held folder.
+pub fn verify_in(dir: &Folder, name: &OsStr) -> Result<Verified, ArchiveError> {
+    let path = dir.display(name);
+    let (file, _) = dir.open_file(name).map_err(|source| ArchiveError::Read {
+        path: path.clone(),
+        source,
+    })?;
+    verify_file(file, &path)
+}
+
+/// [`verify`] of an open archive; `path` names it in messages.
+pub fn verify_file(file: File, path: &Path) -> Result<Verified, ArchiveError> {
     let rerr = |source| ArchiveError::Read {
         path: path.to_path_buf(),
         source,
@@ -543,7 +606,6 @@ pub fn verify(path: &Path) -> Result<Verified, ArchiveError> {
         path: path.to_path_buf(),
         detail,
     };
-    let file = fsutil::open_nofollow(path).map_err(rerr)?;
     let meta = file.metadata().map_err(rerr)?;
     if !meta.is_file() {
         return Err(corrupt("not a regular file".into()));
@@ -641,13 +703,26 @@ pub fn verify(path: &Path) -> Result<Verified, ArchiveError> {
 /// Streams every member of an (already verified) archive to `on_member`.
 pub fn for_each_member(
     path: &Path,
-    mut on_member: impl FnMut(&str, &mut dyn Read) -> io::Result<()>,
+    on_member: impl FnMut(&str, &mut dyn Read) -> io::Result<()>,
 ) -> Result<(), ArchiveError> {
     let rerr = |source| ArchiveError::Read {
         path: path.to_path_buf(),
         source,
     };
     let file = fsutil::open_nofollow(path).map_err(rerr)?;
+    for_each_member_of(file, path, on_member)
+}
+
+/// [`for_each_member`] of an open archive; `path` names it in messages.
+pub fn for_each_member_of(
+    file: File,
+    path: &Path,
+    mut on_member: impl FnMut(&str, &mut dyn Read) -> io::Result<()>,
+) -> Result<(), ArchiveError> {
+    let rerr = |source| ArchiveError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
     let decoder = zstd::stream::read::Decoder::new(file).map_err(rerr)?;
     let mut archive = tar::Archive::new(decoder);
     for entry in archive.entries().map_err(rerr)? {
@@ -663,56 +738,48 @@ enum Unchanged {
     Io(io::Error),
 }
 
-/// Opens a source without following symlinks and checks it is still the regular file of
-/// the plan (same size and mtime) both before and after opening.
-fn open_unchanged(path: &Path, source: &SourceFile) -> Result<File, Unchanged> {
-    let check = |meta: &fs::Metadata| -> Result<(), Unchanged> {
-        if !meta.file_type().is_file() {
-            return Err(Unchanged::Changed("it is no longer a regular file".into()));
+/// Opens a source in its held folder without following symlinks and checks it is still
+/// the regular file of the plan: the same file (device and inode, when the plan knew
+/// them), the same size and mtime.
+fn open_unchanged(dir: &Folder, name: &OsStr, source: &SourceFile) -> Result<File, Unchanged> {
+    let (file, stat) = match dir.open_file(name) {
+        Ok(opened) => opened,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Err(Unchanged::Changed("it vanished since the plan".into()))
         }
-        if meta.len() != source.size {
-            return Err(Unchanged::Changed(format!(
-                "its size changed from {} to {} bytes since the plan",
-                source.size,
-                meta.len()
-            )));
+        Err(e) if e.kind() == io::ErrorKind::InvalidInput => {
+            return Err(Unchanged::Changed(format!("{e}; not archived")))
         }
-        if fsutil::meta_mtime_ns(meta) != source.mtime_ns {
+        Err(e) => return Err(Unchanged::Io(e)),
+    };
+    if let Some((dev, ino)) = source.identity {
+        if (stat.dev, stat.ino) != (dev, ino) {
             return Err(Unchanged::Changed(
-                "its mtime changed since the plan".into(),
+                "another file has its name since the plan (replaced, or its folder swapped)".into(),
             ));
         }
-        Ok(())
-    };
-    let meta = match fs::symlink_metadata(path) {
-        Ok(m) => m,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            return Err(Unchanged::Changed("it vanished since the plan".into()))
-        }
-        Err(e) => return Err(Unchanged::Io(e)),
-    };
-    check(&meta)?;
-    let file = match fsutil::open_nofollow(path) {
-        Ok(f) => f,
-        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
-            return Err(Unchanged::Changed("it became a symbolic link".into()))
-        }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            return Err(Unchanged::Changed("it vanished since the plan".into()))
-        }
-        Err(e) => return Err(Unchanged::Io(e)),
-    };
-    let opened = file.metadata().map_err(Unchanged::Io)?;
-    if opened.ino() != meta.ino() || opened.dev() != meta.dev() {
-        return Err(Unchanged::Changed("it was replaced since the plan".into()));
     }
-    check(&opened)?;
+    if stat.size != source.size {
+        return Err(Unchanged::Changed(format!(
+            "its size changed from {} to {} bytes since the plan",
+            source.size, stat.size
+        )));
+    }
+    if stat.mtime_ns != source.mtime_ns {
+        return Err(Unchanged::Changed(
+            "its mtime changed since the plan".into(),
+        ));
+    }
     Ok(file)
 }
 
 /// sha256 of a file's content, read without following a symlink.
 pub fn sha256_file(path: &Path) -> io::Result<(String, u64)> {
-    let file = fsutil::open_nofollow(path)?;
+    sha256_of(fsutil::open_nofollow(path)?)
+}
+
+/// sha256 of an open file's content, and how many bytes were read.
+pub fn sha256_of(file: File) -> io::Result<(String, u64)> {
     let mut reader = HashingReader::new(BufReader::with_capacity(64 * 1024, file));
     io::copy(&mut reader, &mut io::sink())?;
     let (_, hash, count) = reader.into_parts();

@@ -60,8 +60,20 @@ pub struct Figures {
     pub deleted_rows: u64,
     /// Files in an archive whose source changed after archiving: kept in place.
     pub kept_after_archiving: u64,
-    /// Deleted bytes (sources and purged archives) minus bytes of archives written.
+    /// Deleted bytes (sources and purged archives) minus bytes of archives written:
+    /// apparent sizes (`du --apparent-size`).
     pub bytes_reclaimed: i64,
+    /// Allocated bytes (`st_blocks * 512`) of the sources deleted, as each was when read.
+    pub deleted_allocated_bytes: u64,
+    /// Allocated bytes of the archives purged.
+    pub purged_allocated_bytes: u64,
+    /// Allocated bytes of the archives written, at their final names.
+    pub archive_allocated_bytes_written: u64,
+    /// What `du` and `df` see freed: deleted and purged allocated bytes minus the
+    /// allocated bytes of the archives written. Negative when the archives take more
+    /// blocks than the small files they replaced (each small file fills whole blocks,
+    /// so this is rare); the report then says so.
+    pub allocated_bytes_reclaimed: i64,
 }
 
 impl Figures {
@@ -79,6 +91,9 @@ impl Figures {
         self.archived_rows += o.archived_rows;
         self.deleted_rows += o.deleted_rows;
         self.kept_after_archiving += o.kept_after_archiving;
+        self.deleted_allocated_bytes += o.deleted_allocated_bytes;
+        self.purged_allocated_bytes += o.purged_allocated_bytes;
+        self.archive_allocated_bytes_written += o.archive_allocated_bytes_written;
     }
 }
 
@@ -160,6 +175,19 @@ pub fn run(req: &ExecRequest<'_>) -> Outcome {
     }
     let f = &mut outcome.figures;
     f.bytes_reclaimed = (f.deleted_bytes + f.purged_bytes) as i64 - f.archive_bytes_written as i64;
+    f.allocated_bytes_reclaimed = (f.deleted_allocated_bytes + f.purged_allocated_bytes) as i64
+        - f.archive_allocated_bytes_written as i64;
+    if f.allocated_bytes_reclaimed < 0 {
+        let f = outcome.figures.clone();
+        outcome.warnings.push(format!(
+            "this run freed no space: the {} archive(s) written take {} allocated bytes, more than the {} freed by deleting {} file(s) and purging {} archive(s)",
+            f.archives_written,
+            f.archive_allocated_bytes_written,
+            f.deleted_allocated_bytes + f.purged_allocated_bytes,
+            f.deleted_files,
+            f.purged_archives
+        ));
+    }
     outcome
 }
 

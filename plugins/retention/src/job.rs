@@ -16,6 +16,7 @@ use crate::error::RetentionError;
 use crate::execute::{self, ExecRequest, Figures};
 use crate::faults::Faults;
 use crate::plan::{self, Action, Plan, PlanFigures, PlanRequest};
+use crate::removal_guard;
 use crate::restore::{self, RestoreRequest};
 use crate::summary;
 use crate::tracker::Trackers;
@@ -57,6 +58,8 @@ pub struct CleanupResult {
     pub plan: Plan,
     pub executed: Option<execute::Outcome>,
     pub refused: Option<String>,
+    /// What `retention.max_removal_fraction` made of the plan.
+    pub guard: removal_guard::Assessment,
     pub summary_file: Option<PathBuf>,
     pub extra_errors: Vec<String>,
     pub extra_warnings: Vec<String>,
@@ -97,18 +100,10 @@ pub fn cleanup_blocking(
         only: options.spec.as_ref(),
         storage,
     })?;
-    let fraction = plan.removal_fraction();
-    let limit = ctx_policy.retention.max_removal_fraction;
-    let refused = (fraction > limit && !options.force).then(|| {
-        format!(
-            "the plan removes {:.1}% of all evidence files ({} of {}), above retention.max_removal_fraction = {:.1}%; {} Check the trackers' statuses, then run `speckit-hygiene cleanup --force` to allow it",
-            fraction * 100.0,
-            plan.removal_count(),
-            plan.total_files,
-            limit * 100.0,
-            if options.dry_run { "a real run would be refused." } else { "nothing was changed." }
-        )
-    });
+    // Large archive runs are allowed (verified, restorable); irreversible purges and plans
+    // that look like a clock or tracker accident are not, without --force.
+    let guard = removal_guard::assess(&plan, ctx_policy, storage, now, options.spec.is_none())?;
+    let refused = guard.refusal(options.force, options.dry_run);
     // A real run on a database that refuses writes (opened read-only, or failing its
     // integrity check) would write archives it cannot record: refuse it up front.
     let refused = refused.or_else(|| {
@@ -126,6 +121,7 @@ pub fn cleanup_blocking(
         plan,
         executed: None,
         refused,
+        guard,
         summary_file: None,
         extra_errors: Vec::new(),
         extra_warnings: Vec::new(),
@@ -184,6 +180,39 @@ fn mib(bytes: u64) -> String {
     format!("{:.1} MiB", bytes as f64 / 1_048_576.0)
 }
 
+/// What a run allowed past `retention.max_removal_fraction` did, said first in its
+/// summary: a first or large archive run (allowed: each file is in a verified archive and
+/// `restore` brings it back), and the signals `--force` overrode.
+fn run_note(result: &CleanupResult, figures: &Figures, force: bool) -> String {
+    let g = &result.guard;
+    let mut out = String::new();
+    if force && !g.signals.is_empty() {
+        let names: Vec<&str> = g.signals.iter().map(|s| s.name).collect();
+        out.push_str(&format!(
+            "forced past the {} guard(s) of retention.max_removal_fraction; ",
+            names.join(", ")
+        ));
+    }
+    if (g.large() || g.first_cleanup) && figures.archived_files > 0 {
+        let specs: std::collections::BTreeSet<&str> = result
+            .plan
+            .units
+            .iter()
+            .filter(|u| u.archive.as_ref().is_some_and(|a| !a.files.is_empty()))
+            .map(|u| u.tracker_id.as_str())
+            .collect();
+        out.push_str(&format!(
+            "{} cleanup: archived {} file(s) of {} SPEC(s) into {} archive(s) ({:.1}% of the evidence files); all restorable with `speckit-hygiene restore <SPEC>`. ",
+            if g.first_cleanup { "first" } else { "large" },
+            figures.archived_files,
+            specs.len(),
+            figures.archives_written,
+            g.removal_fraction * 100.0
+        ));
+    }
+    out
+}
+
 /// The job report of a cleanup run, and its actions.
 pub fn cleanup_report(
     result: &CleanupResult,
@@ -221,7 +250,8 @@ pub fn cleanup_report(
     let exempt = plan.exempt.len();
     let summary = if result.executed.is_some() {
         format!(
-            "archived {} file(s) ({}) and {} database row(s) into {} archive(s) ({}); deleted {} source file(s); purged {} archive(s) ({}){}; {} reclaimed; {} SPEC(s) exempt; {} error(s){}",
+            "{}archived {} file(s) ({}) and {} database row(s) into {} archive(s) ({}); deleted {} source file(s); purged {} archive(s) ({}){}; {} reclaimed; {} SPEC(s) exempt; {} error(s){}",
+            run_note(result, &figures, options.force),
             figures.archived_files,
             mib(figures.archived_bytes),
             figures.archived_rows,
@@ -262,7 +292,14 @@ pub fn cleanup_report(
             planned.adopt_archives,
             planned.discard_temps,
             exempt
-        )
+        ) + &if result.guard.large() && result.refused.is_none() {
+            format!(
+                "; {:.1}% of the evidence files would be archived, above retention.max_removal_fraction: allowed, every one is restorable",
+                result.guard.removal_fraction * 100.0
+            )
+        } else {
+            String::new()
+        }
     };
     let mut data = json!({
         "dry_run": options.dry_run,
@@ -272,6 +309,7 @@ pub fn cleanup_report(
         "skipped_entries": plan.skipped.len(),
         "planned": planned,
         "removal_fraction": plan.removal_fraction(),
+        "removal_guard": result.guard,
         "refused": result.refused.is_some() && !options.dry_run,
         "cancelled": cancelled,
         "duration_ms": result.duration_ms,

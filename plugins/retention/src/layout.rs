@@ -16,9 +16,12 @@
 use serde::Serialize;
 use speckit_engine::SpecId;
 use std::collections::BTreeMap;
+use std::ffi::OsStr;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
+
+use crate::folder::{FileStat, Folder, NodeKind};
 
 /// Which half of a SPEC's evidence a file is in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -49,6 +52,26 @@ pub struct Entry {
     /// Apparent size in bytes (what `find -printf '%s'` reports).
     pub size: u64,
     pub mtime: SystemTime,
+    /// Allocated bytes (`st_blocks * 512`: what `du` counts).
+    pub allocated_bytes: u64,
+    /// Device and inode: which file this was, so a later step can tell it from another
+    /// file put under the same name.
+    pub dev: u64,
+    pub ino: u64,
+}
+
+impl Entry {
+    fn new(relative: PathBuf, owner: Option<(SpecId, EvidenceKind)>, stat: &FileStat) -> Self {
+        Entry {
+            relative,
+            owner,
+            size: stat.size,
+            mtime: crate::fsutil::ns_to_system_time(stat.mtime_ns),
+            allocated_bytes: stat.allocated_bytes,
+            dev: stat.dev,
+            ino: stat.ino,
+        }
+    }
 }
 
 /// Why something in the tree was not counted.
@@ -103,140 +126,119 @@ pub fn check_root(root: &Path) -> Result<(), LayoutError> {
 }
 
 /// Walks the whole evidence root, calling `on_file` for every regular file and `on_skip`
-/// for everything not counted. Streaming: memory does not grow with the tree.
+/// for everything not counted. Streaming: memory does not grow with the tree. Every
+/// folder is reached through its parent's handle (see [`crate::folder`]): a folder
+/// swapped for a symlink mid-walk is reported as a symlink, never entered.
 pub fn walk(
     root: &Path,
     on_file: &mut dyn FnMut(Entry),
     on_skip: &mut dyn FnMut(Skipped),
 ) -> Result<(), LayoutError> {
-    check_root(root)?;
-    let top = fs::read_dir(root).map_err(|source| LayoutError::RootUnreadable {
-        path: root.to_path_buf(),
-        source,
-    })?;
-    for dirent in top {
-        let dirent = match dirent {
-            Ok(d) => d,
-            Err(e) => {
-                on_skip(unreadable(PathBuf::new(), &e));
-                continue;
-            }
-        };
-        let name = PathBuf::from(dirent.file_name());
-        let kind = match dirent.file_name().to_str() {
+    let top = open_root(root)?;
+    let entries = top
+        .entries()
+        .map_err(|source| LayoutError::RootUnreadable {
+            path: root.to_path_buf(),
+            source,
+        })?;
+    for (name, listed) in entries {
+        let kind = match name.to_str() {
             Some("commands") => Some(EvidenceKind::Commands),
             Some("consensus") => Some(EvidenceKind::Consensus),
             _ => None,
         };
-        match (kind, classify(&root.join(&name))) {
-            (Some(kind), Ok(Node::Dir)) => walk_kind(root, &name, kind, on_file, on_skip),
-            (_, Ok(Node::Dir)) => walk_files(root, &name, None, on_file, on_skip),
-            (_, Ok(Node::File(size, mtime))) => on_file(Entry {
-                relative: name,
-                owner: None,
-                size,
-                mtime,
-            }),
-            (_, Ok(Node::Skip(reason))) => on_skip(Skipped {
-                relative: name,
-                reason,
-            }),
-            (_, Err(e)) => on_skip(unreadable(name, &e)),
+        let relative = PathBuf::from(&name);
+        match node(&top, &name, listed) {
+            Ok(Node::Dir) => match top.open_dir(&name) {
+                Ok(folder) => match kind {
+                    Some(kind) => walk_kind(&folder, &relative, kind, on_file, on_skip),
+                    None => walk_files(folder, relative, None, on_file, on_skip),
+                },
+                Err(e) => on_skip(not_entered(relative, &e)),
+            },
+            Ok(Node::File(stat)) => on_file(Entry::new(relative, None, &stat)),
+            Ok(Node::Skip(reason)) => on_skip(Skipped { relative, reason }),
+            Err(e) => on_skip(unreadable(relative, &e)),
         }
     }
     Ok(())
 }
 
+/// Opens the root after [`check_root`], so a missing root gets its own message.
+fn open_root(root: &Path) -> Result<Folder, LayoutError> {
+    check_root(root)?;
+    Folder::open(root).map_err(|source| LayoutError::RootUnreadable {
+        path: root.to_path_buf(),
+        source,
+    })
+}
+
 /// `commands/` or `consensus/`: folders are SPEC folders, files are non-SPEC.
 fn walk_kind(
-    root: &Path,
-    kind_dir: &Path,
+    kind_dir: &Folder,
+    kind_rel: &Path,
     kind: EvidenceKind,
     on_file: &mut dyn FnMut(Entry),
     on_skip: &mut dyn FnMut(Skipped),
 ) {
-    let entries = match fs::read_dir(root.join(kind_dir)) {
+    let entries = match kind_dir.entries() {
         Ok(e) => e,
-        Err(e) => return on_skip(unreadable(kind_dir.to_path_buf(), &e)),
+        Err(e) => return on_skip(unreadable(kind_rel.to_path_buf(), &e)),
     };
-    for dirent in entries {
-        let dirent = match dirent {
-            Ok(d) => d,
-            Err(e) => {
-                on_skip(unreadable(kind_dir.to_path_buf(), &e));
-                continue;
-            }
-        };
-        let relative = kind_dir.join(dirent.file_name());
-        match classify(&root.join(&relative)) {
+    for (name, listed) in entries {
+        let relative = kind_rel.join(&name);
+        match node(kind_dir, &name, listed) {
             Ok(Node::Dir) => {
-                let owner = dirent
-                    .file_name()
+                let owner = name
                     .to_str()
                     .ok_or_else(|| "the name is not valid UTF-8".to_string())
                     .and_then(|n| SpecId::parse(n).map_err(|e| e.to_string()));
                 match owner {
-                    Ok(spec) => walk_files(root, &relative, Some((spec, kind)), on_file, on_skip),
+                    Ok(spec) => match kind_dir.open_dir(&name) {
+                        Ok(folder) => {
+                            walk_files(folder, relative, Some((spec, kind)), on_file, on_skip)
+                        }
+                        Err(e) => on_skip(not_entered(relative, &e)),
+                    },
                     Err(detail) => on_skip(Skipped {
                         relative,
                         reason: SkipReason::InvalidSpecFolder { detail },
                     }),
                 }
             }
-            Ok(Node::File(size, mtime)) => on_file(Entry {
-                relative,
-                owner: None,
-                size,
-                mtime,
-            }),
+            Ok(Node::File(stat)) => on_file(Entry::new(relative, None, &stat)),
             Ok(Node::Skip(reason)) => on_skip(Skipped { relative, reason }),
             Err(e) => on_skip(unreadable(relative, &e)),
         }
     }
 }
 
-/// Every regular file below `dir` (relative to root), depth first, no symlinks followed.
+/// Every regular file below `dir`, depth first, each folder entered through its
+/// parent's handle, no symlink followed.
 fn walk_files(
-    root: &Path,
-    dir: &Path,
+    dir: Folder,
+    relative: PathBuf,
     owner: Option<(SpecId, EvidenceKind)>,
     on_file: &mut dyn FnMut(Entry),
     on_skip: &mut dyn FnMut(Skipped),
 ) {
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(current) = stack.pop() {
-        let entries = match fs::read_dir(root.join(&current)) {
+    let mut stack = vec![(dir, relative)];
+    while let Some((folder, current)) = stack.pop() {
+        let entries = match folder.entries() {
             Ok(e) => e,
             Err(e) => {
                 on_skip(unreadable(current, &e));
                 continue;
             }
         };
-        for dirent in entries {
-            let dirent = match dirent {
-                Ok(d) => d,
-                Err(e) => {
-                    on_skip(unreadable(current.clone(), &e));
-                    continue;
-                }
-            };
-            let relative = current.join(dirent.file_name());
-            // DirEntry::file_type does not follow symlinks; DirEntry::metadata neither, and
-            // it stats the name relative to the open folder (fstatat), which saves the
-            // kernel resolving the whole path again for each of a million files.
-            let node = match dirent.file_type() {
-                Ok(t) if t.is_symlink() => Ok(Node::Skip(SkipReason::Symlink)),
-                Ok(t) if t.is_dir() => Ok(Node::Dir),
-                _ => dirent.metadata().and_then(node_of),
-            };
-            match node {
-                Ok(Node::Dir) => stack.push(relative),
-                Ok(Node::File(size, mtime)) => on_file(Entry {
-                    relative,
-                    owner: owner.clone(),
-                    size,
-                    mtime,
-                }),
+        for (name, listed) in entries {
+            let relative = current.join(&name);
+            match node(&folder, &name, listed) {
+                Ok(Node::Dir) => match folder.open_dir(&name) {
+                    Ok(sub) => stack.push((sub, relative)),
+                    Err(e) => on_skip(not_entered(relative, &e)),
+                },
+                Ok(Node::File(stat)) => on_file(Entry::new(relative, owner.clone(), &stat)),
                 Ok(Node::Skip(reason)) => on_skip(Skipped { relative, reason }),
                 Err(e) => on_skip(unreadable(relative, &e)),
             }
@@ -246,27 +248,37 @@ fn walk_files(
 
 enum Node {
     Dir,
-    File(u64, SystemTime),
+    File(FileStat),
     Skip(SkipReason),
 }
 
-/// lstat: what a path is, without following a symlink.
-fn classify(path: &Path) -> std::io::Result<Node> {
-    node_of(fs::symlink_metadata(path)?)
+/// What `name` in `folder` is: the listing's type where it has one (a folder or a symlink
+/// needs no `stat`), else `statat` relative to the folder without following.
+fn node(folder: &Folder, name: &OsStr, listed: Option<NodeKind>) -> std::io::Result<Node> {
+    let kind = match listed {
+        Some(NodeKind::Symlink) => return Ok(Node::Skip(SkipReason::Symlink)),
+        Some(NodeKind::Dir) => return Ok(Node::Dir),
+        _ => folder.stat(name)?,
+    };
+    Ok(match kind.kind {
+        NodeKind::Symlink => Node::Skip(SkipReason::Symlink),
+        NodeKind::Dir => Node::Dir,
+        NodeKind::File => Node::File(kind),
+        NodeKind::Special => Node::Skip(SkipReason::SpecialFile),
+    })
 }
 
-/// What metadata read without following a symlink says a path is.
-fn node_of(meta: fs::Metadata) -> std::io::Result<Node> {
-    let t = meta.file_type();
-    Ok(if t.is_symlink() {
-        Node::Skip(SkipReason::Symlink)
-    } else if t.is_dir() {
-        Node::Dir
-    } else if t.is_file() {
-        Node::File(meta.len(), meta.modified()?)
+/// A folder that could not be entered: swapped for a symlink after it was listed (the
+/// open refuses to follow it), or unreadable.
+fn not_entered(relative: PathBuf, e: &std::io::Error) -> Skipped {
+    if e.kind() == std::io::ErrorKind::InvalidInput {
+        Skipped {
+            relative,
+            reason: SkipReason::Symlink,
+        }
     } else {
-        Node::Skip(SkipReason::SpecialFile)
-    })
+        unreadable(relative, e)
+    }
 }
 
 fn unreadable(relative: PathBuf, e: &std::io::Error) -> Skipped {
@@ -288,42 +300,42 @@ pub fn walk_spec_folders(
     on_file: &mut dyn FnMut(Entry),
     on_skip: &mut dyn FnMut(Skipped),
 ) -> Result<(), LayoutError> {
-    check_root(root)?;
+    let top = open_root(root)?;
     for kind in EvidenceKind::ALL {
-        let kind_dir = PathBuf::from(kind.dir_name());
-        match classify(&root.join(&kind_dir)) {
+        let kind_rel = PathBuf::from(kind.dir_name());
+        let kind_name = OsStr::new(kind.dir_name());
+        match node(&top, kind_name, None) {
             Ok(Node::Dir) => {}
             // No folder (or a plain file of that name, which walk counts as non-SPEC).
             Ok(Node::File(..)) => continue,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
             Ok(Node::Skip(reason)) => {
                 on_skip(Skipped {
-                    relative: kind_dir,
+                    relative: kind_rel,
                     reason,
                 });
                 continue;
             }
             Err(e) => {
-                on_skip(unreadable(kind_dir, &e));
+                on_skip(unreadable(kind_rel, &e));
                 continue;
             }
         }
-        let entries = match fs::read_dir(root.join(&kind_dir)) {
-            Ok(e) => e,
+        let kind_dir = match top.open_dir(kind_name) {
+            Ok(f) => f,
             Err(e) => {
-                on_skip(unreadable(kind_dir, &e));
+                on_skip(not_entered(kind_rel, &e));
                 continue;
             }
         };
-        for dirent in entries {
-            let dirent = match dirent {
-                Ok(d) => d,
-                Err(e) => {
-                    on_skip(unreadable(kind_dir.clone(), &e));
-                    continue;
-                }
-            };
-            let file_name = dirent.file_name();
+        let entries = match kind_dir.entries() {
+            Ok(e) => e,
+            Err(e) => {
+                on_skip(unreadable(kind_rel, &e));
+                continue;
+            }
+        };
+        for (file_name, listed) in entries {
             // A name that is not UTF-8 can never equal or start with a valid SPEC-ID.
             let Some(name) = file_name.to_str() else {
                 continue;
@@ -331,10 +343,15 @@ pub fn walk_spec_folders(
             if !select(name) {
                 continue;
             }
-            let relative = kind_dir.join(name);
-            match classify(&root.join(&relative)) {
+            let relative = kind_rel.join(name);
+            match node(&kind_dir, &file_name, listed) {
                 Ok(Node::Dir) => match SpecId::parse(name) {
-                    Ok(spec) => walk_files(root, &relative, Some((spec, kind)), on_file, on_skip),
+                    Ok(spec) => match kind_dir.open_dir(&file_name) {
+                        Ok(folder) => {
+                            walk_files(folder, relative, Some((spec, kind)), on_file, on_skip)
+                        }
+                        Err(e) => on_skip(not_entered(relative, &e)),
+                    },
                     Err(e) => on_skip(Skipped {
                         relative,
                         reason: SkipReason::InvalidSpecFolder {

@@ -60,6 +60,10 @@ pub struct PlannedFile {
     pub mtime_ns: i64,
     pub made_at: DateTime<Utc>,
     pub age_source: AgeSource,
+    /// Device and inode when planned (see [`SourceFile::identity`]).
+    pub identity: Option<(u64, u64)>,
+    /// Allocated bytes when planned (`st_blocks * 512`).
+    pub allocated_bytes: u64,
 }
 
 impl PlannedFile {
@@ -68,6 +72,7 @@ impl PlannedFile {
             path: self.path.clone(),
             size: self.size,
             mtime_ns: self.mtime_ns,
+            identity: self.identity,
         }
     }
 }
@@ -187,6 +192,10 @@ pub struct Plan {
     pub total_files: u64,
     /// Files of inactive SPECs younger than the archive age.
     pub young_files: u64,
+    /// The newest modification time of any evidence file in the root, whatever its SPEC
+    /// (not counting `cleanup/`): when anything was last written there, by the same clock
+    /// as `now` (see [`crate::removal_guard`]'s clock signal).
+    pub newest_mtime: Option<std::time::SystemTime>,
     pub warnings: Vec<String>,
     /// Problems found while planning (an unrecorded archive that fails verification).
     pub errors: Vec<String>,
@@ -284,7 +293,8 @@ pub struct PlanFigures {
 }
 
 impl Plan {
-    /// Files the plan deletes from the evidence tree (archived or already archived).
+    /// Files the plan deletes from the evidence tree, each only once a verified, recorded
+    /// archive holds it (archived now or by an earlier run): restorable, not irreversible.
     pub fn removal_count(&self) -> u64 {
         self.units
             .iter()
@@ -292,7 +302,8 @@ impl Plan {
             .sum()
     }
 
-    /// [`Plan::removal_count`] over all evidence files.
+    /// [`Plan::removal_count`] over all evidence files: how large the run is (see
+    /// [`crate::removal_guard`] for what is refused).
     pub fn removal_fraction(&self) -> f64 {
         if self.total_files == 0 {
             0.0

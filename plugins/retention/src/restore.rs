@@ -2,12 +2,15 @@
 //! each checked against its manifest hash, and its database rows back.
 //!
 //! - Archives: every recorded, unpurged archive of the SPEC (its folders, and folders whose
-//!   tracker ID it is), or the one `--archive` names. Each is verified in full first.
+//!   tracker ID it is), or the one `--archive` names. Each is verified in full first; a
+//!   damaged or missing recorded archive is named and left out, and the SPEC is restored
+//!   from its intact archives (a named `--archive` must be intact).
 //! - Where a path is in several archives, the newest archive's copy is restored.
 //! - Files go to their original place under the evidence root, or under `--to DIR`. An
 //!   existing file is never overwritten: the same content counts as already there, other
-//!   content is a conflict, reported. Each file is written to a temporary name, hashed,
-//!   fsynced, given its original mtime and linked into place.
+//!   content is a conflict, reported. Each file is written to a short temporary name in
+//!   its folder, hashed, fsynced, given its original mtime and linked into place; folders
+//!   are reached by descriptor from the root (or `--to`), never through a symlink.
 //! - Database rows go back in one transaction (rows whose key exists are left alone), or,
 //!   with `--to`, are written as `db/<table>.jsonl` under DIR and the database is untouched.
 //! - Archives stay where they are; restore takes the SPEC's lock like cleanup does.
@@ -15,15 +18,15 @@
 use serde::Serialize;
 use speckit_engine::{SpecId, Storage};
 use std::collections::{BTreeMap, HashMap};
-use std::fs::{self, OpenOptions};
+use std::fs;
 use std::io::{self, Read, Write};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use crate::archive::{self, HashingReader, Member};
 use crate::catalog::{self, ArchiveRecord};
 use crate::error::RetentionError;
 use crate::faults::{self, Faults, Step};
+use crate::folder::{self, NodeKind, Tree};
 use crate::fsutil;
 use crate::lock;
 use crate::rows::{self, RestoredRows};
@@ -63,6 +66,9 @@ pub struct RestoreReport {
     /// With `--to`: where the rows were written instead.
     pub rows_written_to: Vec<String>,
     pub files: Vec<RestoredFile>,
+    /// Archives left out because they are damaged or missing, each with the cause (also
+    /// in `errors`); the SPEC's intact archives were restored.
+    pub damaged_archives: Vec<String>,
     pub errors: Vec<String>,
 }
 
@@ -71,21 +77,71 @@ fn belongs(key: &str, spec: &str) -> bool {
     key == spec || crate::layout::tracker_id(key, [spec]) == spec
 }
 
+/// One archive chosen for the restore: where it is, how to name it, its record.
+struct Chosen {
+    /// Relative to the evidence root for a recorded archive; as given for `--archive`.
+    path: PathBuf,
+    label: String,
+    record: Option<ArchiveRecord>,
+}
+
+impl Chosen {
+    /// Opens the archive: a recorded one through the root's held folders (never through
+    /// a symlink below the root), a named one by its path.
+    fn open(&self, root: &Tree) -> Result<(fs::File, PathBuf), archive::ArchiveError> {
+        let read_error = |path: PathBuf| move |source| archive::ArchiveError::Read { path, source };
+        if self.record.is_some() {
+            let shown = root.display(&self.path);
+            root.open_file(&self.path)
+                .map(|(file, _)| (file, shown.clone()))
+                .map_err(read_error(shown))
+        } else {
+            fsutil::open_nofollow(&self.path)
+                .map(|file| (file, self.path.clone()))
+                .map_err(read_error(self.path.clone()))
+        }
+    }
+
+    /// Verifies it in full, against its record when it has one.
+    fn verify(&self, root: &Tree) -> Result<archive::Verified, archive::ArchiveError> {
+        let (file, shown) = self.open(root)?;
+        let v = archive::verify_file(file, &shown)?;
+        if let Some(r) = &self.record {
+            if r.sha256 != v.sha256 {
+                return Err(archive::ArchiveError::Corrupt {
+                    path: shown,
+                    detail: format!(
+                        "its sha256 is {} but {} was recorded when it was written",
+                        v.sha256, r.sha256
+                    ),
+                });
+            }
+        }
+        Ok(v)
+    }
+}
+
 /// Runs a restore.
 pub fn restore(req: &RestoreRequest<'_>) -> Result<RestoreReport, RetentionError> {
     let spec = req.spec.as_str();
-    // Which archives, oldest first.
-    let chosen: Vec<(PathBuf, String, Option<ArchiveRecord>)> = match req.archive {
-        Some(file) => {
-            let display = file.to_string_lossy().into_owned();
-            vec![(file.to_path_buf(), display, None)]
-        }
+    let root = Tree::open(req.root).map_err(RetentionError::io(req.root))?;
+    // Which archives.
+    let chosen: Vec<Chosen> = match req.archive {
+        Some(file) => vec![Chosen {
+            path: file.to_path_buf(),
+            label: file.to_string_lossy().into_owned(),
+            record: None,
+        }],
         None => {
             let recorded = catalog::read(req.storage, catalog::unpurged)?;
             let mine: Vec<_> = recorded
                 .into_iter()
                 .filter(|r| belongs(&r.spec, spec))
-                .map(|r| (req.root.join(&r.path), r.path.clone(), Some(r)))
+                .map(|r| Chosen {
+                    path: PathBuf::from(&r.path),
+                    label: r.path.clone(),
+                    record: Some(r),
+                })
                 .collect();
             if mine.is_empty() {
                 return Err(RetentionError::InvalidOption(format!(
@@ -95,35 +151,37 @@ pub fn restore(req: &RestoreRequest<'_>) -> Result<RestoreReport, RetentionError
             mine
         }
     };
-    // Verify each in full before writing anything.
+    // Verify each in full before writing anything. A damaged or missing archive is named
+    // and left out; the intact ones are restored (a named `--archive` must be intact).
     let mut verified = Vec::new();
-    for (path, label, record) in &chosen {
-        let v = archive::verify(path)?;
-        if let Some(r) = record {
-            if r.sha256 != v.sha256 {
-                return Err(RetentionError::Archive(archive::ArchiveError::Corrupt {
-                    path: path.clone(),
-                    detail: format!(
-                        "its sha256 is {} but {} was recorded when it was written",
-                        v.sha256, r.sha256
-                    ),
-                }));
+    let mut damaged = Vec::new();
+    for c in &chosen {
+        match c.verify(&root) {
+            Ok(v) => {
+                if !belongs(&v.manifest.spec, spec) {
+                    return Err(RetentionError::InvalidOption(format!(
+                        "{} is an archive of SPEC {}, not of {spec}",
+                        c.label, v.manifest.spec
+                    )));
+                }
+                verified.push((c, v));
             }
+            Err(e) if req.archive.is_some() => return Err(e.into()),
+            Err(e) => damaged.push(format!("{e}; not restored from it")),
         }
-        if !belongs(&v.manifest.spec, spec) {
-            return Err(RetentionError::InvalidOption(format!(
-                "{label} is an archive of SPEC {}, not of {spec}",
-                v.manifest.spec
-            )));
-        }
-        verified.push((path.clone(), label.clone(), v));
     }
-    verified.sort_by_key(|(_, _, v)| v.manifest.created_at_ms);
+    if verified.is_empty() {
+        return Err(RetentionError::InvalidOption(format!(
+            "no intact archive of SPEC {spec}: {}",
+            damaged.join("; ")
+        )));
+    }
+    verified.sort_by_key(|(_, v)| v.manifest.created_at_ms);
     // The folders' locks and the SPEC-ID's, as cleanup takes them.
     let mut locks = Vec::new();
     let mut keys: Vec<&str> = verified
         .iter()
-        .map(|(_, _, v)| v.manifest.spec.as_str())
+        .map(|(_, v)| v.manifest.spec.as_str())
         .collect();
     keys.push(spec);
     keys.sort();
@@ -135,22 +193,29 @@ pub fn restore(req: &RestoreRequest<'_>) -> Result<RestoreReport, RetentionError
     }
     // The newest copy of each path wins.
     let mut newest: HashMap<&str, usize> = HashMap::new();
-    for (i, (_, _, v)) in verified.iter().enumerate() {
+    for (i, (_, v)) in verified.iter().enumerate() {
         for m in &v.manifest.files {
             newest.insert(m.path.as_str(), i);
         }
     }
-    let base = req.to.unwrap_or(req.root);
-    if let Some(to) = req.to {
-        fs::create_dir_all(to).map_err(RetentionError::io(to))?;
-    }
+    let base_tree;
+    let base = match req.to {
+        Some(to) => {
+            fs::create_dir_all(to).map_err(RetentionError::io(to))?;
+            base_tree = Tree::open(to).map_err(RetentionError::io(to))?;
+            &base_tree
+        }
+        None => &root,
+    };
     let mut report = RestoreReport {
-        archives: verified.iter().map(|(_, l, _)| l.clone()).collect(),
+        archives: verified.iter().map(|(c, _)| c.label.clone()).collect(),
+        errors: damaged.clone(),
+        damaged_archives: damaged,
         ..RestoreReport::default()
     };
     let mut db_parts: BTreeMap<String, Vec<u8>> = BTreeMap::new();
     let mut dirs = std::collections::BTreeSet::new();
-    for (i, (path, label, v)) in verified.iter().enumerate() {
+    for (i, (c, v)) in verified.iter().enumerate() {
         let members: HashMap<&str, &Member> = v
             .manifest
             .files
@@ -164,15 +229,17 @@ pub fn restore(req: &RestoreRequest<'_>) -> Result<RestoreReport, RetentionError
             .iter()
             .map(|d| (d.path.as_str(), d.table.as_str()))
             .collect();
-        archive::for_each_member(path, |name, reader| {
+        let (file, shown) = c.open(&root)?;
+        archive::for_each_member_of(file, &shown, |name, reader| {
             if let Some(m) = members.get(name) {
+                let dest = base.display(Path::new(&m.path));
                 let outcome = put_back(base, m, reader, req.faults);
                 let (status, detail) = match outcome {
                     Ok(Put::Restored) => {
                         report.restored_files += 1;
                         report.restored_bytes += m.size;
                         dirs.insert(
-                            base.join(&m.path)
+                            Path::new(&m.path)
                                 .parent()
                                 .map(Path::to_path_buf)
                                 .unwrap_or_default(),
@@ -185,20 +252,18 @@ pub fn restore(req: &RestoreRequest<'_>) -> Result<RestoreReport, RetentionError
                     }
                     Ok(Put::Conflict(why)) => {
                         report.conflicts += 1;
-                        report
-                            .errors
-                            .push(format!("{}: {why}", base.join(&m.path).display()));
+                        report.errors.push(format!("{}: {why}", dest.display()));
                         ("conflict", Some(why))
                     }
                     Err(e) => {
-                        let message = format!("{}: {e}", base.join(&m.path).display());
+                        let message = format!("{}: {e}", dest.display());
                         report.errors.push(message.clone());
                         ("failed", Some(message))
                     }
                 };
                 report.files.push(RestoredFile {
                     path: m.path.clone(),
-                    archive: label.clone(),
+                    archive: c.label.clone(),
                     status,
                     detail,
                 });
@@ -214,10 +279,10 @@ pub fn restore(req: &RestoreRequest<'_>) -> Result<RestoreReport, RetentionError
         })?;
     }
     for dir in dirs {
-        if let Err(e) = fsutil::fsync_dir(&dir) {
+        if let Err(e) = base.folder(&dir).and_then(|f| f.sync()) {
             report
                 .errors
-                .push(format!("fsync of {}: {e}", dir.display()));
+                .push(format!("fsync of {}: {e}", base.display(&dir).display()));
         }
     }
     if !db_parts.is_empty() {
@@ -230,7 +295,7 @@ pub fn restore(req: &RestoreRequest<'_>) -> Result<RestoreReport, RetentionError
                         mtime_ns: fsutil::system_time_ns(std::time::SystemTime::now()),
                         sha256: sha_hex(bytes),
                     };
-                    match put_back(to, &member, &mut bytes.as_slice(), req.faults) {
+                    match put_back(base, &member, &mut bytes.as_slice(), req.faults) {
                         Ok(Put::Restored) | Ok(Put::Identical) => report
                             .rows_written_to
                             .push(to.join(&member.path).to_string_lossy().into_owned()),
@@ -277,23 +342,25 @@ enum Put {
     Conflict(String),
 }
 
-/// Writes one member under `base`, never replacing an existing file.
+/// Writes one member under `base` through its held folders, never replacing an existing
+/// file: a short temporary name in the destination folder (so any name that fits the file
+/// system can be restored), hashed, fsynced, given its mtime, then linked into place.
 fn put_back(
-    base: &Path,
+    base: &Tree,
     m: &Member,
     reader: &mut dyn Read,
     faults: Option<&dyn Faults>,
 ) -> io::Result<Put> {
     let relative = Path::new(&m.path);
-    if !fsutil::is_plain_relative(relative) {
+    if !folder::is_plain_relative(relative) {
         return Ok(Put::Conflict("not a plain relative path; refused".into()));
     }
-    let dest = base.join(relative);
-    let parent_rel = relative.parent().unwrap_or(Path::new(""));
-    fsutil::ensure_real_dir(base, parent_rel)?;
-    match fs::symlink_metadata(&dest) {
-        Ok(meta) if meta.is_file() => {
-            let (sha, _) = archive::sha256_file(&dest)?;
+    let (parent_rel, name) = folder::split(relative)?;
+    let dir = base.create_folder(parent_rel)?;
+    match dir.stat(name) {
+        Ok(st) if st.kind == NodeKind::File => {
+            let (file, _) = dir.open_file(name)?;
+            let (sha, _) = archive::sha256_of(file)?;
             return Ok(if sha == m.sha256 {
                 Put::Identical
             } else {
@@ -308,19 +375,10 @@ fn put_back(
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(e),
     }
-    faults::check(faults, Step::RestoreFile, &dest)?;
-    let name = relative
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or("file");
-    let temp = dest.with_file_name(format!(".{name}.restore-tmp-{}", std::process::id()));
-    let _ = fs::remove_file(&temp);
+    faults::check(faults, Step::RestoreFile, &dir.display(name))?;
+    let temp = folder::temp_name("restore");
     let result = (|| -> io::Result<Put> {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(&temp)?;
+        let mut file = dir.create_new(&temp, 0o644)?;
         let mut hashing = HashingReader::new(reader);
         io::copy(&mut hashing, &mut file)?;
         let (_, sha, count) = hashing.into_parts();
@@ -333,7 +391,7 @@ fn put_back(
         file.flush()?;
         file.set_modified(fsutil::ns_to_system_time(m.mtime_ns))?;
         file.sync_all()?;
-        match fs::hard_link(&temp, &dest) {
+        match dir.link(&temp, name) {
             Ok(()) => Ok(Put::Restored),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(Put::Conflict(
                 "a file appeared there meanwhile; not overwritten".into(),
@@ -341,6 +399,6 @@ fn put_back(
             Err(e) => Err(e),
         }
     })();
-    let _ = fs::remove_file(&temp);
+    let _ = dir.remove_file(&temp);
     result
 }

@@ -18,7 +18,6 @@ use sha2::{Digest, Sha256};
 use speckit_engine::storage::table_exists;
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufWriter, Seek, Write};
-use std::path::Path;
 
 use crate::archive::DbSpool;
 use crate::error::RetentionError;
@@ -229,7 +228,11 @@ fn select_one<'c>(
 
 /// Reads the plan's rows into unnamed temporary files in `dir` (one per table, gone on a
 /// crash). Rows deleted since the plan are left out.
-pub fn spool(conn: &Connection, plan: &RowsPlan, dir: &Path) -> Result<Spooled, RetentionError> {
+pub fn spool(
+    conn: &Connection,
+    plan: &RowsPlan,
+    dir: &crate::folder::Folder,
+) -> Result<Spooled, RetentionError> {
     let mut spools = Vec::new();
     let mut hashes = Vec::new();
     let keys: [(&'static str, Vec<Key>); 3] = [
@@ -253,7 +256,7 @@ pub fn spool(conn: &Connection, plan: &RowsPlan, dir: &Path) -> Result<Spooled, 
         if keys.is_empty() {
             continue;
         }
-        let file = tempfile::tempfile_in(dir).map_err(RetentionError::io(dir))?;
+        let file = dir.unnamed_file().map_err(RetentionError::io(dir.path()))?;
         let mut out = BufWriter::new(file);
         let mut hasher = Sha256::new();
         let (mut stmt, columns) =
@@ -275,8 +278,9 @@ pub fn spool(conn: &Connection, plan: &RowsPlan, dir: &Path) -> Result<Spooled, 
                 sha256: sha(&line),
             });
             out.write_all(line.as_bytes())
-                .map_err(RetentionError::io(dir))?;
-            out.write_all(b"\n").map_err(RetentionError::io(dir))?;
+                .map_err(RetentionError::io(dir.path()))?;
+            out.write_all(b"\n")
+                .map_err(RetentionError::io(dir.path()))?;
             hasher.update(line.as_bytes());
             hasher.update(b"\n");
             rows += 1;
@@ -284,8 +288,8 @@ pub fn spool(conn: &Connection, plan: &RowsPlan, dir: &Path) -> Result<Spooled, 
         }
         let mut file = out
             .into_inner()
-            .map_err(|e| RetentionError::io(dir)(e.into_error()))?;
-        file.rewind().map_err(RetentionError::io(dir))?;
+            .map_err(|e| RetentionError::io(dir.path())(e.into_error()))?;
+        file.rewind().map_err(RetentionError::io(dir.path()))?;
         spools.push(DbSpool {
             table: table.to_string(),
             file,

@@ -18,14 +18,14 @@
 //! never leaves a sidecar without its archive from our own steps.
 
 use serde::{Deserialize, Serialize};
-use std::fs::{self, OpenOptions};
+use std::ffi::OsStr;
 use std::io::{self, Read, Write};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::archive::{self, ArchiveError, Manifest};
 use crate::faults::{self, Faults, Step};
+use crate::folder::{Folder, NodeKind};
 use crate::fsutil;
 
 /// The sidecar format this code writes and reads.
@@ -74,23 +74,22 @@ pub fn is_temp_name(name: &str) -> bool {
     name.starts_with(TEMP_PREFIX)
 }
 
-/// Writes the sidecar of the archive at `archive_path` (verified, with this sha256 and
-/// size): a temporary file in the same folder, fsync, rename over any older sidecar of
-/// that name, fsync of the folder.
+/// Writes the sidecar of the archive `archive_name` in the held folder `dir` (verified,
+/// with this sha256 and size): a short temporary name in the same folder, fsync, rename
+/// over any older sidecar of that name, fsync of the folder.
 pub fn write(
-    archive_path: &Path,
+    dir: &Folder,
+    archive_name: &OsStr,
     sha256: &str,
     bytes: u64,
     manifest: &Manifest,
     faults: Option<&dyn Faults>,
 ) -> io::Result<PathBuf> {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let final_path = path_for(archive_path);
-    let dir = archive_path.parent().unwrap_or(Path::new("."));
-    let name = archive_path
-        .file_name()
-        .and_then(|n| n.to_str())
+    let name = archive_name
+        .to_str()
         .ok_or_else(|| io::Error::other("the archive's name is not UTF-8"))?;
+    let final_name = format!("{name}{SUFFIX}");
+    let final_path = dir.display(OsStr::new(&final_name));
     let sidecar = Sidecar {
         format: FORMAT.to_string(),
         archive: name.to_string(),
@@ -99,27 +98,23 @@ pub fn write(
         manifest: manifest.clone(),
     };
     let body = serde_json::to_vec(&sidecar).map_err(io::Error::other)?;
-    let temp = dir.join(format!(
+    faults::check(faults, Step::WriteSidecar, &final_path)?;
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let temp = std::ffi::OsString::from(format!(
         "{TEMP_PREFIX}{}-{}",
         std::process::id(),
         COUNTER.fetch_add(1, Ordering::Relaxed)
     ));
-    faults::check(faults, Step::WriteSidecar, &temp)?;
     let result = (|| -> io::Result<()> {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o644)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(&temp)?;
+        let mut file = dir.create_new(&temp, 0o644)?;
         file.write_all(&body)?;
         file.sync_all()?;
-        fs::rename(&temp, &final_path)?;
-        faults::check(faults, Step::SyncDir, dir)?;
-        fsutil::fsync_dir(dir)
+        dir.rename(&temp, OsStr::new(&final_name))?;
+        faults::check(faults, Step::SyncDir, dir.path())?;
+        dir.sync()
     })();
     if result.is_err() {
-        let _ = fs::remove_file(&temp);
+        let _ = dir.remove_file(&temp);
     }
     result.map(|()| final_path)
 }
@@ -213,17 +208,19 @@ pub fn manifest_of(
     Ok((verified.manifest, Source::Archive))
 }
 
-/// Deletes the sidecar of an archive (missing is fine). Returns whether one was deleted.
-pub fn remove(archive_path: &Path) -> io::Result<bool> {
-    let path = path_for(archive_path);
-    match fs::symlink_metadata(&path) {
-        Ok(meta) if meta.is_file() => {
-            fs::remove_file(&path)?;
+/// Deletes the sidecar of the archive `archive_name` in the held folder `dir` (missing is
+/// fine). Returns whether one was deleted.
+pub fn remove(dir: &Folder, archive_name: &OsStr) -> io::Result<bool> {
+    let mut name = archive_name.to_os_string();
+    name.push(SUFFIX);
+    match dir.stat(&name) {
+        Ok(stat) if stat.kind == NodeKind::File => {
+            dir.remove_file(&name)?;
             Ok(true)
         }
         Ok(_) => Err(io::Error::other(format!(
             "{} is not a regular file; left alone",
-            path.display()
+            dir.display(&name).display()
         ))),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
         Err(e) => Err(e),
@@ -270,8 +267,10 @@ mod tests {
     fn a_stale_or_foreign_sidecar_is_not_used() {
         let dir = tempfile::tempdir().unwrap();
         let archive = dir.path().join("S_20260301_0123456789ab.tar.zst");
+        let held = Folder::open(dir.path()).unwrap();
+        let name = archive.file_name().unwrap();
         assert_eq!(read(&archive, "aa", 10), Err(Unusable::Missing));
-        let written = write(&archive, "aa", 10, &manifest(), None).unwrap();
+        let written = write(&held, name, "aa", 10, &manifest(), None).unwrap();
         assert_eq!(written, path_for(&archive));
         assert_eq!(read(&archive, "aa", 10).unwrap(), manifest());
         assert!(
@@ -283,19 +282,19 @@ mod tests {
         ));
         // The same sidecar beside an archive of another name.
         let other = dir.path().join("S_20260301_ffffffffffff.tar.zst");
-        fs::copy(&written, path_for(&other)).unwrap();
+        std::fs::copy(&written, path_for(&other)).unwrap();
         assert!(
             matches!(read(&other, "aa", 10), Err(Unusable::Invalid(w)) if w.contains("describes"))
         );
-        fs::write(&written, b"{").unwrap();
+        std::fs::write(&written, b"{").unwrap();
         assert!(matches!(
             read(&archive, "aa", 10),
             Err(Unusable::Invalid(_))
         ));
-        assert!(remove(&archive).unwrap());
-        assert!(!remove(&archive).unwrap());
+        assert!(remove(&held, name).unwrap());
+        assert!(!remove(&held, name).unwrap());
         // Nothing but the foreign sidecar is left: no temporaries.
-        let names: Vec<_> = fs::read_dir(dir.path())
+        let names: Vec<_> = std::fs::read_dir(dir.path())
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())
             .collect();

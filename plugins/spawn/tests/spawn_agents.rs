@@ -213,7 +213,10 @@ async fn max_concurrency_one_is_sequential_and_more_is_parallel() {
     }
     let mut queued: Vec<u64> = batch.metrics.agents.iter().map(|a| a.queued_us).collect();
     queued.sort_unstable();
-    assert!(queued[1] >= READY_US && queued[2] >= 2 * READY_US, "{queued:?}");
+    assert!(
+        queued[1] >= READY_US && queued[2] >= 2 * READY_US,
+        "{queued:?}"
+    );
     for h in batch.handles {
         assert!(h.wait().await.unwrap().succeeded());
     }

@@ -3,6 +3,7 @@
 
 use super::*;
 use chrono::TimeZone;
+use std::fs;
 
 fn source(root: &Path, rel: &str, body: &[u8]) -> SourceFile {
     let path = root.join(rel);
@@ -13,17 +14,18 @@ fn source(root: &Path, rel: &str, body: &[u8]) -> SourceFile {
         path: rel.to_string(),
         size: meta.len(),
         mtime_ns: fsutil::meta_mtime_ns(&meta),
+        identity: None,
     }
 }
 
 fn request<'a>(
-    root: &'a Path,
+    tree: &'a Tree,
     relative: &'a Path,
     files: &'a [SourceFile],
     db: &'a [DbSpool],
 ) -> WriteRequest<'a> {
     WriteRequest {
-        root,
+        tree,
         relative,
         spec: "SPEC-KIT-1",
         created_at: chrono::Utc.with_ymd_and_hms(2025, 10, 1, 0, 0, 0).unwrap(),
@@ -46,7 +48,7 @@ fn written_archive_verifies_and_extracts_with_the_same_bytes() {
         source(root, &long, b""),
     ];
     let rel = spec_dir("SPEC-KIT-1").join("a.tar.zst");
-    let out = write(request(root, &rel, &files, &[])).unwrap();
+    let out = write(request(&Tree::open(root).unwrap(), &rel, &files, &[])).unwrap();
     let written = out.written.unwrap();
     assert!(out.excluded.is_empty());
     assert_eq!(written.manifest.files.len(), 3);
@@ -82,7 +84,7 @@ fn changed_source_is_left_out_not_archived_stale() {
     let mut b = source(root, "commands/S/b.json", b"bbbb");
     b.size += 1; // the plan saw another size
     let rel = spec_dir("S").join("x.tar.zst");
-    let out = write(request(root, &rel, &[a, b], &[])).unwrap();
+    let out = write(request(&Tree::open(root).unwrap(), &rel, &[a, b], &[])).unwrap();
     let written = out.written.unwrap();
     assert_eq!(written.manifest.files.len(), 1);
     assert!(
@@ -96,7 +98,7 @@ fn corrupt_archive_fails_verification_naming_the_member() {
     let root = dir.path();
     let files = vec![source(root, "commands/S/a.json", &vec![b'q'; 5000])];
     let rel = spec_dir("S").join("x.tar.zst");
-    write(request(root, &rel, &files, &[])).unwrap();
+    write(request(&Tree::open(root).unwrap(), &rel, &files, &[])).unwrap();
     // Rewrite the archive with different content under the same manifest.
     let path = root.join(&rel);
     let mut members: Vec<(String, Vec<u8>)> = Vec::new();
@@ -128,6 +130,7 @@ fn names_are_deterministic() {
         path: "commands/S/a".into(),
         size: 1,
         mtime_ns: 2,
+        identity: None,
     }];
     assert_eq!(
         archive_name("S", day, &f, &[]),
@@ -140,4 +143,13 @@ fn names_are_deterministic() {
     let name = archive_name("S", day, &f, &[]);
     assert!(name.starts_with("S_20251001_") && is_archive_name(&name));
     assert!(is_temp_name(&format!(".{name}{TEMP_MARKER}12")));
+    assert!(is_temp_name(folder::temp_name("archive").to_str().unwrap()));
+    // A SPEC folder name of 255 bytes still gives names that fit, sidecar included.
+    let long = "S".repeat(255);
+    let name = archive_name(&long, day, &f, &[]);
+    assert!(
+        name.len() + crate::sidecar::SUFFIX.len() <= 255,
+        "{}",
+        name.len()
+    );
 }

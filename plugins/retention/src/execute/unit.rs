@@ -3,7 +3,7 @@
 //! sources. Each step records its actions' statuses.
 
 use std::collections::{BTreeSet, HashMap};
-use std::fs;
+use std::ffi::OsStr;
 use std::io;
 use std::path::{Path, PathBuf};
 
@@ -12,7 +12,7 @@ use crate::archive::{self, ArchiveError, Excluded, WriteRequest};
 use crate::catalog;
 use crate::error::RetentionError;
 use crate::faults::{self, Faults, Step};
-use crate::fsutil;
+use crate::folder::{Folder, NodeKind, Removal, Tree};
 use crate::lock::{self, LockError};
 use crate::plan::{self, Action, ActionStatus, Unit};
 use crate::rows;
@@ -106,7 +106,9 @@ impl Statuses {
 struct UnitRun<'a, 'r> {
     req: &'a ExecRequest<'r>,
     unit: &'a Unit,
-    root: &'a Path,
+    /// The evidence root held by descriptor: every file of this unit is read, checked
+    /// and deleted through these handles, opened once after the lock was taken.
+    tree: Tree,
     t: Statuses,
     figures: Figures,
     errors: Vec<String>,
@@ -130,10 +132,19 @@ pub(super) fn run_unit(req: &ExecRequest<'_>, unit: &Unit) -> UnitOutcome {
             return out;
         }
     };
+    let tree = match Tree::open(root) {
+        Ok(t) => t,
+        Err(e) => {
+            let message = format!("evidence root {}: {e}", root.display());
+            let mut out = UnitOutcome::all(unit, ActionStatus::Failed, &message);
+            out.errors.push(message);
+            return out;
+        }
+    };
     let mut run = UnitRun {
         req,
         unit,
-        root,
+        tree,
         t: Statuses::new(unit),
         figures: Figures::default(),
         errors: Vec::new(),
@@ -179,14 +190,13 @@ impl UnitRun<'_, '_> {
 
     fn discard_temps(&mut self) {
         for rel in &self.unit.discard_temps {
-            let path = self.root.join(rel);
+            let path = self.tree.display(Path::new(rel));
             let result = (|| -> io::Result<()> {
-                let meta = fs::symlink_metadata(&path)?;
-                if !meta.is_file() {
+                let (dir, name) = self.tree.parent_of(Path::new(rel))?;
+                if dir.stat(name)?.kind != NodeKind::File {
                     return Err(io::Error::other("not a regular file"));
                 }
-                fs::remove_file(&path)?;
-                Ok(())
+                dir.remove_file(name)
             })();
             match result {
                 Ok(()) => {
@@ -215,12 +225,15 @@ impl UnitRun<'_, '_> {
     /// only costs that: it is a warning.
     fn repair_sidecars(&mut self) {
         for r in &self.unit.repair_sidecars {
-            let path = self.root.join(&r.path);
-            match fs::symlink_metadata(&path) {
-                Ok(meta) if meta.is_file() && meta.len() == r.bytes => {}
+            let path = self.tree.display(Path::new(&r.path));
+            let Ok((dir, name)) = self.tree.parent_of(Path::new(&r.path)) else {
+                continue; // its folder changed since the plan: the next plan looks again
+            };
+            match dir.stat(name) {
+                Ok(st) if st.kind == NodeKind::File && st.size == r.bytes => {}
                 _ => continue, // changed or gone since the plan: the next plan looks again
             }
-            match sidecar::write(&path, &r.sha256, r.bytes, &r.manifest, self.faults()) {
+            match sidecar::write(&dir, name, &r.sha256, r.bytes, &r.manifest, self.faults()) {
                 Ok(_) => {
                     tracing::info!(spec = %self.unit.key, archive = %r.path, "wrote the missing manifest sidecar of a recorded archive")
                 }
@@ -236,24 +249,36 @@ impl UnitRun<'_, '_> {
     /// manifest is in the archive, and readers fall back to it).
     fn write_sidecar(
         &mut self,
-        path: &Path,
+        dir: &Folder,
+        name: &OsStr,
         sha256: &str,
         bytes: u64,
         manifest: &archive::Manifest,
     ) {
-        if let Err(e) = sidecar::write(path, sha256, bytes, manifest, self.faults()) {
+        if let Err(e) = sidecar::write(dir, name, sha256, bytes, manifest, self.faults()) {
             self.warnings.push(format!(
                 "{}: writing its manifest sidecar failed: {e}; recorded without it (plans read the manifest from the archive)",
-                path.display()
+                dir.display(name).display()
             ));
         }
     }
 
     fn adopt(&mut self) {
         for ad in &self.unit.adopt {
-            let path = self.root.join(&ad.path);
+            let path = self.tree.display(Path::new(&ad.path));
+            let (dir, name) = match self.tree.parent_of(Path::new(&ad.path)) {
+                Ok(found) => found,
+                Err(e) => {
+                    self.error(
+                        plan::ActionKind::Adopt,
+                        &ad.path,
+                        format!("{}: {e}", path.display()),
+                    );
+                    continue;
+                }
+            };
             // Verify again under the lock: it is about to become the only copy.
-            let verified = match archive::verify(&path) {
+            let verified = match archive::verify_in(&dir, name) {
                 Ok(v) if v.sha256 == ad.verified.sha256 => v,
                 Ok(_) => {
                     self.error(
@@ -270,20 +295,36 @@ impl UnitRun<'_, '_> {
             };
             let mut hashes = Vec::new();
             if !verified.manifest.db.is_empty() {
-                let read = archive::for_each_member(&path, |name, r| {
-                    if let Some(part) = verified.manifest.db.iter().find(|d| d.path == name) {
-                        let mut bytes = Vec::new();
-                        r.read_to_end(&mut bytes)?;
-                        hashes.extend(rows::hashes_of(&part.table, &bytes));
-                    }
-                    Ok(())
-                });
+                let read = dir
+                    .open_file(name)
+                    .map_err(|source| ArchiveError::Read {
+                        path: path.clone(),
+                        source,
+                    })
+                    .and_then(|(file, _)| {
+                        archive::for_each_member_of(file, &path, |member, r| {
+                            if let Some(part) =
+                                verified.manifest.db.iter().find(|d| d.path == member)
+                            {
+                                let mut bytes = Vec::new();
+                                r.read_to_end(&mut bytes)?;
+                                hashes.extend(rows::hashes_of(&part.table, &bytes));
+                            }
+                            Ok(())
+                        })
+                    });
                 if let Err(e) = read {
                     self.error(plan::ActionKind::Adopt, &ad.path, e.to_string());
                     continue;
                 }
             }
-            self.write_sidecar(&path, &verified.sha256, verified.bytes, &verified.manifest);
+            self.write_sidecar(
+                &dir,
+                name,
+                &verified.sha256,
+                verified.bytes,
+                &verified.manifest,
+            );
             let (rel, manifest, sha, bytes) = (
                 ad.path.clone(),
                 verified.manifest.clone(),
@@ -334,26 +375,25 @@ impl UnitRun<'_, '_> {
                 );
                 continue;
             };
-            let path = self.root.join(&p.path);
-            let rel_dir = Path::new(&p.path).parent().unwrap_or(Path::new(""));
+            let path = self.tree.display(Path::new(&p.path));
             let removed = (|| -> io::Result<u64> {
-                fsutil::check_real_dir(self.root, rel_dir)?;
+                let (dir, name) = self.tree.parent_of(Path::new(&p.path))?;
                 faults::check(self.faults(), Step::PurgeArchive, &path)?;
                 // The sidecar first: a crash never leaves one without its archive.
-                sidecar::remove(&path)?;
-                let meta = match fs::symlink_metadata(&path) {
-                    Ok(m) => m,
+                sidecar::remove(&dir, name)?;
+                let stat = match dir.stat(name) {
+                    Ok(st) => st,
                     Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
                     Err(e) => return Err(e),
                 };
-                if !meta.is_file() {
+                if stat.kind != NodeKind::File {
                     return Err(io::Error::other("not a regular file; left alone"));
                 }
-                fs::remove_file(&path)?;
-                let dir = path.parent().unwrap_or(Path::new("."));
-                faults::check(self.faults(), Step::SyncDir, dir)?;
-                fsutil::fsync_dir(dir)?;
-                Ok(meta.len())
+                dir.remove_file(name)?;
+                faults::check(self.faults(), Step::SyncDir, dir.path())?;
+                dir.sync()?;
+                self.figures.purged_allocated_bytes += stat.allocated_bytes;
+                Ok(stat.size)
             })();
             let bytes = match removed {
                 Ok(b) => b,
@@ -395,8 +435,14 @@ impl UnitRun<'_, '_> {
         let mut verified: HashMap<String, Result<Held, String>> = HashMap::new();
         let mut dirs = BTreeSet::new();
         for f in &self.unit.finish {
+            let tree = &self.tree;
             let check = verified.entry(f.archive.clone()).or_insert_with(|| {
-                archive::verify(&self.root.join(&f.archive))
+                tree.parent_of(Path::new(&f.archive))
+                    .map_err(|source| ArchiveError::Read {
+                        path: tree.display(Path::new(&f.archive)),
+                        source,
+                    })
+                    .and_then(|(dir, name)| archive::verify_in(&dir, name))
                     .map(|v| {
                         v.manifest
                             .files
@@ -431,24 +477,25 @@ impl UnitRun<'_, '_> {
                 );
                 continue;
             }
-            let path = self.root.join(&f.file.path);
+            let path = self.tree.display(Path::new(&f.file.path));
+            let mut allocated = 0;
             let result = (|| -> io::Result<Option<String>> {
-                let parent = Path::new(&f.file.path).parent().unwrap_or(Path::new(""));
-                fsutil::check_real_dir(self.root, parent)?;
-                let meta = match fs::symlink_metadata(&path) {
-                    Ok(m) => m,
+                // Hash the file through its held folder, then delete that very file.
+                let (file, stat) = match self.tree.open_file(Path::new(&f.file.path)) {
+                    Ok(opened) => opened,
                     Err(e) if e.kind() == io::ErrorKind::NotFound => {
                         return Ok(Some("already gone".into()))
                     }
+                    Err(e) if e.kind() == io::ErrorKind::InvalidInput => {
+                        return Ok(Some(format!("{e}; kept")))
+                    }
                     Err(e) => return Err(e),
                 };
-                if !meta.is_file()
-                    || meta.len() != f.file.size
-                    || fsutil::meta_mtime_ns(&meta) != f.file.mtime_ns
-                {
+                let planned = f.file.identity.is_none_or(|id| id == (stat.dev, stat.ino));
+                if !planned || stat.size != f.file.size || stat.mtime_ns != f.file.mtime_ns {
                     return Ok(Some("changed since the plan; kept".into()));
                 }
-                let (sha, _) = archive::sha256_file(&path)?;
+                let (sha, _) = archive::sha256_of(file)?;
                 if sha != f.sha256 {
                     return Ok(Some(format!(
                         "its content differs from the copy in {}; kept",
@@ -456,14 +503,21 @@ impl UnitRun<'_, '_> {
                     )));
                 }
                 faults::check(self.faults(), Step::DeleteSource, &path)?;
-                fs::remove_file(&path)?;
-                Ok(None)
+                match self.tree.remove_if_same(Path::new(&f.file.path), &stat)? {
+                    Removal::Removed => {
+                        allocated = stat.allocated_bytes;
+                        Ok(None)
+                    }
+                    Removal::Gone => Ok(Some("already gone".into())),
+                    Removal::Changed(why) => Ok(Some(format!("{why}; kept"))),
+                }
             })();
             match result {
                 Ok(None) => {
                     self.figures.deleted_files += 1;
                     self.figures.deleted_bytes += f.file.size;
-                    dirs.insert(path.parent().map(Path::to_path_buf).unwrap_or_default());
+                    self.figures.deleted_allocated_bytes += allocated;
+                    dirs.insert(parent_dir(&f.file.path));
                     self.t.set(
                         plan::ActionKind::DeleteArchived,
                         &f.file.path,
@@ -494,10 +548,13 @@ impl UnitRun<'_, '_> {
 
     fn sync_dirs(&mut self, dirs: BTreeSet<PathBuf>) {
         for dir in dirs {
-            let result = faults::check(self.faults(), Step::SyncDir, &dir)
-                .and_then(|()| fsutil::fsync_dir(&dir));
+            let shown = self.tree.display(&dir);
+            let result = faults::check(self.faults(), Step::SyncDir, &shown)
+                .and_then(|()| self.tree.folder(&dir))
+                .and_then(|folder| folder.sync());
             if let Err(e) = result {
-                self.errors.push(format!("fsync of {}: {e}", dir.display()));
+                self.errors
+                    .push(format!("fsync of {}: {e}", shown.display()));
             }
         }
     }
@@ -507,10 +564,9 @@ impl UnitRun<'_, '_> {
         let Some(arch) = &self.unit.archive else {
             return false;
         };
-        let root = self.root;
         let rel = PathBuf::from(&arch.path);
         let dir_rel = rel.parent().unwrap_or(Path::new("")).to_path_buf();
-        let dir = root.join(&dir_rel);
+        let dir = self.tree.display(&dir_rel);
         let fail_all = |run: &mut Self, message: String| {
             run.t.fail_archive(
                 &arch.path,
@@ -519,19 +575,22 @@ impl UnitRun<'_, '_> {
             );
             run.errors.push(message);
         };
-        if let Err(e) = fsutil::ensure_real_dir(root, &dir_rel) {
-            fail_all(
-                self,
-                format!("archive folder {}: {e}; sources kept", dir.display()),
-            );
-            return false;
-        }
+        let archive_dir = match self.tree.create_folder(&dir_rel) {
+            Ok(f) => f,
+            Err(e) => {
+                fail_all(
+                    self,
+                    format!("archive folder {}: {e}; sources kept", dir.display()),
+                );
+                return false;
+            }
+        };
         // Database rows first, into unnamed spool files beside the archive.
         let (spools, hashes) = if arch.rows.is_empty() {
             (Vec::new(), Vec::new())
         } else {
             let rows_plan = arch.rows.clone();
-            let spool_dir = dir.clone();
+            let spool_dir = archive_dir.clone();
             match self
                 .req
                 .storage
@@ -563,7 +622,7 @@ impl UnitRun<'_, '_> {
         let sources: Vec<archive::SourceFile> =
             arch.files.iter().map(plan::PlannedFile::source).collect();
         let written = archive::write(WriteRequest {
-            root,
+            tree: &self.tree,
             relative: &rel,
             spec: &self.unit.key,
             created_at: self.req.now,
@@ -599,7 +658,7 @@ impl UnitRun<'_, '_> {
                 Excluded::Failed { path, error } => {
                     let message = format!(
                         "{}: {error}; not archived, left in place",
-                        root.join(path).display()
+                        self.tree.display(Path::new(path)).display()
                     );
                     self.error(plan::ActionKind::Archive, path, message);
                 }
@@ -610,8 +669,9 @@ impl UnitRun<'_, '_> {
         };
         // Its sidecar, then the record of the verified archive and the deletion of its
         // rows, in one transaction.
-        let final_path = root.join(&w.path);
-        self.write_sidecar(&final_path, &w.sha256, w.bytes, &w.manifest);
+        let final_path = self.tree.display(Path::new(&w.path));
+        let final_name = Path::new(&w.path).file_name().unwrap_or_default();
+        self.write_sidecar(&archive_dir, final_name, &w.sha256, w.bytes, &w.manifest);
         let (rel_s, manifest, sha, bytes) = (
             w.path.clone(),
             w.manifest.clone(),
@@ -654,6 +714,9 @@ impl UnitRun<'_, '_> {
             "archive written, verified and recorded; deleting its sources"
         );
         self.figures.archive_bytes_written += w.bytes;
+        if let Ok(st) = archive_dir.stat(final_name) {
+            self.figures.archive_allocated_bytes_written += st.allocated_bytes;
+        }
         self.figures.archived_files += w.manifest.files.len() as u64;
         self.figures.archived_bytes += w.manifest.source_bytes();
         self.figures.archived_rows += w.manifest.db_rows();
@@ -671,34 +734,34 @@ impl UnitRun<'_, '_> {
         // Only now: delete the sources, each still exactly as archived.
         let mut dirs = BTreeSet::new();
         for m in &w.manifest.files {
-            let path = root.join(&m.path);
+            let path = self.tree.display(Path::new(&m.path));
+            let mut allocated = 0;
             let result = (|| -> io::Result<Option<String>> {
-                let parent = Path::new(&m.path).parent().unwrap_or(Path::new(""));
-                fsutil::check_real_dir(root, parent)?;
                 faults::check(self.faults(), Step::DeleteSource, &path)?;
-                let meta = match fs::symlink_metadata(&path) {
-                    Ok(meta) => meta,
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                        return Ok(Some("archived; the source was already gone".into()))
-                    }
-                    Err(e) => return Err(e),
-                };
-                if !meta.is_file()
-                    || meta.len() != m.size
-                    || fsutil::meta_mtime_ns(&meta) != m.mtime_ns
-                {
+                let Some(read) = w.sources.get(&m.path) else {
                     return Ok(Some(
-                        "changed after it was archived; kept in place (the archive holds the earlier version)".into(),
+                        "archived, but how it was read is unknown; kept".into(),
                     ));
+                };
+                // Through the handle the file was read from, only while its name still
+                // refers to that very file, unchanged.
+                match self.tree.remove_if_same(Path::new(&m.path), read)? {
+                    Removal::Removed => {
+                        allocated = read.allocated_bytes;
+                        Ok(None)
+                    }
+                    Removal::Gone => Ok(Some("archived; the source was already gone".into())),
+                    Removal::Changed(why) => Ok(Some(format!(
+                        "{why} after it was archived; kept in place (the archive holds the version read)"
+                    ))),
                 }
-                fs::remove_file(&path)?;
-                Ok(None)
             })();
             match result {
                 Ok(None) => {
                     self.figures.deleted_files += 1;
                     self.figures.deleted_bytes += m.size;
-                    dirs.insert(path.parent().map(Path::to_path_buf).unwrap_or_default());
+                    self.figures.deleted_allocated_bytes += allocated;
+                    dirs.insert(parent_dir(&m.path));
                     self.t
                         .set(plan::ActionKind::Archive, &m.path, ActionStatus::Done, None);
                 }
@@ -726,4 +789,12 @@ impl UnitRun<'_, '_> {
         self.sync_dirs(dirs);
         false
     }
+}
+
+/// The folder of a file's relative path.
+fn parent_dir(relative: &str) -> PathBuf {
+    Path::new(relative)
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
 }

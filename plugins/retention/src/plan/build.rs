@@ -15,6 +15,7 @@ use crate::age;
 use crate::archive::{self, SourceFile};
 use crate::catalog;
 use crate::error::RetentionError;
+use crate::git_times::GitTimes;
 use crate::layout::{self, Skipped};
 use crate::rows::{self, RowsPlan};
 use crate::sidecar;
@@ -100,6 +101,7 @@ pub fn build(req: &PlanRequest<'_>) -> Result<Plan, RetentionError> {
         skipped: Vec::new(),
         total_files: 0,
         young_files: 0,
+        newest_mtime: None,
         warnings: Vec::new(),
         errors: Vec::new(),
     };
@@ -110,7 +112,11 @@ pub fn build(req: &PlanRequest<'_>) -> Result<Plan, RetentionError> {
     let mut skipped = Vec::new();
     let mut total = 0u64;
     let mut young = 0u64;
+    let mut newest_mtime: Option<std::time::SystemTime> = None;
     let mut non_utf8 = Vec::new();
+    // Commit times for files without a timestamp in their name (once per plan; `None`
+    // outside a git work tree or without git: mtimes, see `age`).
+    let git = GitTimes::load(req.root);
     layout::walk(
         req.root,
         &mut |entry| {
@@ -118,6 +124,7 @@ pub fn build(req: &PlanRequest<'_>) -> Result<Plan, RetentionError> {
                 return; // our own archives and summaries are not evidence
             }
             total += 1;
+            newest_mtime = newest_mtime.max(Some(entry.mtime));
             let Some((spec, kind)) = &entry.owner else {
                 return; // non-SPEC entries: evidence.non_spec_entries = "ignore"
             };
@@ -149,7 +156,8 @@ pub fn build(req: &PlanRequest<'_>) -> Result<Plan, RetentionError> {
                         .file_name()
                         .and_then(|n| n.to_str())
                         .unwrap_or_default();
-                    let time = age::file_time(name, entry.mtime, req.now);
+                    let commit = git.as_ref().and_then(|g| g.commit_time(&entry.relative));
+                    let time = age::file_time(name, entry.mtime, commit, req.now);
                     if !scans.contains_key(key) {
                         scans.insert(key.to_string(), FolderScan::default());
                     }
@@ -172,6 +180,8 @@ pub fn build(req: &PlanRequest<'_>) -> Result<Plan, RetentionError> {
                             mtime_ns: crate::fsutil::system_time_ns(entry.mtime),
                             made_at: time.at,
                             age_source: time.source,
+                            identity: Some((entry.dev, entry.ino)),
+                            allocated_bytes: entry.allocated_bytes,
                         });
                     } else {
                         young += 1;
@@ -183,6 +193,7 @@ pub fn build(req: &PlanRequest<'_>) -> Result<Plan, RetentionError> {
     )?;
     plan.total_files = total;
     plan.young_files = young;
+    plan.newest_mtime = newest_mtime;
     for p in non_utf8 {
         skipped.push(Skipped {
             relative: p,
