@@ -217,3 +217,72 @@ async fn a_hostile_archive_cannot_write_outside() {
     assert!(run.error.unwrap().contains("not of SPEC-KIT-100"));
     engine.shutdown(std::time::Duration::from_secs(5)).await;
 }
+
+#[tokio::test]
+async fn a_damaged_archive_is_named_and_the_intact_ones_are_restored() {
+    let (ws, engine, before, _) = archived_workspace().await;
+    // A second archive of SPEC-KIT-100: one more old file, archived by a second run.
+    let late = ws
+        .root
+        .join("commands/SPEC-KIT-100/late_2025-10-01T00:00:00Z.json");
+    std::fs::write(&late, b"late evidence").unwrap();
+    let run = engine
+        .run_job("cleanup", JobTrigger::Manual, json!({}))
+        .await
+        .unwrap();
+    assert_eq!(run.outcome, JobOutcome::Succeeded, "{:?}", run.report);
+    assert!(!late.exists());
+    let mine: Vec<_> = archive_files(&ws.root)
+        .into_iter()
+        .filter(|p| p.to_string_lossy().contains("SPEC-KIT-100"))
+        .collect();
+    assert_eq!(mine.len(), 2, "{mine:?}");
+    let (late_archive, first): (Vec<_>, Vec<_>) = mine
+        .into_iter()
+        .partition(|p| read_archive(p).0.keys().any(|k| k.contains("late_")));
+    let damaged = &first[0];
+    let mut bytes = std::fs::read(damaged).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x40;
+    std::fs::write(damaged, bytes).unwrap();
+
+    let spec = speckit_engine::SpecId::parse("SPEC-KIT-100").unwrap();
+    let report = speckit_retention::restore::restore(&speckit_retention::restore::RestoreRequest {
+        root: &ws.root,
+        storage: engine.storage(),
+        spec: &spec,
+        archive: None,
+        to: None,
+        faults: None,
+    })
+    .unwrap();
+    let name = damaged.file_name().unwrap().to_string_lossy().to_string();
+    assert_eq!(
+        report.damaged_archives.len(),
+        1,
+        "{:?}",
+        report.damaged_archives
+    );
+    assert!(
+        report.damaged_archives[0].contains(&name),
+        "{:?}",
+        report.damaged_archives
+    );
+    assert!(report.errors.iter().any(|e| e.contains(&name)));
+    assert_eq!(report.archives.len(), 1);
+    assert!(report.archives[0].contains(
+        &late_archive[0]
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .to_string()
+    ));
+    assert_eq!(std::fs::read(&late).unwrap(), b"late evidence");
+    // The damaged archive's files are not made up: they stay archived (in it) only.
+    let first_only: Vec<_> = before
+        .keys()
+        .filter(|p| p.contains("SPEC-KIT-100"))
+        .collect();
+    assert!(first_only.iter().any(|p| !ws.root.join(p).exists()));
+    engine.shutdown(std::time::Duration::from_secs(5)).await;
+}
