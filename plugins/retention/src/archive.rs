@@ -684,7 +684,7 @@ pub fn verify_file(file: File, path: &Path) -> Result<Verified, ArchiveError> {
         )));
     }
     for m in &manifest.files {
-        if !fsutil::is_plain_relative(Path::new(&m.path))
+        if !folder::is_plain_relative(Path::new(&m.path))
             || !(m.path.starts_with("commands/") || m.path.starts_with("consensus/"))
         {
             return Err(corrupt(format!(

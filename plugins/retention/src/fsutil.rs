@@ -1,24 +1,18 @@
 //! File-system steps the retention plugin relies on for safety: never following a symbolic
 //! link below the evidence root, fsync of files and folders, atomic replacement.
 //!
-//! The configured root may itself be a symlink (the user's choice); every path *below* it
-//! is checked component by component with `lstat`, and files are opened with `O_NOFOLLOW`.
-//! A race in which another process swaps a checked folder for a symlink between the check
-//! and the use remains possible; the per-SPEC lock keeps cooperating writers out of it.
+//! Evidence, archives and restores go through [`crate::folder`]'s held folders; the path
+//! checks here (component by component with `lstat`) remain only for our own bookkeeping
+//! folders, `.locks/` and `cleanup/daily-summaries/`, where a swap race can misplace a lock
+//! or summary file but never touch evidence.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
-use std::path::{Component, Path};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::path::Path;
 
-/// Whether `relative` is a plain relative path (no `..`, no root, no `.` tricks).
-pub fn is_plain_relative(relative: &Path) -> bool {
-    !relative.as_os_str().is_empty()
-        && relative
-            .components()
-            .all(|c| matches!(c, Component::Normal(_)))
-}
+use crate::folder::is_plain_relative;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 fn not_plain(relative: &Path) -> io::Error {
     io::Error::new(
