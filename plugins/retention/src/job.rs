@@ -268,10 +268,20 @@ pub fn cleanup_report(
             } else {
                 String::new()
             },
-            if figures.bytes_reclaimed >= 0 {
-                mib(figures.bytes_reclaimed as u64)
-            } else {
-                format!("-{}", mib(figures.bytes_reclaimed.unsigned_abs()))
+            {
+                // Apparent bytes, then allocated blocks: what `du` and `df` see.
+                let signed = |b: i64| {
+                    if b >= 0 {
+                        mib(b as u64)
+                    } else {
+                        format!("-{}", mib(b.unsigned_abs()))
+                    }
+                };
+                format!(
+                    "{} ({} of allocated blocks, as du counts)",
+                    signed(figures.bytes_reclaimed),
+                    signed(figures.allocated_bytes_reclaimed)
+                )
             },
             exempt,
             errors.len(),

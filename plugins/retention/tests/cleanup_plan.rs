@@ -167,6 +167,22 @@ async fn the_dry_run_plan_is_exactly_what_the_run_does() {
         .sum();
     assert_eq!(data["archive_bytes_written"], written);
     assert_eq!(data["bytes_reclaimed"], deleted as i64 - written as i64);
+    // Allocated blocks beside apparent bytes: the archives' st_blocks as `du` counts them.
+    let allocated: u64 = archive_files(&ws.root)
+        .iter()
+        .map(|p| std::os::unix::fs::MetadataExt::blocks(&std::fs::metadata(p).unwrap()) * 512)
+        .sum();
+    assert_eq!(data["archive_allocated_bytes_written"], allocated);
+    let freed = data["deleted_allocated_bytes"].as_u64().unwrap()
+        + data["purged_allocated_bytes"].as_u64().unwrap();
+    assert!(
+        freed >= deleted.min(4096),
+        "{freed} allocated bytes for {deleted} deleted"
+    );
+    assert_eq!(
+        data["allocated_bytes_reclaimed"],
+        freed as i64 - allocated as i64
+    );
     let exempt: Vec<String> = data["exempt_specs"]
         .as_array()
         .unwrap()
