@@ -67,6 +67,28 @@ fn check_reports_values_and_origins_as_json() {
 }
 
 #[test]
+fn an_empty_finished_status_list_is_valid_but_check_says_it_archives_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "[retention]\nfinished_statuses = []\n");
+    let (code, stdout, stderr) = run(bin().arg("--config").arg(&config).arg("check"));
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.contains("warning: retention.finished_statuses is empty: no SPEC will be archived"),
+        "{stdout}"
+    );
+    let (code, stdout, _) = run(bin().arg("--config").arg(&config).args(["check", "--json"]));
+    assert_eq!(code, 0);
+    let json: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(json["warnings"][0]["key"], "retention.finished_statuses");
+    assert_eq!(json["warnings"][0]["origin"]["kind"], "file");
+    // The default list: no warning.
+    let config = write_config(dir.path(), "");
+    let (code, stdout, _) = run(bin().arg("--config").arg(&config).arg("check"));
+    assert_eq!(code, 0);
+    assert!(!stdout.contains("warning:"), "{stdout}");
+}
+
+#[test]
 fn bad_config_exits_2_naming_file_key_and_line() {
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(

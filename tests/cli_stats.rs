@@ -177,6 +177,47 @@ fn prometheus_output_is_the_text_format_with_spec_and_kind_labels() {
 }
 
 #[test]
+fn stats_names_specs_protected_by_an_unknown_or_conflicting_status() {
+    let (dir, config) = workspace(None);
+    let evidence = dir.path().join("evidence");
+    sparse(&evidence.join("commands/SPEC-KIT-1/a.log"), 10);
+    sparse(&evidence.join("commands/SPEC-KIT-2/a.log"), 10);
+    sparse(&evidence.join("commands/SPEC-KIT-3/a.log"), 10);
+    let mut policy = fs::read_to_string(&config).unwrap();
+    policy.push_str("tracker_paths = [\"SPEC.md\"]\n");
+    fs::write(&config, policy).unwrap();
+    fs::write(
+        dir.path().join("SPEC.md"),
+        "| Spec | Status | Owner | Next Action |\n|---|---|---|---|\n\
+         | SPEC-KIT-1 | On Hold | a | - |\n| SPEC-KIT-2 | Done | b | - |\n| SPEC-KIT-2 | WIP | b | - |\n| SPEC-KIT-3 | **Done** | c | - |\n",
+    )
+    .unwrap();
+    let out = run(&config, &["stats"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let table = text(&out.stdout);
+    assert!(
+        table.contains("SPEC-KIT-1 is protected: status \"On Hold\"")
+            && table.contains("SPEC.md:3"),
+        "{table}"
+    );
+    assert!(
+        table.contains("SPEC-KIT-2 is protected: its tracker rows disagree"),
+        "{table}"
+    );
+    assert!(!table.contains("SPEC-KIT-3 is protected"), "{table}");
+    let out = run(&config, &["stats", "--json"]);
+    let json = json(&out);
+    let protected: Vec<&str> = json["protected_specs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["spec"].as_str().unwrap())
+        .collect();
+    assert_eq!(protected, ["SPEC-KIT-1", "SPEC-KIT-2"]);
+    assert_eq!(json["protected_specs"][0]["rows"][0]["status"], "On Hold");
+}
+
+#[test]
 fn guard_exits_0_on_allow_and_warn_3_on_block() {
     let (dir, config) = workspace(None);
     let evidence = dir.path().join("evidence");

@@ -154,6 +154,9 @@ async fn a_plugin_loads_validates_its_config_and_runs_with_the_job_context() {
     );
     assert_eq!(ctx["policy_generation"], 1);
     assert!(ctx["now_unix_ms"].as_i64().unwrap() > 0);
+    // Both status lists, as the built-in retention reads them.
+    assert_eq!(ctx["active_statuses"][1], "In Progress");
+    assert_eq!(ctx["finished_statuses"][0], "Done");
     engine.shutdown(Duration::from_secs(5)).await;
 }
 

@@ -42,6 +42,11 @@ pub fn check(global: &GlobalArgs, args: CheckArgs) -> Result<u8> {
         Err(e) => return Err(e.into()),
     };
     let values = serde_json::to_value(&snapshot.policy)?;
+    // Valid, but probably not what was meant (an empty finished_statuses archives nothing).
+    let mut warnings = speckit_engine::policy::warnings(&snapshot.policy);
+    for w in &mut warnings {
+        w.origin = snapshot.origins.get(&w.key).cloned();
+    }
     if args.json {
         let entries: Vec<_> = snapshot
             .origins
@@ -58,6 +63,7 @@ pub fn check(global: &GlobalArgs, args: CheckArgs) -> Result<u8> {
             "config_file": snapshot.source.path,
             "config_file_found": snapshot.source.content_sha256.is_some(),
             "valid": true,
+            "warnings": warnings,
             "policy": values,
             "values": entries,
         });
@@ -69,6 +75,9 @@ pub fn check(global: &GlobalArgs, args: CheckArgs) -> Result<u8> {
             " (not found: defaults)"
         };
         println!("policy OK: {}{found}", snapshot.source.path.display());
+        for w in &warnings {
+            println!("warning: {}", w.message);
+        }
         let width = snapshot.origins.keys().map(|k| k.len()).max().unwrap_or(0);
         for (key, origin) in &snapshot.origins {
             let value = lookup(&values, key)

@@ -12,7 +12,7 @@ use speckit_engine::engine::{load_and_validate, storage_options};
 use speckit_engine::{PluginRegistry, Policy, PolicySnapshot, Storage};
 use speckit_retention::guard::{evidence_guard_planned, GuardVerdict};
 use speckit_retention::limits::Verdict;
-use speckit_retention::stats::{collect, Scope, SpecNames, StatsError, StatsReport};
+use speckit_retention::stats::{collect_with_trackers, Scope, StatsError, StatsReport};
 
 /// How `stats` prints.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -89,11 +89,9 @@ fn stats_error(e: StatsError, snapshot: &PolicySnapshot) -> anyhow::Error {
 /// Measures on a blocking thread: a large tree is seconds of file-system calls.
 async fn measure(snapshot: &PolicySnapshot, scope: Scope) -> Result<StatsReport> {
     let policy = snapshot.policy.clone();
-    let measured = tokio::task::spawn_blocking(move || {
-        collect(&policy, &scope, &SpecNames::from_policy(&policy))
-    })
-    .await
-    .context("the evidence walk failed")?;
+    let measured = tokio::task::spawn_blocking(move || collect_with_trackers(&policy, &scope))
+        .await
+        .context("the evidence walk failed")?;
     measured.map_err(|e| stats_error(e, snapshot))
 }
 

@@ -18,9 +18,12 @@ pub fn built_library(lib: &str) -> PathBuf {
         deps.parent().map(|p| p.join(&name)).unwrap_or_default(),
         deps.join(&name),
     ];
+    // The newer of the two: the copy one folder up is not always refreshed when only the
+    // test is rebuilt, and a stale library would not have the SDK this test was built with.
     candidates
         .iter()
-        .find(|file| file.is_file())
+        .filter(|file| file.is_file())
+        .max_by_key(|file| file.metadata().and_then(|m| m.modified()).ok())
         .unwrap_or_else(|| {
             panic!("{name} is missing from {deps:?} and its parent: it is built by `cargo test` as a dev-dependency")
         })

@@ -76,6 +76,7 @@ impl DynamicPlugin {
             evidence_root: policy.evidence.root.clone(),
             tracker_paths: policy.evidence.tracker_paths.clone(),
             active_statuses: policy.retention.active_statuses.clone(),
+            finished_statuses: policy.retention.finished_statuses.clone(),
             database_path: policy.storage.database_path.clone(),
             now_unix_ms: now.timestamp_millis(),
             now_rfc3339: now.to_rfc3339(),

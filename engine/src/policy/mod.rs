@@ -9,7 +9,7 @@ mod load;
 mod validate;
 
 pub use load::{load_policy, LoadError, Origin, PolicySnapshot, PolicySource, Problem};
-pub use validate::validate;
+pub use validate::{validate, warnings};
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -121,8 +121,14 @@ pub struct RetentionPolicy {
     pub archive_after_days: u32,
     /// Archives older than this many days are deleted. Must be above `archive_after_days`.
     pub purge_after_days: u32,
-    /// Tracker statuses (case and `**` insensitive) whose SPECs are never touched.
+    /// Tracker statuses (case and `**` insensitive) whose SPECs are never touched. A status
+    /// that starts with one of them (`Blocked (waiting on infra)`) is active too.
     pub active_statuses: Vec<String>,
+    /// Tracker statuses (compared like `active_statuses`, but whole: `Done (reopened)` is
+    /// not `Done`) of finished SPECs. Only a SPEC every tracker row of which gives one of
+    /// these is archived; a status in neither list, or rows that disagree, protect the
+    /// SPEC and are reported. Empty: no SPEC is archived by status.
+    pub finished_statuses: Vec<String>,
     pub untracked_specs: UntrackedSpecs,
     /// Keep the newest `*_synthesis.json` per SPEC and stage uncompressed.
     pub keep_latest_synthesis: bool,
@@ -149,6 +155,17 @@ impl Default for RetentionPolicy {
             active_statuses: ["Backlog", "In Progress", "In Review", "Blocked"]
                 .map(String::from)
                 .to_vec(),
+            finished_statuses: [
+                "Done",
+                "Complete",
+                "Completed",
+                "Removed",
+                "Rejected",
+                "Superseded",
+                "Archived",
+            ]
+            .map(String::from)
+            .to_vec(),
             untracked_specs: UntrackedSpecs::Protect,
             keep_latest_synthesis: true,
             archive_database_rows: true,

@@ -81,6 +81,32 @@ pub fn validate(policy: &Policy) -> Vec<Problem> {
             format!("must be in (0, 1], got {}", r.max_removal_fraction),
         );
     }
+    for (key, list) in [
+        ("retention.active_statuses", &r.active_statuses),
+        ("retention.finished_statuses", &r.finished_statuses),
+    ] {
+        for (i, status) in list.iter().enumerate() {
+            if status_key(status).is_empty() {
+                bad(
+                    &format!("{key}.{i}"),
+                    format!("{status:?} has no letter or digit: it cannot match a status"),
+                );
+            }
+        }
+    }
+    for finished in &r.finished_statuses {
+        let f = status_key(finished);
+        if let Some(active) = r
+            .active_statuses
+            .iter()
+            .find(|a| !f.is_empty() && status_key(a) == f)
+        {
+            bad(
+                "retention.finished_statuses",
+                format!("{finished:?} is also an active status ({active:?} in active_statuses): a status is one or the other"),
+            );
+        }
+    }
     if !(1..=19).contains(&r.zstd_level) {
         bad(
             "retention.zstd_level",
@@ -185,4 +211,31 @@ pub fn validate(policy: &Policy) -> Vec<Problem> {
         }
     }
     problems
+}
+
+/// A status as the trackers compare it, roughly: letters and digits, upper case, single
+/// spaces (the retention plugin's own comparison is the reference; this only spots
+/// empty entries and one status in both lists).
+fn status_key(status: &str) -> String {
+    status
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(str::to_uppercase)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// What a valid policy may still get wrong without meaning to: each a [`Problem`] that
+/// does not reject the policy (`check` prints them).
+pub fn warnings(policy: &Policy) -> Vec<Problem> {
+    let mut out = Vec::new();
+    if policy.retention.finished_statuses.is_empty() {
+        out.push(Problem {
+            key: "retention.finished_statuses".into(),
+            line: None,
+            origin: None,
+            message: "retention.finished_statuses is empty: no SPEC will be archived by its tracker status (only untracked SPECs, if retention.untracked_specs = \"archive\")".into(),
+        });
+    }
+    out
 }

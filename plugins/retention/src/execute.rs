@@ -196,24 +196,28 @@ fn run_group(req: &ExecRequest<'_>, tracker_id: &str, members: &[usize]) -> Vec<
     let units: Vec<&Unit> = members.iter().map(|i| &req.plan.units[*i]).collect();
     let needs_id_lock = units.iter().any(|u| u.key != tracker_id)
         && speckit_engine::SpecId::parse(tracker_id).is_ok();
-    let _id_lock = if needs_id_lock {
+    let id_lock = if needs_id_lock {
         match lock::try_lock(&req.plan.root, tracker_id) {
             Ok(l) => Some(l),
             Err(e) => {
+                // Every folder of the ID is skipped (or failed); the cause is said once.
                 let busy = matches!(e, LockError::Busy { .. });
                 return units
                     .iter()
-                    .map(|u| {
+                    .enumerate()
+                    .map(|(i, u)| {
                         let status = if busy {
                             ActionStatus::Skipped
                         } else {
                             ActionStatus::Failed
                         };
                         let mut out = UnitOutcome::all(u, status, &e.to_string());
-                        if busy {
-                            out.warnings.push(e.to_string());
-                        } else {
-                            out.errors.push(e.to_string());
+                        if i == 0 {
+                            if busy {
+                                out.warnings.push(e.to_string());
+                            } else {
+                                out.errors.push(e.to_string());
+                            }
                         }
                         out
                     })
@@ -229,7 +233,8 @@ fn run_group(req: &ExecRequest<'_>, tracker_id: &str, members: &[usize]) -> Vec<
             if (req.cancelled)() {
                 UnitOutcome::all(u, ActionStatus::Skipped, "cancelled before this SPEC").cancelled()
             } else {
-                run_unit(req, u)
+                // The folder named exactly the ID runs under the ID's lock held here.
+                run_unit(req, u, id_lock.as_ref())
             }
         })
         .collect()

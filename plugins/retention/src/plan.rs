@@ -382,6 +382,7 @@ fn skip_reason(s: &Skipped) -> String {
 /// archive, archive_rows.
 pub fn unit_actions(u: &Unit) -> Vec<Action> {
     let mut out = Vec::new();
+    let why = archive_reason(u);
     for t in &u.discard_temps {
         let mut a = Action::new(ActionKind::DiscardTemp, t.clone(), &u.key);
         a.reason = Some("temporary archive of an interrupted run".into());
@@ -405,6 +406,7 @@ pub fn unit_actions(u: &Unit) -> Vec<Action> {
         a.bytes = Some(f.file.size);
         a.made_at = Some(f.file.made_at.to_rfc3339());
         a.age_source = Some(f.file.age_source);
+        a.reason = Some(why.clone());
         out.push(a);
     }
     for k in &u.keep {
@@ -419,6 +421,7 @@ pub fn unit_actions(u: &Unit) -> Vec<Action> {
             a.bytes = Some(f.size);
             a.made_at = Some(f.made_at.to_rfc3339());
             a.age_source = Some(f.age_source);
+            a.reason = Some(why.clone());
             out.push(a);
         }
         for table in rows::TABLES {
@@ -427,11 +430,28 @@ pub fn unit_actions(u: &Unit) -> Vec<Action> {
                 let mut a = Action::new(ActionKind::ArchiveRows, arch.path.clone(), &u.key);
                 a.table = Some(table.to_string());
                 a.rows = Some(n as u64);
+                a.reason = Some(why.clone());
                 out.push(a);
             }
         }
     }
     out
+}
+
+/// Why a unit's evidence may be archived: its finished status (its age and the age's
+/// source are the action's `made_at` and `age_source`).
+fn archive_reason(u: &Unit) -> String {
+    if u.status == "untracked" {
+        format!(
+            "untracked: {} is in no tracker with a status (retention.untracked_specs = \"archive\")",
+            u.tracker_id
+        )
+    } else {
+        format!(
+            "finished: the tracker says {} is {:?}",
+            u.tracker_id, u.status
+        )
+    }
 }
 
 /// The stage of a synthesis file (`spec-plan_2025-..Z_synthesis.json`, `plan_synthesis.json`,

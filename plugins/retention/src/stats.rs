@@ -16,7 +16,7 @@ use std::path::{Component, Path, PathBuf};
 
 use crate::layout::{self, Entry, EvidenceKind, LayoutError, SkipReason, Skipped};
 use crate::limits::{files, human_bytes, human_mib, LimitFinding, Limits, Verdict};
-use crate::tracker::Trackers;
+use crate::tracker::{Activity, StatusRules, Trackers};
 
 /// Why evidence could not be measured.
 #[derive(Debug, thiserror::Error)]
@@ -428,8 +428,39 @@ pub struct StatsReport {
     /// Every entry could be read. When false, the totals are lower bounds.
     pub complete: bool,
     /// For people, one line each: SPECs over a size, the root and single-file soft
-    /// limits, entries not counted.
+    /// limits, entries not counted, and (with [`collect_with_trackers`]) SPECs protected
+    /// by an unknown or conflicting tracker status or by having none.
     pub warnings: Vec<String>,
+    /// SPECs with evidence that cleanup protects although no tracker row says they are
+    /// active (filled by [`collect_with_trackers`]).
+    pub protected_specs: Vec<ProtectedSpec>,
+}
+
+/// A SPEC cleanup will not archive because its status is unknown, its tracker rows
+/// disagree, or it has none (`retention.untracked_specs = "protect"`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ProtectedSpec {
+    pub spec: String,
+    /// `unclear` (with every row, its status, tracker, line and class) or `untracked`.
+    #[serde(flatten)]
+    pub activity: Activity,
+    pub message: String,
+}
+
+/// [`collect`], with folder names mapped through the policy's trackers and each SPEC's
+/// tracker status checked as cleanup checks it (`stats`). Trackers that cannot be read
+/// leave names mapped by prefix and no status checked, with a warning saying so.
+pub fn collect_with_trackers(policy: &Policy, scope: &Scope) -> Result<StatsReport, StatsError> {
+    let trackers = Trackers::load(&policy.evidence.tracker_paths);
+    let names = SpecNames::from_trackers(trackers.as_ref().ok());
+    let mut report = collect(policy, scope, &names)?;
+    match &trackers {
+        Ok(trackers) => report.add_protected(trackers, policy),
+        Err(e) => report
+            .warnings
+            .push(format!("tracker statuses not checked: {e}")),
+    }
+    Ok(report)
 }
 
 /// Measures the policy's evidence root (all of it, or one SPEC) against its limits.
@@ -498,9 +529,28 @@ impl StatsReport {
                 .collect(),
             complete: unreadable == 0,
             warnings: Vec::new(),
+            protected_specs: Vec::new(),
         };
         report.warnings = report.build_warnings(unreadable);
         report
+    }
+
+    /// Notes each measured SPEC that cleanup protects for want of a known, agreed status.
+    pub fn add_protected(&mut self, trackers: &Trackers, policy: &Policy) {
+        let rules = StatusRules::from_policy(&policy.retention);
+        for s in &self.specs {
+            let activity = trackers.activity(&s.spec, &rules);
+            if let Some(message) =
+                trackers.protection_warning(&s.spec, &activity, policy.retention.untracked_specs)
+            {
+                self.warnings.push(message.clone());
+                self.protected_specs.push(ProtectedSpec {
+                    spec: s.spec.clone(),
+                    activity,
+                    message,
+                });
+            }
+        }
     }
 
     /// The SPECs over their warning size or limit, blocks first.

@@ -6,16 +6,27 @@
 //! `| Spec | Status | Owner | Next Action |` (4 columns). A table counts when its header has
 //! an ID column (`Task ID`, `Spec`, `Spec ID`, `ID` or `Item`) and a `Status` column.
 //!
-//! Statuses are compared normalised: case, `**`, punctuation and spacing do not matter
-//! (`**IN PROGRESS**` = `In Progress` = `in-progress`), and a status that *starts with* an
-//! active one (`Blocked (waiting on infra)`) is active too. When a SPEC appears in several
-//! rows or trackers, one active row makes it active: a doubt always protects.
+//! Each status is read against the policy's two lists ([`StatusRules`]): *active*
+//! (`retention.active_statuses`), *finished* (`retention.finished_statuses`), or
+//! *unknown* (in neither). Statuses are compared normalised: case, `**`, punctuation,
+//! spacing and emoji do not matter (`**IN PROGRESS**` = `In Progress` = `in-progress`,
+//! `**Done** ✅` = `Done`), and struck-through text is not part of the status
+//! (`~~Done~~ In Progress` is `In Progress`). A status that *starts with* an active one
+//! (`Blocked (waiting on infra)`) is active too; a finished status must match whole
+//! (`Done (but reopened)` is unknown): the prefix rule can only protect.
+//!
+//! A SPEC is [`Activity::Finished`] (archivable) only when every row giving it a status
+//! gives a finished one, and [`Activity::Active`] when every row gives an active one. A
+//! SPEC with an unknown status, or whose rows disagree (`Done` in one row, `WIP` or
+//! `In Progress` in another), is [`Activity::Unclear`]: protected like an active SPEC and
+//! reported ([`Trackers::protection_warning`]). A doubt always protects.
 //!
 //! A table with an ID column but no Status column (`| Spec | Completion Date | ... |`) names
 //! SPECs without a status: such a SPEC is *untracked* unless another row gives one, and
-//! untracked SPECs follow `retention.untracked_specs` (default: protected).
+//! untracked SPECs follow `retention.untracked_specs` (default: protected, and reported).
 
 use serde::Serialize;
+use speckit_engine::policy::{RetentionPolicy, UntrackedSpecs};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -38,16 +49,112 @@ pub struct StatusRow {
     pub line: usize,
 }
 
+/// How the policy reads one status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StatusClass {
+    /// In `retention.active_statuses` (or starting with one of them).
+    Active,
+    /// In `retention.finished_statuses`.
+    Finished,
+    /// In neither list: protects the SPEC.
+    Unknown,
+}
+
+impl StatusClass {
+    fn label(self) -> &'static str {
+        match self {
+            StatusClass::Active => "active",
+            StatusClass::Finished => "finished",
+            StatusClass::Unknown => "unknown",
+        }
+    }
+}
+
+/// The policy's active and finished statuses, normalised once.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StatusRules {
+    active: Vec<String>,
+    finished: Vec<String>,
+}
+
+impl StatusRules {
+    pub fn new(active: &[String], finished: &[String]) -> Self {
+        let norm = |list: &[String]| -> Vec<String> {
+            list.iter()
+                .map(|s| normalise(s))
+                .filter(|s| !s.is_empty())
+                .collect()
+        };
+        Self {
+            active: norm(active),
+            finished: norm(finished),
+        }
+    }
+
+    /// `retention.active_statuses` and `retention.finished_statuses`.
+    pub fn from_policy(retention: &RetentionPolicy) -> Self {
+        Self::new(&retention.active_statuses, &retention.finished_statuses)
+    }
+
+    /// Whether no status can be finished (`finished_statuses = []`).
+    pub fn finished_is_empty(&self) -> bool {
+        self.finished.is_empty()
+    }
+
+    /// Active when it is (or starts with, at a word break) an active status; finished when
+    /// it is exactly a finished one; unknown otherwise (an empty status too).
+    pub fn classify(&self, status: &str) -> StatusClass {
+        let Some(status) = without_strikethrough(status) else {
+            return StatusClass::Unknown;
+        };
+        let status = normalise(&status);
+        if status.is_empty() {
+            return StatusClass::Unknown;
+        }
+        let active = self.active.iter().any(|a| {
+            status == *a || (status.starts_with(a.as_str()) && status[a.len()..].starts_with(' '))
+        });
+        if active {
+            StatusClass::Active
+        } else if self.finished.contains(&status) {
+            StatusClass::Finished
+        } else {
+            StatusClass::Unknown
+        }
+    }
+}
+
+/// A status row and how the policy reads it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ClassifiedRow {
+    #[serde(flatten)]
+    pub row: StatusRow,
+    pub class: StatusClass,
+}
+
 /// Whether a SPEC may be archived.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "activity", rename_all = "snake_case")]
 pub enum Activity {
-    /// A row gives it an active status: never touched.
+    /// Every row gives it an active status: never touched.
     Active { status: String },
     /// Every row gives it a finished status: archived by age.
-    Inactive { status: String },
+    Finished { status: String },
+    /// A row gives it an unknown status, or its rows disagree: never touched, reported.
+    Unclear { rows: Vec<ClassifiedRow> },
     /// No row gives it a status: `retention.untracked_specs` decides.
     Untracked,
+}
+
+impl Activity {
+    /// Whether its rows give different classes (`Done` and `WIP`).
+    pub fn is_conflicting(&self) -> bool {
+        match self {
+            Activity::Unclear { rows } => rows.iter().any(|r| r.class != rows[0].class),
+            _ => false,
+        }
+    }
 }
 
 /// Every SPEC the trackers list, with the statuses their rows give.
@@ -120,24 +227,97 @@ impl Trackers {
         self.statuses.get(id).map(Vec::as_slice).unwrap_or(&[])
     }
 
-    /// Whether `id` is active, given the policy's active statuses.
-    pub fn activity(&self, id: &str, active_statuses: &[String]) -> Activity {
+    /// Whether `id` may be archived, given the policy's status lists.
+    pub fn activity(&self, id: &str, rules: &StatusRules) -> Activity {
         let rows = self.rows(id);
         if rows.is_empty() {
             return Activity::Untracked;
         }
-        let active: Vec<String> = active_statuses.iter().map(|s| normalise(s)).collect();
-        if let Some(row) = rows.iter().find(|r| is_active(&r.status, &active)) {
-            return Activity::Active {
-                status: row.status.clone(),
-            };
+        let classified: Vec<ClassifiedRow> = rows
+            .iter()
+            .map(|r| ClassifiedRow {
+                row: r.clone(),
+                class: rules.classify(&r.status),
+            })
+            .collect();
+        let all = |class| classified.iter().all(|r| r.class == class);
+        if all(StatusClass::Active) {
+            Activity::Active {
+                status: rows[0].status.clone(),
+            }
+        } else if all(StatusClass::Finished) {
+            let mut statuses: Vec<&str> = Vec::new();
+            for r in rows {
+                if !statuses.contains(&r.status.as_str()) {
+                    statuses.push(&r.status);
+                }
+            }
+            Activity::Finished {
+                status: statuses.join(", "),
+            }
+        } else {
+            Activity::Unclear { rows: classified }
         }
-        Activity::Inactive {
-            status: rows
-                .iter()
-                .map(|r| r.status.as_str())
-                .collect::<Vec<_>>()
-                .join(", "),
+    }
+
+    /// The tracker that lists `id` without a status, if one does.
+    pub fn listed_without_status(&self, id: &str) -> Option<&Path> {
+        self.listed_without_status.get(id).map(PathBuf::as_path)
+    }
+
+    /// Why `id` is protected although no row says it is active: a status in neither list,
+    /// rows that disagree, or no status at all with `untracked_specs = "protect"`. The
+    /// warning names the SPEC, the status(es) and the tracker line(s). `None` when it is
+    /// active, finished, or untracked and archived by policy.
+    pub fn protection_warning(
+        &self,
+        id: &str,
+        activity: &Activity,
+        untracked: UntrackedSpecs,
+    ) -> Option<String> {
+        match activity {
+            Activity::Active { .. } | Activity::Finished { .. } => None,
+            Activity::Untracked => match untracked {
+                UntrackedSpecs::Archive => None,
+                UntrackedSpecs::Protect => Some(match self.listed_without_status(id) {
+                    Some(path) => format!(
+                        "{id} is protected: {} lists it without a status, and no tracker gives it one (retention.untracked_specs = \"protect\")",
+                        path.display()
+                    ),
+                    None => format!(
+                        "{id} is protected: it is in no tracker with a status (retention.untracked_specs = \"protect\")"
+                    ),
+                }),
+            },
+            Activity::Unclear { rows } => {
+                let row_text = |r: &ClassifiedRow, class: bool| {
+                    let mut t = format!(
+                        "{:?} ({}:{}",
+                        r.row.status,
+                        r.row.tracker.display(),
+                        r.row.line
+                    );
+                    if class {
+                        t.push_str(", ");
+                        t.push_str(r.class.label());
+                    }
+                    t.push(')');
+                    t
+                };
+                if activity.is_conflicting() {
+                    let listed: Vec<String> = rows.iter().map(|r| row_text(r, true)).collect();
+                    Some(format!(
+                        "{id} is protected: its tracker rows disagree: {}; it is archived only when every row gives a status of retention.finished_statuses",
+                        listed.join(", ")
+                    ))
+                } else {
+                    let listed: Vec<String> = rows.iter().map(|r| row_text(r, false)).collect();
+                    Some(format!(
+                        "{id} is protected: status {} is in neither retention.finished_statuses nor retention.active_statuses",
+                        listed.join(", ")
+                    ))
+                }
+            }
         }
     }
 }
@@ -155,13 +335,19 @@ pub fn normalise(status: &str) -> String {
     out.trim_end().to_string()
 }
 
-fn is_active(status: &str, active: &[String]) -> bool {
-    let status = normalise(status);
-    active.iter().any(|a| {
-        !a.is_empty()
-            && (status == *a
-                || (status.starts_with(a.as_str()) && status[a.len()..].starts_with(' ')))
-    })
+/// `~~Done~~ In Progress` -> ` In Progress`: struck-through text is not the status.
+/// `None` for an unclosed `~~` (`~~Done`): what is struck cannot be known.
+fn without_strikethrough(status: &str) -> Option<String> {
+    let mut out = String::with_capacity(status.len());
+    let mut rest = status;
+    while let Some(start) = rest.find("~~") {
+        let len = rest[start + 2..].find("~~")?;
+        out.push_str(&rest[..start]);
+        out.push(' ');
+        rest = &rest[start + 2 + len + 2..];
+    }
+    out.push_str(rest);
+    Some(out)
 }
 
 struct Table {
@@ -275,14 +461,10 @@ fn clean_id(cell: &str) -> Option<String> {
     Some(id.to_string())
 }
 
-/// `**Done**` -> `Done`; `**Manual Consensus** (3/3)` -> `Manual Consensus`.
+/// `**Done**` -> `Done`; `**Done** (but reopened)` -> `Done (but reopened)`: bold marks go,
+/// every word stays (what follows the bold can change what the status means).
 fn clean_status(cell: &str) -> String {
-    let text = cell.trim();
-    if let Some(rest) = text.strip_prefix("**") {
-        if let Some(end) = rest.find("**") {
-            return rest[..end].trim().to_string();
-        }
-    }
+    let text = cell.trim().replace("**", "");
     text.trim_matches(|c: char| c == '*' || c == '_' || c == '`' || c.is_whitespace())
         .to_string()
 }
@@ -291,10 +473,8 @@ fn clean_status(cell: &str) -> String {
 mod tests {
     use super::*;
 
-    fn active() -> Vec<String> {
-        ["Backlog", "In Progress", "In Review", "Blocked"]
-            .map(String::from)
-            .to_vec()
+    fn rules() -> StatusRules {
+        StatusRules::from_policy(&RetentionPolicy::default())
     }
 
     #[test]
@@ -308,20 +488,20 @@ mod tests {
              | 3 | SPEC-KIT-901 | MCP | **Backlog** | Code | x | | | 2025 | e | n |\n",
         );
         assert!(matches!(
-            t.activity("SPEC-KIT-900", &active()),
+            t.activity("SPEC-KIT-900", &rules()),
             Activity::Active { .. }
         ));
         assert_eq!(
-            t.activity("SPEC-KIT-070", &active()),
-            Activity::Inactive {
+            t.activity("SPEC-KIT-070", &rules()),
+            Activity::Finished {
                 status: "Done".into()
             }
         );
         assert!(matches!(
-            t.activity("SPEC-KIT-901", &active()),
+            t.activity("SPEC-KIT-901", &rules()),
             Activity::Active { .. }
         ));
-        assert_eq!(t.activity("SPEC-KIT-999", &active()), Activity::Untracked);
+        assert_eq!(t.activity("SPEC-KIT-999", &rules()), Activity::Untracked);
     }
 
     #[test]
@@ -331,36 +511,130 @@ mod tests {
             Path::new("SPEC.md"),
             "| Spec        | Status      | Owner | Next Action |\n| ----------- | ----------- | ----- | ----------- |\n\
              | SPEC-PM-005 | In Progress | Lead  | Implement   |\n\
+             | SPEC-PM-002 | Complete    | Lead  | -           |\n\
              | SPEC-PM-001 | Deferred    | Lead  | -           |\n\n\
              | Spec | Completion Date | Key Deliverables |\n| --- | --- | --- |\n| SPEC-KIT-983 | 2026-02-01 | modal |\n",
         );
         assert!(matches!(
-            t.activity("SPEC-PM-005", &active()),
+            t.activity("SPEC-PM-005", &rules()),
             Activity::Active { .. }
         ));
         assert!(matches!(
-            t.activity("SPEC-PM-001", &active()),
-            Activity::Inactive { .. }
+            t.activity("SPEC-PM-002", &rules()),
+            Activity::Finished { .. }
         ));
-        assert_eq!(t.activity("SPEC-KIT-983", &active()), Activity::Untracked);
+        // In neither list: protected, and the warning names SPEC, status and line.
+        let deferred = t.activity("SPEC-PM-001", &rules());
+        assert!(matches!(deferred, Activity::Unclear { .. }));
+        let w = t
+            .protection_warning("SPEC-PM-001", &deferred, UntrackedSpecs::Protect)
+            .unwrap();
+        assert!(
+            w.contains("SPEC-PM-001") && w.contains("\"Deferred\"") && w.contains("SPEC.md:5"),
+            "{w}"
+        );
+        assert_eq!(t.activity("SPEC-KIT-983", &rules()), Activity::Untracked);
+        let w = t
+            .protection_warning(
+                "SPEC-KIT-983",
+                &Activity::Untracked,
+                UntrackedSpecs::Protect,
+            )
+            .unwrap();
+        assert!(
+            w.contains("SPEC-KIT-983") && w.contains("without a status"),
+            "{w}"
+        );
+        assert_eq!(
+            t.protection_warning(
+                "SPEC-KIT-983",
+                &Activity::Untracked,
+                UntrackedSpecs::Archive
+            ),
+            None
+        );
     }
 
     #[test]
-    fn any_active_row_wins_and_prefixes_count() {
+    fn only_whole_finished_statuses_finish_and_rows_must_agree() {
+        let r = rules();
+        for finished in [
+            "Done",
+            "**Done**",
+            "DONE",
+            "done",
+            "Done ✅",
+            "✅ Done",
+            "**Done** ✅",
+            "done.",
+            "Completed",
+            "complete",
+            "Removed",
+            "REJECTED",
+            "Superseded",
+            "archived",
+        ] {
+            assert_eq!(r.classify(finished), StatusClass::Finished, "{finished}");
+        }
+        for unknown in [
+            "WIP",
+            "Draft",
+            "Todo",
+            "On Hold",
+            "Paused",
+            "In Progres",
+            "InProgress",
+            "Done (but reopened)",
+            "Not Done",
+            "Done?? no",
+            "~~Done~~",
+            "",
+            "✅",
+            "Deferred",
+            "~~Done",
+        ] {
+            assert_eq!(r.classify(unknown), StatusClass::Unknown, "{unknown:?}");
+        }
+        for active in [
+            "In Progress",
+            "**IN PROGRESS**",
+            "in-progress",
+            "~~Done~~ In Progress",
+            "Blocked (waiting on infra)",
+            "In Review 🔍",
+            "backlog",
+        ] {
+            assert_eq!(r.classify(active), StatusClass::Active, "{active}");
+        }
+        // "Backlogged" is not "Backlog" followed by a word break.
+        assert_eq!(r.classify("Backlogged"), StatusClass::Unknown);
+        // Nothing is finished when the list is empty.
+        let none = StatusRules::new(&RetentionPolicy::default().active_statuses, &[]);
+        assert!(none.finished_is_empty());
+        assert_eq!(none.classify("Done"), StatusClass::Unknown);
+
         let mut t = Trackers::default();
         t.add(
             Path::new("a.md"),
-            "| ID | Status |\n|--|--|\n| X-1 | Done |\n| X-1 | blocked (waiting) |\n| X-2 | Backlogged |\n",
+            "| ID | Status |\n|--|--|\n| X-1 | Done |\n| X-1 | WIP |\n| X-2 | Done |\n| X-2 | blocked (waiting) |\n| X-3 | Done |\n| X-3 | **DONE** |\n",
         );
-        assert!(matches!(
-            t.activity("X-1", &active()),
-            Activity::Active { .. }
-        ));
-        // "Backlogged" is not "Backlog" followed by a word break.
-        assert!(matches!(
-            t.activity("X-2", &active()),
-            Activity::Inactive { .. }
-        ));
+        for (id, lines) in [("X-1", ["a.md:3", "a.md:4"]), ("X-2", ["a.md:5", "a.md:6"])] {
+            let a = t.activity(id, &r);
+            assert!(a.is_conflicting(), "{id}: {a:?}");
+            let w = t
+                .protection_warning(id, &a, UntrackedSpecs::Protect)
+                .unwrap();
+            assert!(
+                w.contains("disagree") && lines.iter().all(|l| w.contains(l)),
+                "{w}"
+            );
+        }
+        assert_eq!(
+            t.activity("X-3", &r),
+            Activity::Finished {
+                status: "Done, DONE".into()
+            }
+        );
     }
 
     #[test]

@@ -11,7 +11,7 @@ use speckit_engine::events::JobOutcome;
 use speckit_engine::JobTrigger;
 use speckit_retention::age::{name_timestamp, TimestampStyle};
 use speckit_retention::plan::ActionKind;
-use speckit_retention::tracker::{Activity, Trackers};
+use speckit_retention::tracker::{Activity, StatusRules, Trackers};
 use speckit_retention::RetentionPlugin;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -105,9 +105,7 @@ fn every_timestamp_style_of_the_real_names_is_read() {
 #[test]
 fn both_real_tracker_shapes_are_read() {
     let Some(dir) = fixtures() else { return };
-    let active: Vec<String> = ["Backlog", "In Progress", "In Review", "Blocked"]
-        .map(String::from)
-        .to_vec();
+    let active = StatusRules::from_policy(&speckit_engine::policy::RetentionPolicy::default());
     let trackers = Trackers::load(&[
         dir.join("upstream-trackers/SPEC-root-1d48be51.md"),
         dir.join("upstream-trackers/SPEC-codex-rs-HEAD.md"),
@@ -115,7 +113,8 @@ fn both_real_tracker_shapes_are_read() {
     .unwrap();
     let is_active = |id: &str| matches!(trackers.activity(id, &active), Activity::Active { .. });
     let is_inactive =
-        |id: &str| matches!(trackers.activity(id, &active), Activity::Inactive { .. });
+        |id: &str| matches!(trackers.activity(id, &active), Activity::Finished { .. });
+    let is_unclear = |id: &str| matches!(trackers.activity(id, &active), Activity::Unclear { .. });
     // 11-column shape: **IN PROGRESS**, **Done**, **DONE**, **BACKLOG**, **Backlog**, plain Done.
     assert!(is_active("SPEC-KIT-900"), "**IN PROGRESS**");
     assert!(is_active("SPEC-KIT-931"));
@@ -125,7 +124,8 @@ fn both_real_tracker_shapes_are_read() {
     assert!(is_inactive("SPEC-KIT-933"), "**Done**");
     assert!(is_inactive("T47"), "plain Done");
     assert!(is_inactive("SPEC-KIT-067"), "**REJECTED**, ID in bold");
-    assert!(is_inactive("MAINT-10"), "**DEFERRED**");
+    // In neither list of the default policy: protected.
+    assert!(is_unclear("MAINT-10"), "**DEFERRED**");
     // The row with a 12th cell (a `|` inside a code span in its notes).
     assert_eq!(
         trackers
@@ -137,7 +137,7 @@ fn both_real_tracker_shapes_are_read() {
     );
     // 4-column shape.
     assert!(is_active("SPEC-PM-005"));
-    assert!(is_inactive("SPEC-PM-001"), "Deferred");
+    assert!(is_unclear("SPEC-PM-001"), "Deferred");
     // Listed only in a table without a Status column.
     assert_eq!(
         trackers.activity("SPEC-KIT-983", &active),

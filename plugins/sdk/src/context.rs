@@ -30,6 +30,10 @@ pub struct JobContext {
     pub tracker_paths: Vec<PathBuf>,
     /// `[retention] active_statuses`: tracker statuses whose SPECs are in flight.
     pub active_statuses: Vec<String>,
+    /// `[retention] finished_statuses`: tracker statuses of finished SPECs (a SPEC is done
+    /// only when every tracker row gives one; any other status means "not known to be
+    /// finished"). Empty from a host older than this field.
+    pub finished_statuses: Vec<String>,
     /// The consensus database. Read it only if you must; never write it (the host owns it).
     pub database_path: PathBuf,
     /// The host clock's "now", in milliseconds since the Unix epoch and as RFC 3339.

@@ -117,9 +117,22 @@ struct UnitRun<'a, 'r> {
     adopted_ids: HashMap<String, i64>,
 }
 
-pub(super) fn run_unit(req: &ExecRequest<'_>, unit: &Unit) -> UnitOutcome {
+/// Runs one unit under its lock. `group_lock` is the tracker ID's lock its group already
+/// holds: a folder named exactly that ID runs under it (opening the same lock file again
+/// would be a second open file description, which flock refuses even in this process).
+pub(super) fn run_unit(
+    req: &ExecRequest<'_>,
+    unit: &Unit,
+    group_lock: Option<&lock::SpecLock>,
+) -> UnitOutcome {
     let root = req.plan.root.as_path();
-    let _lock = match lock::try_lock(root, &unit.key) {
+    let covered = group_lock.is_some_and(|l| l.path == lock::lock_path(root, &unit.key));
+    let own = if covered {
+        Ok(None)
+    } else {
+        lock::try_lock(root, &unit.key).map(Some)
+    };
+    let _lock = match own {
         Ok(l) => l,
         Err(e @ LockError::Busy { .. }) => {
             let mut out = UnitOutcome::all(unit, ActionStatus::Skipped, &e.to_string());

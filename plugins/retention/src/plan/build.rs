@@ -19,7 +19,7 @@ use crate::git_times::GitTimes;
 use crate::layout::{self, Skipped};
 use crate::rows::{self, RowsPlan};
 use crate::sidecar;
-use crate::tracker::{Activity, Trackers};
+use crate::tracker::{Activity, StatusRules, Trackers};
 
 /// Whether a SPEC may be touched.
 #[derive(Debug, Clone)]
@@ -32,7 +32,11 @@ struct Decider<'a> {
     trackers: &'a Trackers,
     ids: Vec<&'a str>,
     policy: &'a Policy,
+    rules: StatusRules,
     cache: HashMap<String, (String, Decision)>,
+    /// Tracker ID -> why it is protected although no row says it is active (an unknown
+    /// status, rows that disagree, no status): reported as a warning once per ID.
+    protected: BTreeMap<String, String>,
 }
 
 impl<'a> Decider<'a> {
@@ -47,17 +51,25 @@ impl<'a> Decider<'a> {
         }
         let tracker_id = layout::tracker_id(key, self.ids.iter().copied());
         let r = &self.policy.retention;
-        let decision = match self.trackers.activity(&tracker_id, &r.active_statuses) {
-            Activity::Active { status } => {
-                Decision::Exempt(format!("active: the tracker says {tracker_id} is {status:?}"))
+        let activity = self.trackers.activity(&tracker_id, &self.rules);
+        let protection =
+            self.trackers
+                .protection_warning(&tracker_id, &activity, r.untracked_specs);
+        let decision = match (activity, protection) {
+            (Activity::Active { status }, _) => Decision::Exempt(format!(
+                "active: the tracker says {tracker_id} is {status:?}"
+            )),
+            (Activity::Finished { status }, _) => Decision::Inactive(status),
+            (_, Some(warning)) => {
+                self.protected
+                    .entry(tracker_id.clone())
+                    .or_insert_with(|| warning.clone());
+                Decision::Exempt(warning)
             }
-            Activity::Inactive { status } => Decision::Inactive(status),
-            Activity::Untracked => match r.untracked_specs {
-                UntrackedSpecs::Protect => Decision::Exempt(format!(
-                    "{tracker_id} is in no tracker with a status (retention.untracked_specs = \"protect\")"
-                )),
-                UntrackedSpecs::Archive => Decision::Inactive("untracked".into()),
-            },
+            (Activity::Untracked, None) if r.untracked_specs == UntrackedSpecs::Archive => {
+                Decision::Inactive("untracked".into())
+            }
+            (_, None) => Decision::Exempt(format!("{tracker_id}: no status to decide by")),
         };
         self.cache
             .entry(key.to_string())
@@ -91,7 +103,9 @@ pub fn build(req: &PlanRequest<'_>) -> Result<Plan, RetentionError> {
         trackers: req.trackers,
         ids: req.trackers.ids().collect(),
         policy: req.policy,
+        rules: StatusRules::from_policy(retention),
         cache: HashMap::new(),
+        protected: BTreeMap::new(),
     };
     let mut plan = Plan {
         root: req.root.to_path_buf(),
@@ -501,6 +515,22 @@ pub fn build(req: &PlanRequest<'_>) -> Result<Plan, RetentionError> {
         }
     }
     plan.units = units.into_values().filter(|u| !u.is_empty()).collect();
+    // 6. Protected without an active status: one warning per tracker ID (and with
+    // --spec, only that SPEC's).
+    if decider.rules.finished_is_empty() {
+        plan.warnings.push(
+            "retention.finished_statuses is empty: no SPEC will be archived by its tracker status"
+                .into(),
+        );
+    }
+    let mut warned = BTreeSet::new();
+    for e in exempt.values() {
+        if let Some(w) = decider.protected.get(&e.tracker_id) {
+            if warned.insert(e.tracker_id.as_str()) {
+                plan.warnings.push(w.clone());
+            }
+        }
+    }
     plan.exempt = exempt.into_values().collect();
     Ok(plan)
 }
