@@ -145,6 +145,11 @@ pub struct RetentionPolicy {
     pub max_removal_fraction: f64,
     /// zstd level for archives (1-19).
     pub zstd_level: i32,
+    /// Every cleanup checks each recorded archive's size; a real run also re-reads and
+    /// hashes the archives last verified more than this many days ago (at most 36500),
+    /// so bit rot is found while the evidence can still be recovered from a backup.
+    /// `0`: sizes only, never re-hashed.
+    pub verify_archive_hashes_every_days: u32,
 }
 
 impl Default for RetentionPolicy {
@@ -171,6 +176,7 @@ impl Default for RetentionPolicy {
             archive_database_rows: true,
             max_removal_fraction: 0.5,
             zstd_level: 3,
+            verify_archive_hashes_every_days: 30,
         }
     }
 }

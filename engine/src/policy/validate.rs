@@ -113,6 +113,15 @@ pub fn validate(policy: &Policy) -> Vec<Problem> {
             format!("must be 1 to 19, got {}", r.zstd_level),
         );
     }
+    if r.verify_archive_hashes_every_days > 36_500 {
+        bad(
+            "retention.verify_archive_hashes_every_days",
+            format!(
+                "must be 0 (never) to 36500 days, got {}",
+                r.verify_archive_hashes_every_days
+            ),
+        );
+    }
 
     let v = &policy.vacuum;
     if !(v.free_fraction_threshold > 0.0 && v.free_fraction_threshold <= 1.0) {

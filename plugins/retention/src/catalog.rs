@@ -34,6 +34,11 @@ pub struct ArchiveRecord {
     pub db_rows: u64,
     pub origin: String,
     pub purged_at_ms: Option<i64>,
+    /// Last full read and hash check (`None`: not since it was written and verified).
+    pub verified_at_ms: Option<i64>,
+    /// What the last check found wrong (`None`: intact), and when it was first found.
+    pub damage: Option<String>,
+    pub damage_found_at_ms: Option<i64>,
 }
 
 /// A member of a recorded archive (from its manifest), with the archive it is in.
@@ -46,7 +51,21 @@ pub struct RecordedMember {
     pub sha256: String,
 }
 
-const COLUMNS: &str = "id, spec_id, path, created_at, bytes, member_count, source_bytes, sha256, db_rows, origin, purged_at";
+const COLUMNS: &str = "id, spec_id, path, created_at, bytes, member_count, source_bytes, sha256, db_rows, origin, purged_at, verified_at, damage, damage_found_at";
+
+/// [`COLUMNS`] for a table still at schema version 1 (a dry run opens the database
+/// read-only, so its tables are not brought up to date): no health columns yet.
+const COLUMNS_V1: &str = "id, spec_id, path, created_at, bytes, member_count, source_bytes, sha256, db_rows, origin, purged_at, NULL, NULL, NULL";
+
+/// The columns to select: the health columns where the table has them.
+fn columns(conn: &Connection) -> rusqlite::Result<&'static str> {
+    let has_health: bool = conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM pragma_table_info('hygiene_archives') WHERE name = 'damage')",
+        [],
+        |r| r.get(0),
+    )?;
+    Ok(if has_health { COLUMNS } else { COLUMNS_V1 })
+}
 
 fn record_from(row: &rusqlite::Row<'_>) -> rusqlite::Result<ArchiveRecord> {
     Ok(ArchiveRecord {
@@ -61,6 +80,9 @@ fn record_from(row: &rusqlite::Row<'_>) -> rusqlite::Result<ArchiveRecord> {
         db_rows: row.get::<_, i64>(8)? as u64,
         origin: row.get(9)?,
         purged_at_ms: row.get(10)?,
+        verified_at_ms: row.get(11)?,
+        damage: row.get(12)?,
+        damage_found_at_ms: row.get(13)?,
     })
 }
 
@@ -82,8 +104,9 @@ pub fn unpurged(conn: &Connection) -> rusqlite::Result<Vec<ArchiveRecord>> {
     if !table_exists(conn, ARCHIVES_TABLE)? {
         return Ok(Vec::new());
     }
+    let columns = columns(conn)?;
     let mut stmt = conn.prepare(&format!(
-        "SELECT {COLUMNS} FROM hygiene_archives WHERE purged_at IS NULL ORDER BY created_at, id"
+        "SELECT {columns} FROM hygiene_archives WHERE purged_at IS NULL ORDER BY created_at, id"
     ))?;
     let rows = stmt.query_map([], record_from)?;
     rows.collect()
@@ -94,8 +117,9 @@ pub fn by_path(conn: &Connection, path: &str) -> rusqlite::Result<Option<Archive
     if !table_exists(conn, ARCHIVES_TABLE)? {
         return Ok(None);
     }
+    let columns = columns(conn)?;
     conn.query_row(
-        &format!("SELECT {COLUMNS} FROM hygiene_archives WHERE path = ?1"),
+        &format!("SELECT {columns} FROM hygiene_archives WHERE path = ?1"),
         [path],
         record_from,
     )
@@ -128,7 +152,7 @@ pub struct HeldFiles {
 /// The evidence files held by the unpurged archives in `recorded` whose SPEC is `spec`,
 /// by path; where a path is in several archives, the newest archive's copy. Each archive's
 /// manifest comes from its sidecar, or else from the archive, verified in full against its
-/// record. A recorded archive missing from disk is skipped (the plan warns about it).
+/// record. A recorded archive missing from disk is skipped (`verify` reports it).
 pub fn file_members_of(root: &Path, recorded: &[ArchiveRecord], spec: &str) -> HeldFiles {
     let mut out = HeldFiles::default();
     let mut mine: Vec<&ArchiveRecord> = recorded
@@ -219,6 +243,32 @@ pub fn mark_purged(tx: &Transaction<'_>, id: i64, at_ms: i64) -> rusqlite::Resul
     tx.execute(
         "UPDATE hygiene_archives SET purged_at = ?2 WHERE id = ?1 AND purged_at IS NULL",
         params![id, at_ms],
+    )?;
+    Ok(())
+}
+
+/// Records a full check of archive `id` that found it intact at `at_ms` (clearing any
+/// damage an earlier check found: the file was put back).
+pub fn mark_verified(tx: &Transaction<'_>, id: i64, at_ms: i64) -> rusqlite::Result<()> {
+    tx.execute(
+        "UPDATE hygiene_archives SET verified_at = ?2, damage = NULL, damage_found_at = NULL WHERE id = ?1",
+        params![id, at_ms],
+    )?;
+    Ok(())
+}
+
+/// Records what is wrong with archive `id`; the time it was first found is kept while the
+/// damage stays the same.
+pub fn mark_damaged(
+    tx: &Transaction<'_>,
+    id: i64,
+    damage: &str,
+    at_ms: i64,
+) -> rusqlite::Result<()> {
+    tx.execute(
+        "UPDATE hygiene_archives SET damage = ?2, \
+         damage_found_at = CASE WHEN damage IS ?2 THEN damage_found_at ELSE ?3 END WHERE id = ?1",
+        params![id, damage, at_ms],
     )?;
     Ok(())
 }

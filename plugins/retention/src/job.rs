@@ -20,6 +20,7 @@ use crate::removal_guard;
 use crate::restore::{self, RestoreRequest};
 use crate::summary;
 use crate::tracker::Trackers;
+use crate::verify::{self, ArchiveHealth};
 
 /// Options of one cleanup run.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -66,6 +67,8 @@ pub struct CleanupResult {
     pub duration_ms: u64,
     /// The trackers' IDs (folder names map to them).
     pub tracker_ids: Vec<String>,
+    /// What checking the recorded archives found (before anything was changed).
+    pub archive_health: ArchiveHealth,
 }
 
 fn failed(e: RetentionError) -> PluginError {
@@ -117,6 +120,15 @@ pub fn cleanup_blocking(
                 )
             })
     });
+    let archive_health = check_archives(
+        &plan,
+        ctx_policy,
+        storage,
+        now,
+        options,
+        !options.dry_run && refused.is_none(),
+        cancelled,
+    )?;
     let mut result = CleanupResult {
         plan,
         executed: None,
@@ -127,6 +139,7 @@ pub fn cleanup_blocking(
         extra_warnings: Vec::new(),
         duration_ms: 0,
         tracker_ids: trackers.ids().map(str::to_string).collect(),
+        archive_health,
     };
     if options.dry_run || result.refused.is_some() {
         result.duration_ms = started.elapsed().as_millis() as u64;
@@ -149,7 +162,8 @@ pub fn cleanup_blocking(
         "duration_ms": result.duration_ms,
         "spec": options.spec.as_ref().map(|s| s.as_str()),
         "exempt_specs": result.plan.exempt,
-        "errors": result.plan.errors.iter().chain(outcome.errors.iter()).collect::<Vec<_>>(),
+        "errors": result.plan.errors.iter().chain(result.archive_health.errors().iter()).chain(outcome.errors.iter()).cloned().collect::<Vec<_>>(),
+        "damaged_archives": result.archive_health.damaged_archives.len(),
         "warnings": outcome.warnings.len() + result.plan.warnings.len(),
         "cancelled": outcome.cancelled,
     });
@@ -168,6 +182,40 @@ pub fn cleanup_blocking(
     }
     result.executed = Some(outcome);
     Ok(result)
+}
+
+/// Checks the recorded archives the plan keeps (see [`crate::verify`]); a real run first
+/// brings the retention tables up to date, since it records what it finds.
+fn check_archives(
+    plan: &Plan,
+    policy: &speckit_engine::Policy,
+    storage: &speckit_engine::Storage,
+    now: chrono::DateTime<chrono::Utc>,
+    options: &CleanupOptions,
+    real_run: bool,
+    cancelled: &(dyn Fn() -> bool + Sync),
+) -> Result<ArchiveHealth, RetentionError> {
+    let purged_by_plan: std::collections::HashSet<i64> = plan
+        .units
+        .iter()
+        .flat_map(|u| u.purge.iter().filter_map(|p| p.archive_id))
+        .collect();
+    let recorded = crate::catalog::read(storage, crate::catalog::unpurged)?;
+    let records = verify::records_to_check(recorded, options.spec.as_ref(), &purged_by_plan);
+    if real_run && !records.is_empty() {
+        storage.ensure_schema_blocking(&crate::schema::RETENTION_SCHEMA)?;
+    }
+    verify::check(
+        &verify::CheckRequest {
+            root: &plan.root,
+            records: &records,
+            now,
+            hash_every_days: policy.retention.verify_archive_hashes_every_days,
+            real_run,
+            cancelled,
+        },
+        storage,
+    )
 }
 
 fn merge(into: &mut serde_json::Value, from: serde_json::Value) {
@@ -236,8 +284,9 @@ pub fn cleanup_report(
             false,
         ),
     };
-    errors.splice(0..0, plan.errors.iter().cloned());
-    warnings.splice(0..0, plan.warnings.iter().cloned());
+    let health = &result.archive_health;
+    errors.splice(0..0, plan.errors.iter().cloned().chain(health.errors()));
+    warnings.splice(0..0, plan.warnings.iter().cloned().chain(health.warnings()));
     errors.extend(result.extra_errors.iter().cloned());
     warnings.extend(result.extra_warnings.iter().cloned());
     if let Some(refusal) = &result.refused {
@@ -324,6 +373,7 @@ pub fn cleanup_report(
         "cancelled": cancelled,
         "duration_ms": result.duration_ms,
         "summary_file": result.summary_file,
+        "archive_check": health,
         "errors": errors,
         "warnings": warnings,
     });

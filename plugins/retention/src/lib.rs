@@ -27,6 +27,7 @@ pub mod sidecar;
 pub mod stats;
 pub mod summary;
 pub mod tracker;
+pub mod verify;
 
 use speckit_engine::plugin::BoxFuture;
 use speckit_engine::storage::ComponentSchema;

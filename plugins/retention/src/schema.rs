@@ -19,11 +19,18 @@ pub const ARCHIVES_TABLE: &str = "hygiene_archives";
 
 pub static RETENTION_SCHEMA: ComponentSchema = ComponentSchema {
     component: "retention",
-    migrations: &[Migration {
-        version: 1,
-        name: "archive records, one row per archive",
-        apply: retention_v1,
-    }],
+    migrations: &[
+        Migration {
+            version: 1,
+            name: "archive records, one row per archive",
+            apply: retention_v1,
+        },
+        Migration {
+            version: 2,
+            name: "archive health: when each archive was last verified, and damage found",
+            apply: retention_v2,
+        },
+    ],
 };
 
 fn retention_v1(conn: &Connection) -> rusqlite::Result<()> {
@@ -57,6 +64,41 @@ DROP TABLE IF EXISTS hygiene_archive_members;
     )
 }
 
+/// Version 2: what the last check of each archive found (see [`crate::verify`]).
+fn retention_v2(conn: &Connection) -> rusqlite::Result<()> {
+    // ALTER TABLE ... ADD COLUMN has no IF NOT EXISTS: look first, so a rerun after a
+    // crash between the change and its version row is harmless.
+    let have: Vec<String> = conn
+        .prepare("SELECT name FROM pragma_table_info('hygiene_archives')")?
+        .query_map([], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    for (column, ddl) in [
+        // ms since the epoch of the last full read and hash check; NULL: not re-checked
+        // since it was written (archives are verified before they are recorded, so
+        // created_at counts as the last check).
+        (
+            "verified_at",
+            "ALTER TABLE hygiene_archives ADD COLUMN verified_at INTEGER",
+        ),
+        // NULL while intact; else what is wrong ("missing", "size 12 bytes, recorded 40",
+        // "sha256 ... differs from the recorded ...")
+        (
+            "damage",
+            "ALTER TABLE hygiene_archives ADD COLUMN damage TEXT",
+        ),
+        // ms since the epoch when that damage was first found
+        (
+            "damage_found_at",
+            "ALTER TABLE hygiene_archives ADD COLUMN damage_found_at INTEGER",
+        ),
+    ] {
+        if !have.iter().any(|c| c == column) {
+            conn.execute_batch(ddl)?;
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -81,6 +123,24 @@ mod tests {
             .collect::<rusqlite::Result<_>>()
             .unwrap();
         assert_eq!(names, ["hygiene_archives"]);
-        assert_eq!(RETENTION_SCHEMA.latest_version(), 1);
+    }
+
+    #[test]
+    fn version_2_adds_the_health_columns_once() {
+        let conn = Connection::open_in_memory().unwrap();
+        retention_v1(&conn).unwrap();
+        retention_v2(&conn).unwrap();
+        retention_v2(&conn).unwrap(); // a rerun after a crash
+        let columns: Vec<String> = conn
+            .prepare("SELECT name FROM pragma_table_info('hygiene_archives')")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        for c in ["verified_at", "damage", "damage_found_at"] {
+            assert!(columns.iter().any(|x| x == c), "{c} missing: {columns:?}");
+        }
+        assert_eq!(RETENTION_SCHEMA.latest_version(), 2);
     }
 }

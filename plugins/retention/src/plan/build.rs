@@ -345,12 +345,8 @@ pub fn build(req: &PlanRequest<'_>) -> Result<Plan, RetentionError> {
                 created_at_ms: rec.created_at_ms,
                 bytes: rec.bytes,
             });
-        } else if !req.root.join(&rec.path).exists() {
-            plan.warnings.push(format!(
-                "{}: recorded archive of {} is missing from disk (deleted by hand?)",
-                rec.path, rec.spec
-            ));
         }
+        // A recorded archive missing or damaged on disk is reported by `verify`.
     }
 
     // 3. Files of inactive folders (moved out of the scan: a million of them must not be
