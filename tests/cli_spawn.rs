@@ -271,3 +271,70 @@ fn sigterm_stops_the_agents_instead_of_orphaning_them() {
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
 }
+
+/// SIGKILL leaves no trace in the process but the `running` row: the next engine to open
+/// the database for writing marks that run abandoned, so `jobs` does not show it running
+/// forever. Read-only commands leave the row as it is.
+#[test]
+fn a_killed_command_leaves_its_run_abandoned_not_running() {
+    let (dir, config) = workspace(
+        "[[spawn.agents]]\nname = \"long\"\ncommand = \"/bin/sh\"\nargs = [\"-c\", \"echo $$ > \\\"$1\\\"; echo READY; exec sleep 300\", \"sh\", \"{output_file}\"]\nreadiness = { line = \"READY\" }\n",
+    );
+    let mut child = Command::new(BIN)
+        .arg("--config")
+        .arg(&config)
+        .args([
+            "spawn", "--spec", "SPEC-1", "--stage", "plan", "--agents", "long",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let spec_dir = dir.path().join("evidence/commands/SPEC-1");
+    let started = std::time::Instant::now();
+    let agent = loop {
+        let found = fs::read_dir(&spec_dir).ok().and_then(|entries| {
+            entries
+                .filter_map(|e| e.ok())
+                .find(|e| {
+                    e.file_name()
+                        .to_string_lossy()
+                        .ends_with("_long_output.txt")
+                })
+                .and_then(|e| fs::read_to_string(e.path()).ok())
+                .and_then(|t| t.trim().parse::<i32>().ok())
+        });
+        if let Some(pid) = found {
+            break pid;
+        }
+        assert!(started.elapsed().as_secs() < 30, "the agent never started");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    };
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // SAFETY: kill(2) on the agent this test started (it outlived the killed command).
+    unsafe {
+        libc::kill(agent, libc::SIGKILL);
+    }
+    let runs = |config: &Path| -> Vec<serde_json::Value> {
+        let out = run(config, &["jobs", "--json"]);
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        serde_json::from_str(&stdout(&out)).unwrap()
+    };
+    let spawn_run = |runs: &[serde_json::Value]| {
+        runs.iter()
+            .find(|r| r["job"] == "spawn")
+            .cloned()
+            .expect("the spawn run is recorded")
+    };
+    assert_eq!(spawn_run(&runs(&config))["outcome"], "running");
+
+    // A writing engine (a vacuum) starts: the dead engine's run is abandoned.
+    let out = run(&config, &["vacuum"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let after = spawn_run(&runs(&config));
+    assert_eq!(after["outcome"], "abandoned", "{after}");
+    assert!(after["finished_at"].is_string(), "{after}");
+    let error = after["error"].as_str().unwrap_or_default();
+    assert!(error.contains("ended (killed or crashed)"), "{error}");
+}

@@ -759,3 +759,76 @@ async fn shutdown_stops_agents_spawned_through_the_handle() {
         assert!(!done.succeeded(), "{done:?}");
     }
 }
+
+/// A typo or a mistyped value in a job's options is refused by name, with its kind, and
+/// changes nothing: `{"dryrun": true}` must never be a real cleanup.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mistyped_job_options_are_refused_by_name_and_change_nothing() {
+    use speckit_engine::JobErrorKind;
+    let dir = tempfile::tempdir().unwrap();
+    let config = workspace(dir.path(), "consensus.db", "");
+    std::fs::write(
+        dir.path().join("SPEC.md"),
+        "| ID | Title | Status |\n|---|---|---|\n| SPEC-KIT-900 | old | Done |\n",
+    )
+    .unwrap();
+    evidence(dir.path(), "SPEC-KIT-900", 1024);
+    let file = dir
+        .path()
+        .join("evidence/commands/SPEC-KIT-900/plan_20260301T000000Z.json");
+    let engine = builder(&config).start().await.unwrap();
+
+    let refused = [
+        ("cleanup", json!({ "dryrun": true }), "dryrun"),
+        ("cleanup", json!({ "dry_run": "true" }), "dry_run"),
+        (
+            "cleanup",
+            json!({ "dry_run": true, "spek": "SPEC-KIT-900" }),
+            "spek",
+        ),
+        ("cleanup", json!({ "spec": "../etc" }), "spec"),
+        ("cleanup", json!([true]), "must be an object"),
+        (
+            "restore",
+            json!({ "spec": "SPEC-KIT-900", "too": "/tmp" }),
+            "too",
+        ),
+        ("restore", json!(null), "spec"),
+        ("vacuum", json!({ "dryrun": true }), "dryrun"),
+        ("integrity_check", json!({ "quick": true }), "quick"),
+        (
+            "spawn",
+            json!({ "spec": "SPEC-KIT-900", "stage": "plan", "agent": ["a"] }),
+            "agent",
+        ),
+    ];
+    for (job, args, named) in refused {
+        let run = engine.run_job(job, args.clone()).await.unwrap();
+        assert_eq!(run.outcome, JobOutcome::Failed, "{job} {args}");
+        assert_eq!(
+            run.error_kind,
+            Some(JobErrorKind::InvalidOptions),
+            "{job} {args}: {run:?}"
+        );
+        let error = run.error.clone().unwrap();
+        assert!(
+            error.contains(job) && error.contains(named),
+            "{job} {args}: {error}"
+        );
+        assert!(file.exists(), "{job} {args} changed the evidence");
+    }
+    assert!(!dir.path().join("evidence/cleanup/archives").exists());
+
+    // The correct spelling plans without touching anything; no options runs for real.
+    let dry = engine
+        .run_job("cleanup", json!({ "dry_run": true }))
+        .await
+        .unwrap();
+    assert_eq!(dry.outcome, JobOutcome::Succeeded, "{dry:?}");
+    assert_eq!(dry.error_kind, None);
+    assert!(file.exists());
+    let real = engine.run_job("cleanup", json!({})).await.unwrap();
+    assert_eq!(real.outcome, JobOutcome::Succeeded, "{real:?}");
+    assert!(!file.exists(), "a real cleanup archives the finished SPEC");
+    engine.shutdown().await;
+}

@@ -17,7 +17,7 @@ use crate::dynamic::{DynamicLoader, PreparedPlugins};
 use crate::error::EngineError;
 use crate::events::{EngineEvent, EventBus, JobOutcome, ReloadCause, ReloadOutcome};
 use crate::history::{HistoryBounds, JobHistory};
-use crate::plugin::{JobContext, JobReport, JobTrigger, Plugin};
+use crate::plugin::{JobContext, JobErrorKind, JobReport, JobTrigger, Plugin};
 use crate::policy::{load_policy, Policy, PolicySnapshot};
 use crate::registry::PluginRegistry;
 use crate::storage::{RetryPolicy, Storage, StorageOptions};
@@ -65,6 +65,8 @@ pub struct JobRun {
     pub outcome: JobOutcome,
     pub report: Option<JobReport>,
     pub error: Option<String>,
+    /// What kind of failure `error` is, when the run failed without a report.
+    pub error_kind: Option<JobErrorKind>,
     pub duration_ms: u64,
 }
 
@@ -168,13 +170,10 @@ impl Engine {
         let (policy, _) = watch::channel(empty);
         let engine = Engine {
             inner: Arc::new(Inner {
-                id: options.engine_id.clone().unwrap_or_else(|| {
-                    format!(
-                        "engine-{}-{:08x}",
-                        std::process::id(),
-                        rand::random::<u32>()
-                    )
-                }),
+                id: options
+                    .engine_id
+                    .clone()
+                    .unwrap_or_else(crate::identity::new_engine_id),
                 options,
                 policy,
                 storage,
@@ -188,7 +187,34 @@ impl Engine {
             }),
         };
         engine.apply(first.0, first.1, ReloadCause::Startup);
+        engine.abandon_dead_runs().await;
         Ok(engine)
+    }
+
+    /// Marks the runs of engines that died mid-run as abandoned and frees their schedule
+    /// leases (see [`crate::history::abandon_dead_runs`]); a failure is logged, not fatal.
+    async fn abandon_dead_runs(&self) {
+        let now_ms = self.inner.options.clock.now().timestamp_millis();
+        match crate::history::abandon_dead_runs(&self.inner.storage, now_ms).await {
+            Ok(found) => {
+                for run in &found.runs {
+                    tracing::warn!(
+                        job = run.job,
+                        run_id = run.run_id,
+                        engine = run.engine_id,
+                        "run abandoned: its engine ended before the run finished"
+                    );
+                }
+                for (job, owner) in &found.leases {
+                    tracing::warn!(
+                        job,
+                        engine = owner,
+                        "released the schedule lease of an engine that ended"
+                    );
+                }
+            }
+            Err(e) => tracing::warn!("could not look for runs of engines that ended: {e}"),
+        }
     }
 
     pub fn id(&self) -> &str {
@@ -338,6 +364,7 @@ impl Engine {
                 outcome: JobOutcome::Skipped,
                 report: None,
                 error: Some(reason),
+                error_kind: None,
                 duration_ms: 0,
             });
         }
@@ -386,21 +413,25 @@ impl Engine {
         // A task of its own, so a panicking plugin fails its job and nothing else.
         let joined = tokio::spawn(async move { task_plugin.run(ctx).await }).await;
         let duration_ms = timer.elapsed().as_millis() as u64;
-        let (outcome, report, error) = match joined {
+        let (outcome, report, failure) = match joined {
             Ok(Ok(report)) if report.has_errors() => (JobOutcome::Failed, Some(report), None),
             Ok(Ok(report)) => (JobOutcome::Succeeded, Some(report), None),
-            Ok(Err(e)) => (JobOutcome::Failed, None, Some(e.to_string())),
+            Ok(Err(e)) => (JobOutcome::Failed, None, Some((e.kind(), e.to_string()))),
             Err(e) if e.is_panic() => (
                 JobOutcome::Failed,
                 None,
-                Some(format!(
-                    "plugin {} panicked: {}",
-                    plugin.name(),
-                    panic_text(e)
+                Some((
+                    JobErrorKind::Panicked,
+                    format!("plugin {} panicked: {}", plugin.name(), panic_text(e)),
                 )),
             ),
-            Err(e) => (JobOutcome::Failed, None, Some(e.to_string())),
+            Err(e) => (
+                JobOutcome::Failed,
+                None,
+                Some((JobErrorKind::Failed, e.to_string())),
+            ),
         };
+        let (error_kind, error) = failure.unzip();
         let finished_at = clock.now().timestamp_millis();
         let outcome_label = match outcome {
             JobOutcome::Succeeded => "succeeded",
@@ -443,6 +474,7 @@ impl Engine {
             outcome,
             report,
             error,
+            error_kind,
             duration_ms,
         })
     }

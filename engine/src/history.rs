@@ -101,6 +101,107 @@ impl<'a> JobHistory<'a> {
     }
 }
 
+/// What [`abandon_dead_runs`] found: runs and schedule leases of engines that are gone.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Abandoned {
+    /// Rows that were `running` and are now `abandoned`.
+    pub runs: Vec<AbandonedRun>,
+    /// `(job, engine_id)` of each schedule lease released.
+    pub leases: Vec<(String, String)>,
+}
+
+/// A run whose engine died before it finished, now marked `abandoned`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AbandonedRun {
+    pub run_id: i64,
+    pub job: String,
+    pub engine_id: String,
+}
+
+/// Marks every `running` row whose engine is gone ([`crate::identity::liveness`] says
+/// `Dead`) as `abandoned`, with an error saying so, and releases every schedule lease such
+/// an engine held, in one transaction. Rows and leases of live or unjudgeable engines are
+/// left alone; nothing is done on a storage that refuses writes.
+pub async fn abandon_dead_runs(storage: &Storage, now_ms: i64) -> Result<Abandoned, StorageError> {
+    if storage.write_refusal().is_some() {
+        return Ok(Abandoned::default());
+    }
+    // (run id, job, engine id) of running rows; (job, owner) of held leases.
+    type Running = Vec<(i64, String, String)>;
+    type Leases = Vec<(String, String)>;
+    let (running, leases): (Running, Leases) = storage
+        .read(|conn| {
+            if !crate::storage::table_exists(conn, "hygiene_job_runs")? {
+                return Ok((Vec::new(), Vec::new()));
+            }
+            let mut stmt = conn.prepare(
+                "SELECT id, job, engine_id FROM hygiene_job_runs WHERE outcome = 'running'",
+            )?;
+            let running = stmt
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                .collect::<rusqlite::Result<_>>()?;
+            let mut stmt = conn.prepare(
+                "SELECT job, lease_owner FROM hygiene_schedule_state WHERE lease_owner IS NOT NULL",
+            )?;
+            let leases = stmt
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<rusqlite::Result<_>>()?;
+            Ok((running, leases))
+        })
+        .await?;
+    let dead = |engine: &str| crate::identity::liveness(engine) == crate::identity::Liveness::Dead;
+    let runs: Vec<AbandonedRun> = running
+        .into_iter()
+        .filter(|(_, _, engine)| dead(engine))
+        .map(|(run_id, job, engine_id)| AbandonedRun {
+            run_id,
+            job,
+            engine_id,
+        })
+        .collect();
+    let leases: Vec<(String, String)> = leases.into_iter().filter(|(_, e)| dead(e)).collect();
+    if runs.is_empty() && leases.is_empty() {
+        return Ok(Abandoned::default());
+    }
+    storage
+        .write(move |tx| {
+            let mut found = Abandoned::default();
+            for run in runs {
+                let error = format!(
+                    "abandoned: engine {} ended (killed or crashed) before the run finished; what it did is unknown",
+                    run.engine_id
+                );
+                let report_json = serde_json::json!({ "report": null, "error": error }).to_string();
+                let changed = tx
+                    .execute(
+                        "UPDATE hygiene_job_runs SET outcome = 'abandoned', finished_at = ?1, report_json = ?2 \
+                         WHERE id = ?3 AND outcome = 'running'",
+                        params![now_ms, report_json, run.run_id],
+                    )
+                    .map_err(sql_error(tx))?;
+                if changed > 0 {
+                    found.runs.push(run);
+                }
+            }
+            for (job, owner) in leases {
+                // Only while that engine still holds it: a live engine may have claimed it since.
+                let changed = tx
+                    .execute(
+                        "UPDATE hygiene_schedule_state \
+                         SET lease_owner = NULL, lease_expires_at = NULL, last_finished_at = ?1, last_outcome = 'abandoned' \
+                         WHERE job = ?2 AND lease_owner = ?3",
+                        params![now_ms, job, owner],
+                    )
+                    .map_err(sql_error(tx))?;
+                if changed > 0 {
+                    found.leases.push((job, owner));
+                }
+            }
+            Ok::<_, StorageError>(found)
+        })
+        .await
+}
+
 /// Deletes finished runs past either bound; running ones are never deleted.
 fn prune(conn: &rusqlite::Connection, bounds: HistoryBounds) -> rusqlite::Result<usize> {
     conn.execute(
@@ -121,7 +222,8 @@ pub struct JobRecord {
     pub engine_id: String,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
-    /// `running`, `succeeded`, `failed` or `skipped`.
+    /// `running`, `succeeded`, `failed`, `skipped`, or `abandoned` (its engine died before
+    /// it finished; found at a later engine's start).
     pub outcome: String,
     pub report: Option<JobReport>,
     pub error: Option<String>,

@@ -79,6 +79,34 @@ pub enum PluginError {
     Failed(String),
 }
 
+/// Why a run ended without a report, kept beside its message in [`crate::engine::JobRun`]
+/// so a caller (the CLI's exit status, a host's UI) decides by kind, not by parsing text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobErrorKind {
+    /// The options were refused ([`PluginError::InvalidArgs`]): a caller's mistake; nothing ran.
+    InvalidOptions,
+    /// The database failed under the job ([`PluginError::Storage`]).
+    Storage,
+    /// Stopped at shutdown ([`PluginError::Cancelled`]).
+    Cancelled,
+    /// The job failed ([`PluginError::Failed`]), or its task ended abnormally.
+    Failed,
+    /// The plugin panicked; the engine caught it.
+    Panicked,
+}
+
+impl PluginError {
+    pub fn kind(&self) -> JobErrorKind {
+        match self {
+            PluginError::InvalidArgs(_) => JobErrorKind::InvalidOptions,
+            PluginError::Storage(_) => JobErrorKind::Storage,
+            PluginError::Cancelled => JobErrorKind::Cancelled,
+            PluginError::Failed(_) => JobErrorKind::Failed,
+        }
+    }
+}
+
 /// Everything a job gets: the policy snapshot it started with (a reload never changes a
 /// running job), storage, the clock, cancellation, and a way to report progress.
 #[derive(Clone)]
@@ -118,17 +146,9 @@ impl JobContext {
         });
     }
 
-    /// A boolean job option, false when absent.
-    pub fn flag(&self, name: &str) -> bool {
-        self.args
-            .get(name)
-            .and_then(|v| v.as_bool())
-            .unwrap_or(false)
-    }
-
-    /// A string job option.
-    pub fn option_str(&self, name: &str) -> Option<&str> {
-        self.args.get(name).and_then(|v| v.as_str())
+    /// This run's options as the job's own type; see [`crate::options::parse_job_options`].
+    pub fn options<T: serde::de::DeserializeOwned>(&self) -> Result<T, PluginError> {
+        crate::options::parse_job_options(&self.job, &self.args)
     }
 }
 

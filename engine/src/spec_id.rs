@@ -55,6 +55,15 @@ impl SpecId {
     }
 }
 
+/// Read from job options and reports: the same checks as [`SpecId::parse`], so an invalid
+/// ID in `{"spec": "../x"}` is refused with its reason, like on the command line.
+impl<'de> serde::Deserialize<'de> for SpecId {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let value = String::deserialize(deserializer)?;
+        SpecId::parse(&value).map_err(serde::de::Error::custom)
+    }
+}
+
 impl fmt::Display for SpecId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)

@@ -185,3 +185,100 @@ async fn job_history_is_pruned_to_the_policys_age_bound() {
         "the old finished run is gone"
     );
 }
+
+/// An ID in the form `identity::new_engine_id` makes, for a process that has ended.
+fn dead_engine_id() -> String {
+    let live = speckit_engine::identity::new_engine_id();
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    let pid = child.id();
+    child.wait().unwrap();
+    // Same start ticks, boot and host as this process, another (ended) pid.
+    let (_, rest) = live.split_once('-').unwrap();
+    let (_, rest) = rest.split_once('-').unwrap();
+    format!("engine-{pid}-{rest}")
+}
+
+#[tokio::test]
+async fn runs_and_leases_of_an_engine_that_died_are_abandoned_at_the_next_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, db) = workspace(dir.path(), "");
+    engine(&config, false)
+        .await
+        .shutdown(std::time::Duration::from_secs(5))
+        .await;
+    let dead = dead_engine_id();
+    let live = speckit_engine::identity::new_engine_id();
+    assert_eq!(
+        speckit_engine::identity::liveness(&dead),
+        speckit_engine::identity::Liveness::Dead,
+        "{dead}"
+    );
+    {
+        let conn = Connection::open(&db).unwrap();
+        for (job, owner) in [
+            ("vacuum", &dead),
+            ("cleanup", &live),
+            ("other", &"engine-1-abc".to_string()),
+        ] {
+            conn.execute(
+                "INSERT INTO hygiene_job_runs (job, plugin, engine_id, trigger, started_at, outcome) VALUES (?1, 'x', ?2, 'schedule', 1000, 'running')",
+                rusqlite::params![job, owner],
+            )
+            .unwrap();
+            conn.execute(
+                "INSERT INTO hygiene_schedule_state (job, last_fire_at, lease_owner, lease_expires_at) VALUES (?1, 1000, ?2, 99999999999999)",
+                rusqlite::params![job, owner],
+            )
+            .unwrap();
+        }
+    }
+    // A read-only engine judges nothing.
+    engine(&config, true)
+        .await
+        .shutdown(std::time::Duration::from_secs(5))
+        .await;
+    assert_eq!(
+        count(
+            &db,
+            "SELECT count(*) FROM hygiene_job_runs WHERE outcome = 'running'"
+        ),
+        3
+    );
+
+    let writer = engine(&config, false).await;
+    let outcome = |job: &str| -> (String, Option<String>) {
+        Connection::open_with_flags(&db, OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .unwrap()
+            .query_row(
+                "SELECT r.outcome, s.lease_owner FROM hygiene_job_runs r JOIN hygiene_schedule_state s USING (job) WHERE job = ?1",
+                [job],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap()
+    };
+    assert_eq!(
+        outcome("vacuum"),
+        ("abandoned".to_string(), None),
+        "the dead engine's run and lease"
+    );
+    assert_eq!(
+        outcome("cleanup"),
+        ("running".to_string(), Some(live.clone())),
+        "a live engine is left alone"
+    );
+    assert_eq!(
+        outcome("other"),
+        ("running".to_string(), Some("engine-1-abc".to_string())),
+        "an ID it cannot judge is left alone"
+    );
+    let runs = speckit_engine::history::recent(writer.storage(), 10)
+        .await
+        .unwrap();
+    let vacuum = runs.iter().find(|r| r.job == "vacuum").unwrap();
+    assert!(vacuum.finished_at.is_some());
+    assert!(
+        vacuum.error.as_deref().unwrap_or_default().contains(&dead),
+        "{vacuum:?}"
+    );
+    writer.shutdown(std::time::Duration::from_secs(5)).await;
+}

@@ -18,6 +18,7 @@ use super::{
 use speckit_engine::events::JobOutcome;
 use speckit_engine::{Engine, Plugin, SpecId};
 use speckit_retention::age::AgeSource;
+use speckit_retention::job::{CleanupOptions, RestoreOptions};
 use speckit_retention::plan::{Action, ActionKind};
 use speckit_retention::RetentionPlugin;
 
@@ -27,8 +28,8 @@ pub struct CleanupArgs {
     #[arg(long)]
     dry_run: bool,
     /// Only this SPEC (a folder name or a tracker ID).
-    #[arg(long, value_name = "SPEC-ID")]
-    spec: Option<String>,
+    #[arg(long, value_name = "SPEC-ID", value_parser = parse_spec_id)]
+    spec: Option<SpecId>,
     /// Allow a plan that removes more than the policy's fraction of all evidence.
     #[arg(long)]
     force: bool,
@@ -39,7 +40,8 @@ pub struct CleanupArgs {
 #[derive(Debug, Args)]
 pub struct RestoreArgs {
     /// The SPEC whose archives to restore.
-    spec: String,
+    #[arg(value_parser = parse_spec_id)]
+    spec: SpecId,
     /// One archive file (default: every recorded archive of the SPEC).
     #[arg(long, value_name = "FILE")]
     archive: Option<PathBuf>,
@@ -51,9 +53,9 @@ pub struct RestoreArgs {
     json: bool,
 }
 
-fn check_spec(spec: &str) -> Result<()> {
-    SpecId::parse(spec).map_err(|e| UsageError(e.to_string()))?;
-    Ok(())
+/// Clap's parser for SPEC-ID arguments: an invalid one is a usage error (exit 2) naming why.
+fn parse_spec_id(value: &str) -> Result<SpecId, String> {
+    SpecId::parse(value).map_err(|e| e.to_string())
 }
 
 /// An engine whose retention plugin is `retention` (so its action lists can be taken).
@@ -72,9 +74,6 @@ async fn engine_with(
 }
 
 pub async fn cleanup(global: &GlobalArgs, args: CleanupArgs) -> Result<u8> {
-    if let Some(spec) = &args.spec {
-        check_spec(spec)?;
-    }
     let retention = Arc::new(RetentionPlugin::new());
     let access = if args.dry_run {
         Access::ReadOnly
@@ -86,12 +85,12 @@ pub async fn cleanup(global: &GlobalArgs, args: CleanupArgs) -> Result<u8> {
     let run = run_job(
         &engine,
         "cleanup",
-        serde_json::json!({
-            "dry_run": args.dry_run,
-            "force": args.force,
-            "spec": args.spec,
-            "list_actions": list_actions,
-        }),
+        &CleanupOptions {
+            dry_run: args.dry_run,
+            force: args.force,
+            spec: args.spec.clone(),
+            list_actions,
+        },
     )
     .await?;
     let actions = retention.take_actions(run.run_id).unwrap_or_default();
@@ -172,10 +171,7 @@ fn action_line(a: &Action) -> String {
 }
 
 pub async fn restore(global: &GlobalArgs, args: RestoreArgs) -> Result<u8> {
-    check_spec(&args.spec)?;
-    let absolute = |p: &PathBuf| -> Result<String> {
-        Ok(std::path::absolute(p)?.to_string_lossy().into_owned())
-    };
+    let absolute = |p: &PathBuf| -> Result<PathBuf> { Ok(std::path::absolute(p)?) };
     if let Some(archive) = &args.archive {
         if !archive.is_file() {
             anyhow::bail!(UsageError(format!(
@@ -190,7 +186,11 @@ pub async fn restore(global: &GlobalArgs, args: RestoreArgs) -> Result<u8> {
     let run = run_job(
         &engine,
         "restore",
-        serde_json::json!({ "spec": args.spec, "archive": archive, "to": to }),
+        &RestoreOptions {
+            spec: args.spec.clone(),
+            archive,
+            to,
+        },
     )
     .await?;
     let code = print_job(&run, args.json);

@@ -64,7 +64,7 @@ pub async fn demo(_global: &GlobalArgs, args: DemoArgs) -> Result<u8> {
     let mut failed = false;
     for job in ["cleanup", "vacuum"] {
         println!("\n== {job}");
-        let run = super::run_job(&engine, job, serde_json::json!({})).await?;
+        let run = super::run_job(&engine, job, &serde_json::json!({})).await?;
         failed |= run.outcome == JobOutcome::Failed;
         super::print_job(&run, false);
     }

@@ -17,7 +17,7 @@ use std::process::ExitCode;
 
 use speckit_engine::engine::JobRun;
 use speckit_engine::events::JobOutcome;
-use speckit_engine::{Engine, EngineError, EngineOptions, JobTrigger};
+use speckit_engine::{Engine, EngineError, EngineOptions, JobErrorKind, JobTrigger};
 
 pub const EXIT_OK: u8 = 0;
 pub const EXIT_FAILED: u8 = 1;
@@ -157,7 +157,13 @@ pub async fn start_engine(global: &GlobalArgs, access: Access) -> Result<Engine>
 }
 
 /// Runs one job now and returns its record.
-pub async fn run_job(engine: &Engine, job: &str, args: serde_json::Value) -> Result<JobRun> {
+/// Runs a job by hand with its typed options (`CleanupOptions`, `VacuumOptions`, ...).
+pub async fn run_job(
+    engine: &Engine,
+    job: &str,
+    options: &impl serde::Serialize,
+) -> Result<JobRun> {
+    let args = serde_json::to_value(options)?;
     Ok(engine.run_job(job, JobTrigger::Manual, args).await?)
 }
 
@@ -176,7 +182,7 @@ pub fn print_job(run: &JobRun, json: bool) -> u8 {
                 }
                 data
             }
-            None => serde_json::json!({ "error": run.error }),
+            None => serde_json::json!({ "error": run.error, "error_kind": run.error_kind }),
         };
         println!(
             "{}",
@@ -196,9 +202,15 @@ pub fn print_job(run: &JobRun, json: bool) -> u8 {
             eprintln!("error: job {} failed: {error}", run.job);
         }
     }
-    match run.outcome {
-        JobOutcome::Succeeded => EXIT_OK,
-        JobOutcome::Skipped => EXIT_OK,
-        JobOutcome::Failed => EXIT_FAILED,
+    exit_status(run)
+}
+
+/// A run's exit status: 2 when its options were refused (a usage error, decided by the
+/// error's kind from the plugin), 1 when it failed, else 0.
+pub fn exit_status(run: &JobRun) -> u8 {
+    match (&run.outcome, run.error_kind) {
+        (JobOutcome::Failed, Some(JobErrorKind::InvalidOptions)) => EXIT_USAGE,
+        (JobOutcome::Failed, _) => EXIT_FAILED,
+        (JobOutcome::Succeeded | JobOutcome::Skipped, _) => EXIT_OK,
     }
 }

@@ -36,7 +36,7 @@ pub async fn run(global: &GlobalArgs, args: RunArgs) -> Result<u8> {
             if is_off(&expression) || engine.registry().for_job(&job).is_none() {
                 continue;
             }
-            let run = super::run_job(&engine, &job, serde_json::Value::Null).await?;
+            let run = super::run_job(&engine, &job, &serde_json::Value::Null).await?;
             failed |= run.outcome == JobOutcome::Failed;
             if !args.json {
                 println!("== {job}: {:?}", run.outcome);

@@ -10,6 +10,7 @@ use speckit_engine::engine::JobRun;
 use speckit_engine::events::JobOutcome;
 use speckit_engine::{Engine, SpecId};
 use speckit_spawn::stats::{Percentiles, SpawnStats};
+use speckit_spawn::SpawnOptions;
 
 use super::{
     print_job, run_job, start_engine, Access, GlobalArgs, UsageError, EXIT_FAILED, EXIT_OK,
@@ -58,7 +59,6 @@ pub async fn spawn(global: &GlobalArgs, args: SpawnArgs) -> Result<u8> {
     let stage = args
         .stage
         .ok_or_else(|| usage("spawn needs --stage STAGE"))?;
-    speckit_spawn::validate_stage(&stage).map_err(|e| usage(e.to_string()))?;
     let prompt = match &args.prompt {
         Some(path) => Some(std::fs::read_to_string(path).map_err(|e| {
             usage(format!(
@@ -69,41 +69,18 @@ pub async fn spawn(global: &GlobalArgs, args: SpawnArgs) -> Result<u8> {
         None => None,
     };
     let engine = start_engine(global, Access::ReadWrite).await?;
-    let policy = engine.policy();
-    let known: Vec<&str> = policy
-        .policy
-        .spawn
-        .agents
-        .iter()
-        .map(|a| a.name.as_str())
-        .collect();
-    if known.is_empty() {
-        engine.shutdown(std::time::Duration::from_secs(5)).await;
-        return Err(usage(format!(
-            "no agents to spawn: {} has no [[spawn.agents]] (see config/speckit.toml)",
-            policy.source.path.display()
-        )));
-    }
-    let unknown: Vec<&str> = args
-        .agents
-        .iter()
-        .map(String::as_str)
-        .filter(|a| !known.contains(a))
-        .collect();
-    if !unknown.is_empty() {
-        engine.shutdown(std::time::Duration::from_secs(5)).await;
-        return Err(usage(format!(
-            "unknown agent(s) {}; {} defines: {}",
-            unknown.join(", "),
-            policy.source.path.display(),
-            known.join(", ")
-        )));
-    }
+    // The job checks the stage and the agents against the policy in effect; its
+    // refusal comes back as an InvalidOptions error (exit 2) with the plugin's message.
     let interrupt = stop_agents_on_signal(&engine);
     let run = run_job(
         &engine,
         "spawn",
-        serde_json::json!({ "spec": spec, "stage": stage, "prompt": prompt, "agents": args.agents }),
+        &SpawnOptions {
+            spec,
+            stage,
+            prompt,
+            agents: args.agents.clone(),
+        },
     )
     .await;
     interrupt.abort();
@@ -150,11 +127,14 @@ pub async fn demo_step(engine: &Engine) -> Result<bool> {
     let run = run_job(
         engine,
         "spawn",
-        serde_json::json!({
-            "spec": DEMO_SPAWN_SPEC,
-            "stage": DEMO_SPAWN_STAGE,
-            "prompt": format!("Draft the {DEMO_SPAWN_STAGE} for {DEMO_SPAWN_SPEC} (demo prompt).\n"),
-        }),
+        &SpawnOptions {
+            spec: SpecId::parse(DEMO_SPAWN_SPEC)?,
+            stage: DEMO_SPAWN_STAGE.to_string(),
+            prompt: Some(format!(
+                "Draft the {DEMO_SPAWN_STAGE} for {DEMO_SPAWN_SPEC} (demo prompt).\n"
+            )),
+            agents: Vec::new(),
+        },
     )
     .await?;
     Ok(print_spawn_run(&run) != EXIT_OK)
@@ -167,7 +147,7 @@ fn print_spawn_run(run: &JobRun) -> u8 {
             "error: spawn failed: {}",
             run.error.as_deref().unwrap_or("unknown error")
         );
-        return EXIT_FAILED;
+        return super::exit_status(run);
     };
     println!("{}", report.summary);
     let data = &report.data;

@@ -7,6 +7,7 @@ use clap::Args;
 
 use super::{engine_options, print_job, run_job, Access, GlobalArgs, EXIT_OK};
 use speckit_engine::{Engine, EngineError, StorageError};
+use speckit_vacuum::plan::VacuumOptions;
 use speckit_vacuum::VacuumReport;
 
 #[derive(Debug, Args)]
@@ -47,7 +48,10 @@ pub async fn vacuum(global: &GlobalArgs, args: VacuumArgs) -> Result<u8> {
     let mut run = run_job(
         &engine,
         "vacuum",
-        serde_json::json!({ "dry_run": args.dry_run, "force": args.force }),
+        &VacuumOptions {
+            dry_run: args.dry_run,
+            force: args.force,
+        },
     )
     .await?;
     if !args.json {

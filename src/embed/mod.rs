@@ -354,6 +354,12 @@ impl EngineHandle {
     /// a task of the engine: it finishes even if the caller stops waiting, and shutdown
     /// waits for it (within the grace period) before closing the database. A job already
     /// running comes back as `Skipped`.
+    ///
+    /// Each compiled-in job reads `args` into its own type (`speckit_retention::job::CleanupOptions`,
+    /// `RestoreOptions`, `speckit_vacuum::plan::VacuumOptions`, `speckit_spawn::SpawnOptions`;
+    /// `serde_json::to_value` of one is always accepted). An unknown or mistyped option
+    /// (`{"dryrun": true}`, `{"dry_run": "true"}`) runs nothing: the run fails with
+    /// `error_kind: Some(JobErrorKind::InvalidOptions)` and an error naming the option.
     pub async fn run_job(&self, job: &str, args: serde_json::Value) -> Result<JobRun, EmbedError> {
         self.ensure_running(|| format!("running job {job}"))?;
         let engine = self.inner.engine.clone();

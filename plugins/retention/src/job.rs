@@ -1,10 +1,9 @@
 //! The `cleanup` and `restore` jobs: options from `ctx.args`, the blocking work on a
 //! blocking thread, and the job report (stored in the job-runs table; `--json` prints it).
 //!
-//! `cleanup` options: `dry_run`, `force`, `spec`, and `list_actions` (keep every action for
-//! the caller, see [`crate::RetentionPlugin::take_actions`]; off for scheduled runs, so a
-//! million-file plan never lands in the job-runs table). `restore` options: `spec`,
-//! `archive`, `to`.
+//! Options are typed: [`CleanupOptions`] (its `list_actions` keeps every action for the
+//! caller, off for scheduled runs so a million-file plan never lands in the job-runs table)
+//! and [`RestoreOptions`].
 
 use serde_json::json;
 use speckit_engine::{JobContext, JobReport, PluginError, SpecId};
@@ -22,36 +21,32 @@ use crate::summary;
 use crate::tracker::Trackers;
 use crate::verify::{self, ArchiveHealth};
 
-/// Options of one cleanup run.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// Options of one cleanup run (`ctx.args`; unknown or mistyped options are refused).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct CleanupOptions {
+    /// Plan and report; change nothing.
     pub dry_run: bool,
+    /// Run a plan `retention.max_removal_fraction` refuses.
     pub force: bool,
+    /// Only this SPEC (a tracker ID or a folder name).
     pub spec: Option<SpecId>,
+    /// Keep every action for the caller ([`crate::RetentionPlugin::take_actions`]).
     pub list_actions: bool,
 }
 
-impl CleanupOptions {
-    pub fn from_args(args: &serde_json::Value) -> Result<Self, PluginError> {
-        let flag = |name: &str| args.get(name).and_then(|v| v.as_bool()).unwrap_or(false);
-        let spec = match args.get("spec") {
-            None | Some(serde_json::Value::Null) => None,
-            Some(serde_json::Value::String(s)) => {
-                Some(SpecId::parse(s).map_err(|e| PluginError::InvalidArgs(e.to_string()))?)
-            }
-            Some(other) => {
-                return Err(PluginError::InvalidArgs(format!(
-                    "spec must be a string, got {other}"
-                )))
-            }
-        };
-        Ok(Self {
-            dry_run: flag("dry_run"),
-            force: flag("force"),
-            spec,
-            list_actions: flag("list_actions"),
-        })
-    }
+/// Options of one restore run (`ctx.args`; unknown or mistyped options are refused).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RestoreOptions {
+    /// The SPEC whose archives are restored (required).
+    pub spec: SpecId,
+    /// Only this archive file, instead of every archive of the SPEC.
+    #[serde(default)]
+    pub archive: Option<PathBuf>,
+    /// Restore into this folder instead of the evidence root.
+    #[serde(default)]
+    pub to: Option<PathBuf>,
 }
 
 /// What a cleanup run produced, before it becomes a report.
@@ -392,7 +387,7 @@ pub async fn cleanup(
     ctx: JobContext,
     faults: Option<Arc<dyn Faults>>,
 ) -> Result<(JobReport, Option<Vec<Action>>), PluginError> {
-    let options = CleanupOptions::from_args(&ctx.args)?;
+    let options: CleanupOptions = ctx.options()?;
     let snapshot = ctx.policy.clone();
     let storage = ctx.storage.clone();
     let now = ctx.clock.now();
@@ -441,16 +436,7 @@ pub async fn restore(
     ctx: JobContext,
     faults: Option<Arc<dyn Faults>>,
 ) -> Result<JobReport, PluginError> {
-    let spec = match ctx.option_str("spec") {
-        Some(s) => SpecId::parse(s).map_err(|e| PluginError::InvalidArgs(e.to_string()))?,
-        None => {
-            return Err(PluginError::InvalidArgs(
-                "restore needs a SPEC-ID (spec)".into(),
-            ))
-        }
-    };
-    let archive = ctx.option_str("archive").map(PathBuf::from);
-    let to = ctx.option_str("to").map(PathBuf::from);
+    let RestoreOptions { spec, archive, to } = ctx.options()?;
     let root = ctx.policy.policy.evidence.root.clone();
     let storage = ctx.storage.clone();
     let report = tokio::task::spawn_blocking(move || {

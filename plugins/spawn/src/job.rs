@@ -2,8 +2,7 @@
 //! spawn is recorded in the job runs like any other job. It spawns the requested agents,
 //! waits for all of them, and reports the figures.
 //!
-//! Options (`args`): `spec` (required), `stage` (required), `prompt` (text; a short default
-//! naming the SPEC and stage), `agents` (names; default all).
+//! Options: [`SpawnOptions`].
 
 use tokio::task::JoinSet;
 
@@ -19,29 +18,30 @@ pub fn default_prompt(spec: &SpecId, stage: &str) -> String {
     format!("Run the {stage} stage of {spec}.\n")
 }
 
+/// Options of one `spawn` run (`ctx.args`; unknown or mistyped options are refused).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpawnOptions {
+    /// The SPEC the agents work on (required).
+    pub spec: SpecId,
+    /// The stage, one of the policy's `[spawn.stages]` (required).
+    pub stage: String,
+    /// The prompt every agent gets; [`default_prompt`] when absent.
+    #[serde(default)]
+    pub prompt: Option<String>,
+    /// Which of the stage's agents to start; all of them when empty.
+    #[serde(default)]
+    pub agents: Vec<String>,
+}
+
 pub(crate) async fn run(ctx: JobContext) -> Result<JobReport, PluginError> {
-    let text = |name: &str| ctx.option_str(name).map(str::to_string);
-    let spec = text("spec").ok_or_else(|| PluginError::InvalidArgs("spec is required".into()))?;
-    let spec = SpecId::parse(&spec).map_err(|e| PluginError::InvalidArgs(e.to_string()))?;
-    let stage =
-        text("stage").ok_or_else(|| PluginError::InvalidArgs("stage is required".into()))?;
-    let prompt = text("prompt").unwrap_or_else(|| default_prompt(&spec, &stage));
-    let agents: Vec<String> = match ctx.args.get("agents") {
-        None | Some(serde_json::Value::Null) => Vec::new(),
-        Some(serde_json::Value::Array(items)) => items
-            .iter()
-            .map(|v| {
-                v.as_str().map(str::to_string).ok_or_else(|| {
-                    PluginError::InvalidArgs(format!("agents: {v} is not an agent name"))
-                })
-            })
-            .collect::<Result<_, _>>()?,
-        Some(other) => {
-            return Err(PluginError::InvalidArgs(format!(
-                "agents must be a list of names, got {other}"
-            )))
-        }
-    };
+    let SpawnOptions {
+        spec,
+        stage,
+        prompt,
+        agents,
+    } = ctx.options()?;
+    let prompt = prompt.unwrap_or_else(|| default_prompt(&spec, &stage));
 
     let request = SpawnRequest::new(spec.clone(), stage.clone(), prompt)
         .with_agents(agents)

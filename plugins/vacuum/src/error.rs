@@ -7,8 +7,6 @@ use crate::render::human_bytes;
 
 #[derive(Debug, thiserror::Error)]
 pub enum VacuumError {
-    #[error("job option {key:?}: {message}")]
-    InvalidOption { key: String, message: String },
     #[error(
         "not enough free disk to migrate {} to incremental auto-vacuum: the full VACUUM needs up to twice the database's size, {} ({needed_bytes} bytes), free in {}, and only {} ({free_bytes} bytes) is free; nothing was changed",
         path.display(), human_bytes(*needed_bytes), dir.display(), human_bytes(*free_bytes)
@@ -87,7 +85,6 @@ impl From<VacuumError> for PluginError {
     fn from(error: VacuumError) -> Self {
         match error {
             VacuumError::Storage(e) => PluginError::Storage(e),
-            VacuumError::InvalidOption { .. } => PluginError::InvalidArgs(error.to_string()),
             other => PluginError::Failed(other.to_string()),
         }
     }

@@ -1,6 +1,6 @@
 //! The `integrity_check` job: `PRAGMA integrity_check` on a read snapshot, reported.
 
-use speckit_engine::{JobContext, JobReport, PluginError};
+use speckit_engine::{JobContext, JobReport, NoOptions, PluginError};
 use std::time::Instant;
 
 use crate::check::{run_check, CheckKind};
@@ -9,12 +9,7 @@ use crate::render::thousands;
 /// Runs the `integrity_check` job. A database with problems fails the job with SQLite's
 /// own lines as the error; the report keeps them in `data.check.output`.
 pub async fn run(ctx: &JobContext) -> Result<JobReport, PluginError> {
-    if !ctx.args.is_null() && ctx.args.as_object().is_none_or(|m| !m.is_empty()) {
-        return Err(PluginError::InvalidArgs(format!(
-            "the integrity_check job takes no options, got {}",
-            ctx.args
-        )));
-    }
+    let NoOptions {} = ctx.options()?;
     let started = Instant::now();
     let storage = &ctx.storage;
     let check = run_check(storage, CheckKind::Integrity).await?;

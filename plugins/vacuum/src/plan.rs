@@ -3,59 +3,20 @@
 
 use speckit_engine::policy::VacuumPolicy;
 
-use crate::error::VacuumError;
 use crate::measure::{AutoVacuum, PageStats};
 use crate::render::percent_text;
 use crate::report::Action;
 
-/// The options a `vacuum` run takes in `ctx.args`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// The options a `vacuum` run takes in `ctx.args` (read by
+/// [`speckit_engine::parse_job_options`]: unknown or mistyped options are refused, so a
+/// host's typo is not silently a real vacuum).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct VacuumOptions {
     /// Measure, check and say what would happen; change nothing.
     pub dry_run: bool,
     /// Vacuum even when the free fraction is below the policy's threshold.
     pub force: bool,
-}
-
-impl VacuumOptions {
-    /// Reads `{"dry_run": bool, "force": bool}`; `null` (a scheduled run) means neither.
-    /// Unknown keys are refused so a host's typo is not silently a real vacuum.
-    pub fn from_args(args: &serde_json::Value) -> Result<Self, VacuumError> {
-        let map = match args {
-            serde_json::Value::Null => return Ok(Self::default()),
-            serde_json::Value::Object(map) => map,
-            other => {
-                return Err(VacuumError::InvalidOption {
-                    key: "(all)".into(),
-                    message: format!("expected an object like {{\"dry_run\": true}}, got {other}"),
-                })
-            }
-        };
-        let mut options = Self::default();
-        for (key, value) in map {
-            let slot = match key.as_str() {
-                "dry_run" => &mut options.dry_run,
-                "force" => &mut options.force,
-                _ => {
-                    return Err(VacuumError::InvalidOption {
-                        key: key.clone(),
-                        message: "unknown option; the vacuum job takes dry_run and force".into(),
-                    })
-                }
-            };
-            *slot = match value {
-                serde_json::Value::Bool(b) => *b,
-                serde_json::Value::Null => false,
-                other => {
-                    return Err(VacuumError::InvalidOption {
-                        key: key.clone(),
-                        message: format!("must be true or false, got {other}"),
-                    })
-                }
-            };
-        }
-        Ok(options)
-    }
 }
 
 /// What to do with a database in this state under this policy.
@@ -141,15 +102,15 @@ mod tests {
     }
 
     #[test]
-    fn options_accept_booleans_and_null_only() {
-        let parse = |v: serde_json::Value| VacuumOptions::from_args(&v);
+    fn options_accept_booleans_only() {
+        let parse =
+            |v: serde_json::Value| speckit_engine::parse_job_options::<VacuumOptions>("vacuum", &v);
         assert_eq!(
             parse(serde_json::Value::Null).unwrap(),
             VacuumOptions::default()
         );
         let both = parse(serde_json::json!({"dry_run": true, "force": true})).unwrap();
         assert!(both.dry_run && both.force);
-        assert!(!parse(serde_json::json!({"force": null})).unwrap().force);
         assert!(parse(serde_json::json!({"force": 1})).is_err());
         assert!(parse(serde_json::json!({"dry-run": true})).is_err());
         assert!(parse(serde_json::json!("dry_run")).is_err());

@@ -16,7 +16,7 @@ use crate::steps::Maintenance;
 /// Runs the `vacuum` job.
 pub async fn run(ctx: &JobContext, free_disk: &FreeDiskProbe) -> Result<JobReport, PluginError> {
     let started = Instant::now();
-    let options = VacuumOptions::from_args(&ctx.args)?;
+    let options: VacuumOptions = ctx.options()?;
     let policy = ctx.policy.policy.vacuum.clone();
     let storage = ctx.storage.clone();
     let before = measure(&storage).await?;

@@ -130,13 +130,20 @@ async fn malformed_options_are_refused_before_anything_happens() {
     for (args, expected) in [
         (
             serde_json::json!({"dryrun": true}),
-            "\"dryrun\": unknown option",
+            "option dryrun: unknown field `dryrun`",
         ),
-        (serde_json::json!({"force": "yes"}), "must be true or false"),
-        (serde_json::json!([true]), "expected an object"),
+        (
+            serde_json::json!({"force": "yes"}),
+            "option force: invalid type: string \"yes\", expected a boolean",
+        ),
+        (serde_json::json!([true]), "must be an object"),
     ] {
         let run = run_job(&engine, "vacuum", args.clone()).await;
         assert_eq!(run.outcome, JobOutcome::Failed, "{args}");
+        assert_eq!(
+            run.error_kind,
+            Some(speckit_engine::JobErrorKind::InvalidOptions)
+        );
         let error = run.error.unwrap_or_default();
         assert!(error.contains(expected), "{args}: {error}");
     }
