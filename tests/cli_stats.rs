@@ -414,3 +414,23 @@ fn guard_block_says_what_cleanup_would_free_from_the_plan() {
     );
     assert!(old.exists(), "the guard changed nothing");
 }
+
+/// The textfile-collector recipe (`stats --format prometheus > f.tmp && mv f.tmp f`) must
+/// publish when a SPEC is over its limit: that is when the alert is due. The table still
+/// exits 3.
+#[test]
+fn prometheus_output_exits_0_when_a_spec_is_blocked() {
+    let (dir, config) = workspace(None);
+    let evidence = dir.path().join("evidence");
+    sparse(&evidence.join("commands/SPEC-KIT-1/a.log"), 60 * MIB);
+    let out = run(&config, &["stats", "--format", "prometheus"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let body = text(&out.stdout);
+    assert!(
+        body.lines()
+            .any(|l| l == "speckit_evidence_verdict{spec=\"SPEC-KIT-1\"} 2"),
+        "{body}"
+    );
+    let out = run(&config, &["stats"]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+}

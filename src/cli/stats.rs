@@ -29,7 +29,9 @@ pub enum StatsFormat {
 #[command(
     after_help = "Exit status: 0 every SPEC is within its limit (warnings are fine), \
     3 some SPEC is over its limit, 1 some entries could not be read (the totals are lower \
-    bounds), 2 bad input (SPEC-ID, config, missing evidence root).\n\
+    bounds), 2 bad input (SPEC-ID, config, missing evidence root). With --format prometheus \
+    the status is 0 whenever the metrics were written (verdicts and completeness are in \
+    them), 2 on bad input.\n\
     For the textfile collector, write to a temporary file and rename it into place:\n  \
     speckit-hygiene stats --format prometheus > dir/evidence.prom.tmp && \
     mv dir/evidence.prom.tmp dir/evidence.prom"
@@ -134,7 +136,12 @@ pub async fn stats(global: &GlobalArgs, args: StatsArgs) -> Result<u8> {
         StatsFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
         StatsFormat::Prometheus => print!("{}", prometheus(&report)),
     }
-    Ok(if report.counts.block > 0 {
+    Ok(if format == StatsFormat::Prometheus {
+        // The metrics carry the verdicts and `speckit_evidence_complete`; a non-zero exit
+        // would stop `stats > f.tmp && mv f.tmp f` from publishing exactly when an alert
+        // is due.
+        EXIT_OK
+    } else if report.counts.block > 0 {
         EXIT_BLOCKED
     } else if !report.complete {
         EXIT_FAILED
