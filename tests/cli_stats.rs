@@ -159,15 +159,17 @@ fn prometheus_output_is_the_text_format_with_spec_and_kind_labels() {
             "{name} sampled before its TYPE line"
         );
     }
+    // Every sample names its evidence root, so two repositories on one node do not collide.
+    let root = format!("root=\"{}\"", evidence.display());
     for expected in [
-        "speckit_evidence_bytes{spec=\"SPEC-KIT-1\",kind=\"commands\"} 42991616",
-        "speckit_evidence_bytes{spec=\"SPEC-KIT-1\",kind=\"consensus\"} 7",
-        "speckit_evidence_files{spec=\"SPEC-KIT-2\",kind=\"commands\"} 0",
-        "speckit_evidence_verdict{spec=\"SPEC-KIT-1\"} 1",
-        "speckit_evidence_verdict{spec=\"SPEC-KIT-2\"} 0",
-        "speckit_evidence_limit_bytes{level=\"block\"} 52428800",
-        "speckit_evidence_root_bytes 42991628",
-        "speckit_evidence_complete 1",
+        format!("speckit_evidence_bytes{{{root},spec=\"SPEC-KIT-1\",kind=\"commands\"}} 42991616"),
+        format!("speckit_evidence_bytes{{{root},spec=\"SPEC-KIT-1\",kind=\"consensus\"}} 7"),
+        format!("speckit_evidence_files{{{root},spec=\"SPEC-KIT-2\",kind=\"commands\"}} 0"),
+        format!("speckit_evidence_verdict{{{root},spec=\"SPEC-KIT-1\"}} 1"),
+        format!("speckit_evidence_verdict{{{root},spec=\"SPEC-KIT-2\"}} 0"),
+        format!("speckit_evidence_limit_bytes{{{root},level=\"block\"}} 52428800"),
+        format!("speckit_evidence_root_bytes{{{root}}} 42991628"),
+        format!("speckit_evidence_complete{{{root}}} 1"),
     ] {
         assert!(
             body.lines().any(|l| l == expected),
@@ -428,7 +430,8 @@ fn prometheus_output_exits_0_when_a_spec_is_blocked() {
     let body = text(&out.stdout);
     assert!(
         body.lines()
-            .any(|l| l == "speckit_evidence_verdict{spec=\"SPEC-KIT-1\"} 2"),
+            .any(|l| l.starts_with("speckit_evidence_verdict{root=")
+                && l.ends_with(",spec=\"SPEC-KIT-1\"} 2")),
         "{body}"
     );
     let out = run(&config, &["stats"]);

@@ -272,37 +272,55 @@ fn metric_header(out: &mut String, name: &str, help: &str) {
     let _ = writeln!(out, "# TYPE {name} gauge");
 }
 
-/// The same figures in the Prometheus text exposition format (every metric a gauge;
-/// labels `spec` and `kind` for per-SPEC figures).
+/// One sample line: `name{root="...",<labels>} value`. Every sample carries the evidence
+/// root, so two repositories measured on one node are two series, not one.
+struct Samples<'r> {
+    out: String,
+    root: &'r str,
+}
+
+impl Samples<'_> {
+    fn header(&mut self, name: &str, help: &str) {
+        metric_header(&mut self.out, name, help);
+    }
+
+    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: impl std::fmt::Display) {
+        let _ = write!(self.out, "{name}{{root=\"{}\"", self.root);
+        for (key, val) in labels {
+            let _ = write!(self.out, ",{key}=\"{}\"", label(val));
+        }
+        let _ = writeln!(self.out, "}} {value}");
+    }
+}
+
+/// The same figures in the Prometheus text exposition format (every metric a gauge; label
+/// `root` on every sample, `spec` and `kind` for per-SPEC figures).
 pub fn prometheus(report: &StatsReport) -> String {
-    let mut out = String::new();
-    let per_kind = |out: &mut String, name: &str, help: &str, value: fn(Usage) -> u64| {
-        metric_header(out, name, help);
+    let root = label(&report.root.display().to_string());
+    let mut m = Samples {
+        out: String::new(),
+        root: &root,
+    };
+    for (name, help, value) in [
+        (
+            "speckit_evidence_bytes",
+            "Apparent size of a SPEC's evidence files in bytes, by half (commands, consensus).",
+            (|u: Usage| u.bytes) as fn(Usage) -> u64,
+        ),
+        (
+            "speckit_evidence_files",
+            "Regular files of a SPEC's evidence, by half (commands, consensus).",
+            |u: Usage| u.files,
+        ),
+    ] {
+        m.header(name, help);
         for s in &report.specs {
             for (kind, usage) in [("commands", s.commands), ("consensus", s.consensus)] {
-                let _ = writeln!(
-                    out,
-                    "{name}{{spec=\"{}\",kind=\"{kind}\"}} {}",
-                    label(&s.spec),
-                    value(usage)
-                );
+                m.sample(name, &[("spec", &s.spec), ("kind", kind)], value(usage));
             }
         }
-    };
-    per_kind(
-        &mut out,
-        "speckit_evidence_bytes",
-        "Apparent size of a SPEC's evidence files in bytes, by half (commands, consensus).",
-        |u| u.bytes,
-    );
-    per_kind(
-        &mut out,
-        "speckit_evidence_files",
-        "Regular files of a SPEC's evidence, by half (commands, consensus).",
-        |u| u.files,
-    );
-    metric_header(
-        &mut out,
+    }
+    m.header(
         "speckit_evidence_verdict",
         "A SPEC's evidence against its limits: 0 ok, 1 above the warning size, 2 above the limit.",
     );
@@ -312,40 +330,33 @@ pub fn prometheus(report: &StatsReport) -> String {
             Verdict::Warn => 1,
             Verdict::Block => 2,
         };
-        let _ = writeln!(
-            out,
-            "speckit_evidence_verdict{{spec=\"{}\"}} {code}",
-            label(&s.spec)
-        );
+        m.sample("speckit_evidence_verdict", &[("spec", &s.spec)], code);
     }
-    metric_header(
-        &mut out,
+    m.header(
         "speckit_evidence_unreadable_entries",
         "Entries of a SPEC's evidence that could not be read (its size is then a lower bound).",
     );
     for s in &report.specs {
-        let _ = writeln!(
-            out,
-            "speckit_evidence_unreadable_entries{{spec=\"{}\"}} {}",
-            label(&s.spec),
-            s.unreadable_entries
+        m.sample(
+            "speckit_evidence_unreadable_entries",
+            &[("spec", &s.spec)],
+            s.unreadable_entries,
         );
     }
-    metric_header(
-        &mut out,
+    m.header(
         "speckit_evidence_limit_bytes",
         "Per-SPEC sizes from the policy in bytes: level warn (warn_mb) and block (limit_mb).",
     );
     let l = &report.limits;
-    let _ = writeln!(
-        out,
-        "speckit_evidence_limit_bytes{{level=\"warn\"}} {}",
-        l.warn_bytes
+    m.sample(
+        "speckit_evidence_limit_bytes",
+        &[("level", "warn")],
+        l.warn_bytes,
     );
-    let _ = writeln!(
-        out,
-        "speckit_evidence_limit_bytes{{level=\"block\"}} {}",
-        l.limit_bytes
+    m.sample(
+        "speckit_evidence_limit_bytes",
+        &[("level", "block")],
+        l.limit_bytes,
     );
     if let (Some(root), Some(other)) = (report.root_total, report.non_spec) {
         for (name, help, value) in [
@@ -375,12 +386,11 @@ pub fn prometheus(report: &StatsReport) -> String {
                 report.large_files.len() as u64,
             ),
         ] {
-            metric_header(&mut out, name, help);
-            let _ = writeln!(out, "{name} {value}");
+            m.header(name, help);
+            m.sample(name, &[], value);
         }
     }
-    metric_header(
-        &mut out,
+    m.header(
         "speckit_evidence_skipped_entries",
         "Entries not counted, by reason (symlinks are never followed).",
     );
@@ -402,22 +412,14 @@ pub fn prometheus(report: &StatsReport) -> String {
     .iter()
     .zip(counts)
     {
-        let _ = writeln!(
-            out,
-            "speckit_evidence_skipped_entries{{reason=\"{reason}\"}} {n}"
-        );
+        m.sample("speckit_evidence_skipped_entries", &[("reason", reason)], n);
     }
-    metric_header(
-        &mut out,
+    m.header(
         "speckit_evidence_complete",
         "1 when every entry could be read, 0 when totals are lower bounds.",
     );
-    let _ = writeln!(
-        out,
-        "speckit_evidence_complete {}",
-        u8::from(report.complete)
-    );
-    out
+    m.sample("speckit_evidence_complete", &[], u8::from(report.complete));
+    m.out
 }
 
 #[cfg(test)]

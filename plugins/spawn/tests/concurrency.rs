@@ -38,6 +38,29 @@ fn sqlite(storage: &Storage) -> impl Fn(rusqlite::Error) -> StorageError + Clone
     }
 }
 
+/// A maintenance step retried on a transient error, as the vacuum plugin's steps are: with
+/// two writers in one process SQLite's lock has no fairness, so one writer can wait out its
+/// whole busy timeout behind the other on a loaded machine.
+async fn maintain_retrying<T: Send + 'static>(
+    storage: &Storage,
+    step: impl Fn(&mut rusqlite::Connection) -> Result<T, StorageError> + Clone + Send + 'static,
+) -> Result<T, StorageError> {
+    let retry = storage.options().retry.clone();
+    let mut attempt = 0;
+    loop {
+        match storage.maintain(step.clone()).await {
+            Err(StorageError::Sqlite { cause, .. })
+                if speckit_engine::storage::retry::is_transient(&cause)
+                    && attempt + 1 < retry.max_attempts.max(1) =>
+            {
+                tokio::time::sleep(retry.backoff(attempt)).await;
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
 /// A vacuum-like job: inserts 16 KiB blobs, deletes half of them, frees the pages with an
 /// incremental vacuum (stepped to the end, in chunks), checkpoints with TRUNCATE.
 async fn heavy_writer(storage: Storage, stop: Arc<AtomicBool>, tally: Arc<WriterTally>) {
@@ -75,26 +98,24 @@ async fn heavy_writer(storage: Storage, stop: Arc<AtomicBool>, tally: Arc<Writer
         tally.deleted.fetch_add(deleted as i64, Ordering::Relaxed);
         if round % 3 == 0 {
             let e = err.clone();
-            storage
-                .maintain(move |conn| {
-                    let mut stmt = conn.prepare("PRAGMA incremental_vacuum(64)").map_err(&e)?;
-                    let mut rows = stmt.query([]).map_err(&e)?;
-                    while rows.next().map_err(&e)?.is_some() {}
-                    Ok(())
-                })
-                .await
-                .expect("vacuum chunk");
+            maintain_retrying(&storage, move |conn| {
+                let mut stmt = conn.prepare("PRAGMA incremental_vacuum(64)").map_err(&e)?;
+                let mut rows = stmt.query([]).map_err(&e)?;
+                while rows.next().map_err(&e)?.is_some() {}
+                Ok(())
+            })
+            .await
+            .expect("vacuum chunk");
             tally.vacuum_steps.fetch_add(1, Ordering::Relaxed);
             let e = err.clone();
-            storage
-                .maintain(move |conn| {
-                    conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
-                        r.get::<_, i64>(0)
-                    })
-                    .map_err(&e)
+            maintain_retrying(&storage, move |conn| {
+                conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+                    r.get::<_, i64>(0)
                 })
-                .await
-                .expect("checkpoint");
+                .map_err(&e)
+            })
+            .await
+            .expect("checkpoint");
             tally.checkpoints.fetch_add(1, Ordering::Relaxed);
         }
     }
