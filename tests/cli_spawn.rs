@@ -206,6 +206,30 @@ fn bad_input_is_a_usage_error_that_starts_nothing() {
     assert!(stdout(&out).contains("No spawn metrics recorded yet"));
 }
 
+/// The pid the "long" agent writes into its output file once it runs (waited for, bounded).
+fn long_agent_pid(workspace: &Path) -> i32 {
+    let spec_dir = workspace.join("evidence/commands/SPEC-1");
+    let started = std::time::Instant::now();
+    loop {
+        let found = fs::read_dir(&spec_dir).ok().and_then(|entries| {
+            entries
+                .filter_map(|e| e.ok())
+                .find(|e| {
+                    e.file_name()
+                        .to_string_lossy()
+                        .ends_with("_long_output.txt")
+                })
+                .and_then(|e| fs::read_to_string(e.path()).ok())
+                .and_then(|t| t.trim().parse::<i32>().ok())
+        });
+        if let Some(pid) = found {
+            return pid;
+        }
+        assert!(started.elapsed().as_secs() < 30, "the agent never started");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
 #[test]
 fn sigterm_stops_the_agents_instead_of_orphaning_them() {
     let (dir, config) = workspace(
@@ -222,26 +246,7 @@ fn sigterm_stops_the_agents_instead_of_orphaning_them() {
         .spawn()
         .unwrap();
     // The agent writes its pid once it runs: wait for that (bounded), then SIGTERM.
-    let spec_dir = dir.path().join("evidence/commands/SPEC-1");
-    let started = std::time::Instant::now();
-    let pid = loop {
-        let found = fs::read_dir(&spec_dir).ok().and_then(|entries| {
-            entries
-                .filter_map(|e| e.ok())
-                .find(|e| {
-                    e.file_name()
-                        .to_string_lossy()
-                        .ends_with("_long_output.txt")
-                })
-                .and_then(|e| fs::read_to_string(e.path()).ok())
-                .and_then(|t| t.trim().parse::<i32>().ok())
-        });
-        if let Some(pid) = found {
-            break pid;
-        }
-        assert!(started.elapsed().as_secs() < 30, "the agent never started");
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    };
+    let pid = long_agent_pid(dir.path());
     // SAFETY: kill(2) on our own child's pid.
     unsafe {
         libc::kill(child.id() as i32, libc::SIGTERM);
@@ -290,26 +295,7 @@ fn a_killed_command_leaves_its_run_abandoned_not_running() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let spec_dir = dir.path().join("evidence/commands/SPEC-1");
-    let started = std::time::Instant::now();
-    let agent = loop {
-        let found = fs::read_dir(&spec_dir).ok().and_then(|entries| {
-            entries
-                .filter_map(|e| e.ok())
-                .find(|e| {
-                    e.file_name()
-                        .to_string_lossy()
-                        .ends_with("_long_output.txt")
-                })
-                .and_then(|e| fs::read_to_string(e.path()).ok())
-                .and_then(|t| t.trim().parse::<i32>().ok())
-        });
-        if let Some(pid) = found {
-            break pid;
-        }
-        assert!(started.elapsed().as_secs() < 30, "the agent never started");
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    };
+    let agent = long_agent_pid(dir.path());
     child.kill().unwrap();
     child.wait().unwrap();
     // SAFETY: kill(2) on the agent this test started (it outlived the killed command).
