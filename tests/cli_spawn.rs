@@ -206,6 +206,9 @@ fn bad_input_is_a_usage_error_that_starts_nothing() {
     assert!(stdout(&out).contains("No spawn metrics recorded yet"));
 }
 
+/// An agent that writes its pid to its output file, says READY, then runs for 300 s.
+const LONG_AGENT: &str = "[[spawn.agents]]\nname = \"long\"\ncommand = \"/bin/sh\"\nargs = [\"-c\", \"echo $$ > \\\"$1\\\"; echo READY; exec sleep 300\", \"sh\", \"{output_file}\"]\nreadiness = { line = \"READY\" }\n";
+
 /// The pid the "long" agent writes into its output file once it runs (waited for, bounded).
 fn long_agent_pid(workspace: &Path) -> i32 {
     let spec_dir = workspace.join("evidence/commands/SPEC-1");
@@ -232,9 +235,7 @@ fn long_agent_pid(workspace: &Path) -> i32 {
 
 #[test]
 fn sigterm_stops_the_agents_instead_of_orphaning_them() {
-    let (dir, config) = workspace(
-        "[[spawn.agents]]\nname = \"long\"\ncommand = \"/bin/sh\"\nargs = [\"-c\", \"echo $$ > \\\"$1\\\"; echo READY; exec sleep 300\", \"sh\", \"{output_file}\"]\nreadiness = { line = \"READY\" }\n",
-    );
+    let (dir, config) = workspace(LONG_AGENT);
     let child = Command::new(BIN)
         .arg("--config")
         .arg(&config)
@@ -282,9 +283,7 @@ fn sigterm_stops_the_agents_instead_of_orphaning_them() {
 /// forever. Read-only commands leave the row as it is.
 #[test]
 fn a_killed_command_leaves_its_run_abandoned_not_running() {
-    let (dir, config) = workspace(
-        "[[spawn.agents]]\nname = \"long\"\ncommand = \"/bin/sh\"\nargs = [\"-c\", \"echo $$ > \\\"$1\\\"; echo READY; exec sleep 300\", \"sh\", \"{output_file}\"]\nreadiness = { line = \"READY\" }\n",
-    );
+    let (dir, config) = workspace(LONG_AGENT);
     let mut child = Command::new(BIN)
         .arg("--config")
         .arg(&config)

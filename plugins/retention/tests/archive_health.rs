@@ -55,6 +55,15 @@ fn errors(run: &JobRun) -> Vec<String> {
     run.report.as_ref().unwrap().errors.clone()
 }
 
+/// The run's error that names `name` (the test fails, listing the errors, when none does).
+fn error_naming(run: &JobRun, name: &str) -> String {
+    let all = errors(run);
+    all.iter()
+        .find(|e| e.contains(name))
+        .cloned()
+        .unwrap_or_else(|| panic!("no error names {name}: {all:?}"))
+}
+
 fn warnings(run: &JobRun) -> Vec<String> {
     run.report.as_ref().unwrap().warnings.clone()
 }
@@ -124,10 +133,7 @@ async fn a_missing_archive_is_named() {
     std::fs::remove_file(&archive).unwrap();
     let run = cleanup_at(&ws, 0, json!({"dry_run": true})).await;
     assert_eq!(run.outcome, JobOutcome::Failed, "{:?}", run.report);
-    let error = errors(&run)
-        .into_iter()
-        .find(|e| e.contains(&name))
-        .unwrap();
+    let error = error_naming(&run, &name);
     assert!(error.contains("missing from disk"), "{error}");
 }
 
@@ -140,10 +146,7 @@ async fn a_symlink_in_place_of_an_archive_is_damage_not_followed() {
     std::os::unix::fs::symlink(&elsewhere, &archive).unwrap();
     let run = cleanup_at(&ws, 0, json!({})).await;
     assert_eq!(run.outcome, JobOutcome::Failed, "{:?}", run.report);
-    let error = errors(&run)
-        .into_iter()
-        .find(|e| e.contains(&name))
-        .unwrap();
+    let error = error_naming(&run, &name);
     assert!(error.contains("not a regular file"), "{error}");
 }
 
