@@ -52,6 +52,8 @@ pub struct Options {
 
 #[allow(dead_code)] // The tmux test includes this file and calls `run` itself.
 fn main() -> ExitCode {
+    // The engine runs dynamic plugins in host processes of this very program.
+    speckit_engine::dynamic::serve_if_requested();
     match run(Options::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

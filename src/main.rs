@@ -7,6 +7,8 @@ use clap::Parser;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    // Started by the engine as a dynamic plugin's host process: serve, then exit.
+    speckit_engine::dynamic::serve_if_requested();
     // Die quietly on a closed pipe (`speckit-hygiene check | head`) like other Unix tools,
     // instead of panicking in println!.
     // SAFETY: called first in main, before any thread starts.

@@ -312,3 +312,113 @@ fn bad_plugins_are_listed_with_their_errors_and_contained_while_the_rest_runs() 
         .unwrap()
         .contains("did not return within 300 ms"));
 }
+
+/// Plugins that segfault, abort or call `exit(0)`, as `[plugins.*]` sections (every
+/// second when `schedule` is given), plus a well-behaved one.
+fn crashing_sections(schedule: &str) -> String {
+    ["segfault", "abort", "exit", "ok"]
+        .iter()
+        .map(|mode| {
+            format!(
+                "[plugins.p_{mode}]\npath = \"plugins/libprobe.so\"\nschedule = \"{schedule}\"\n\
+                 [plugins.p_{mode}.config]\nmode = \"{mode}\"\n\n"
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn run_once_reports_each_crashing_plugin_and_runs_the_rest() {
+    let ws = Workspace::new();
+    ws.drop_in("speckit_test_probe", "libprobe.so");
+    let evidence = ws.path().join("evidence");
+    small_evidence(&evidence);
+    ws.write(&evidence, &crashing_sections("0 5 * * *"));
+    let ran = ws.cli(&["run", "--once", "--json"]);
+    let stderr = String::from_utf8_lossy(&ran.stderr);
+    // Not 139 or 134 (the engine's own death), not 0 (a false success): one job failed.
+    assert_eq!(ran.status.code(), Some(1), "{stderr}");
+    let runs = stdout_json(&ran);
+    let run = |job: &str| {
+        runs.as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["job"] == job)
+            .unwrap_or_else(|| panic!("no run of {job}: {runs}"))
+            .clone()
+    };
+    for (job, cause) in [
+        ("p_segfault", "killed by SIGSEGV"),
+        ("p_abort", "killed by SIGABRT"),
+        ("p_exit", "exited with status 0 in the middle of a call"),
+    ] {
+        assert_eq!(run(job)["outcome"], "failed", "{job}");
+        let error = run(job)["error"].as_str().unwrap().to_string();
+        assert!(error.contains(&format!("plugin {job} (")), "{error}");
+        assert!(error.contains(cause), "{error}");
+    }
+    assert_eq!(run("p_ok")["outcome"], "succeeded");
+}
+
+#[test]
+fn the_daemon_outlives_crashing_plugins_and_runs_its_other_jobs_on_time() {
+    let ws = Workspace::new();
+    ws.drop_in("speckit_test_probe", "libprobe.so");
+    let evidence = ws.path().join("evidence");
+    small_evidence(&evidence);
+    ws.write(&evidence, &crashing_sections("* * * * * *"));
+    let mut daemon = Command::new(BIN)
+        .arg("--config")
+        .arg(ws.path().join("speckit.toml"))
+        .arg("run")
+        .env_remove("SPECKIT_CONFIG")
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let database = ws.path().join("consensus.db");
+    let counts = || -> Option<(i64, i64, i64)> {
+        let conn = rusqlite::Connection::open_with_flags(
+            &database,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        )
+        .ok()?;
+        conn.query_row(
+            "SELECT \
+               (SELECT count(*) FROM hygiene_job_runs WHERE job = 'p_ok' AND outcome = 'succeeded'), \
+               (SELECT count(*) FROM hygiene_job_runs WHERE job IN ('p_segfault', 'p_abort', 'p_exit') AND outcome = 'failed'), \
+               (SELECT count(*) FROM hygiene_job_runs WHERE outcome = 'running' AND job <> 'p_ok' AND started_at < (strftime('%s','now') - 5) * 1000)",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .ok()
+    };
+    // Three ticks of every job: the crashing ones failed each time, the good one ran on
+    // every tick, and the daemon is still there.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let mut seen = None;
+    while std::time::Instant::now() < deadline {
+        assert!(
+            daemon.try_wait().unwrap().is_none(),
+            "the daemon ended: {:?}",
+            daemon.try_wait()
+        );
+        seen = counts();
+        if matches!(seen, Some((ok, failed, _)) if ok >= 3 && failed >= 9) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let alive = daemon.try_wait().unwrap().is_none();
+    // SAFETY: plain kill(2) of the child we started.
+    unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
+    let status = daemon.wait().unwrap();
+    assert!(alive, "the daemon died: {status:?}");
+    let (ok, failed, stale) = seen.expect("the daemon wrote no job history");
+    assert!(
+        ok >= 3 && failed >= 9,
+        "ok runs {ok}, failed crash runs {failed}"
+    );
+    assert_eq!(stale, 0, "no crashed run is left at running");
+}

@@ -2,11 +2,16 @@
 //! with its compiled-in baseline measured beside it in the same run:
 //!
 //! 1. The boundary: the test probe's `run` called as plain Rust (linked in) against the
-//!    same code called through the C ABI (context to JSON, the call, report from JSON,
-//!    buffer freed), on the calling thread.
+//!    same code called through the C ABI in this process (context to JSON, the call,
+//!    report from JSON, buffer freed), as dynamic plugins ran until they moved out of
+//!    process.
 //! 2. `Plugin::run` as the engine calls it: a compiled-in no-op plugin against the dynamic
-//!    plugin (the above plus `spawn_blocking` and a thread per call for the timeout).
+//!    plugin, which now runs in a plugin host process (`spawn_blocking`, two frames over
+//!    pipes, the host's call).
 //! 3. `Engine::run_job` end to end (two database writes, events) for both.
+//! 4. A transaction of 1,000 inserts: written by the probe through the SDK's storage
+//!    (one batch, checked by the sandbox, run by the engine's writer), against the same
+//!    1,000 inserts through `Storage::write` directly.
 //!
 //! The probe runs in `noop` mode (returns a one-line report), so the figures are the
 //! boundary's own cost. `cargo bench -p speckit-engine --bench dynamic_call` runs it for
@@ -18,7 +23,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use speckit_engine::dynamic::{DynamicPlugin, PluginFunction};
+use speckit_engine::dynamic::{library, locate, DynamicPlugin, HostCommand, PluginFunction};
 use speckit_engine::events::JobOutcome;
 use speckit_engine::plugin::{BoxFuture, JobContext, JobReport, JobTrigger, Plugin, PluginError};
 use speckit_engine::{Engine, EngineOptions};
@@ -51,7 +56,7 @@ struct Plan {
     /// Batch pairs measured; the median pair is reported.
     batches: usize,
     /// Calls per batch, by layer.
-    calls: [usize; 3],
+    calls: [usize; 4],
 }
 
 /// Per-call times (ns) of a compiled-in and a dynamic call, each sorted. Batches of the
@@ -161,12 +166,12 @@ fn main() {
     let plan = if real {
         Plan {
             batches: 15,
-            calls: [20_000, 2_000, 300],
+            calls: [20_000, 2_000, 300, 20],
         }
     } else {
         Plan {
             batches: 1,
-            calls: [10, 5, 2],
+            calls: [10, 5, 2, 1],
         }
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -189,11 +194,14 @@ async fn bench(plan: Plan, real: bool) {
         &config,
         "[storage]\ndatabase_path = \"consensus.db\"\n[schedule]\ncleanup = \"off\"\nvacuum = \"off\"\n\
          integrity_check = \"off\"\n[plugins.probe]\npath = \"plugins/libprobe.so\"\n\
-         [plugins.probe.config]\nmode = \"noop\"\n",
+         [plugins.probe.config]\nmode = \"noop\"\n\
+         [plugins.probe_inserts]\npath = \"plugins/libprobe.so\"\n\
+         [plugins.probe_inserts.config]\nmode = \"storage\"\ninserts = 1000\n",
     )
     .unwrap();
     let mut options = EngineOptions::new(&config);
     options.env = Vec::new();
+    options.plugin_host = HostCommand::new(env!("CARGO_BIN_EXE_speckit-plugin-host"));
     let engine = Engine::start(options, vec![Arc::new(Noop)]).await.unwrap();
     let failures = engine.registry().failures();
     assert!(failures.is_empty(), "{failures:?}");
@@ -212,10 +220,14 @@ async fn bench(plan: Plan, real: bool) {
     };
     let dynamic = engine.registry().get("probe").unwrap();
     let compiled = engine.registry().get("noop").unwrap();
-    let loaded = engine.dynamic_plugins().load(&library).unwrap().0;
+    let section = &engine.policy().policy.plugins["probe"];
+    let loaded = engine.dynamic_plugins().load(&library, section).unwrap();
     let wire = DynamicPlugin::new("probe", loaded.clone())
         .wire_context(&context("probe"))
         .unwrap();
+    // Today's in-process call, for comparison: the same library opened in this process.
+    let file = locate::locate(&library).unwrap();
+    let in_process = library::open(&file, locate::check_permissions(&file).unwrap()).unwrap();
 
     println!(
         "dynamic plugin per-call overhead (probe in noop mode; compiled-in and dynamic batches alternate)"
@@ -232,13 +244,15 @@ async fn bench(plan: Plan, real: bool) {
         },
         || {
             let input = serde_json::to_vec(&wire).unwrap();
-            let output = loaded.call(PluginFunction::Run, &input).unwrap();
+            let output = in_process
+                .call(PluginFunction::Run, &input, std::ptr::null())
+                .unwrap();
             let report: speckit_plugin_sdk::Report = serde_json::from_slice(&output).unwrap();
             std::hint::black_box(report);
         },
     );
     report(
-        "1. SDK run: Rust call vs C ABI + JSON",
+        "1. SDK run: Rust call vs in-process C ABI",
         plan.calls[0],
         &boundary,
     );
@@ -265,7 +279,7 @@ async fn bench(plan: Plan, real: bool) {
     )
     .await;
     report(
-        "2. Plugin::run (dynamic adds 2 threads)",
+        "2. Plugin::run (dynamic: via plugin host)",
         plan.calls[1],
         &run,
     );
@@ -292,6 +306,65 @@ async fn bench(plan: Plan, real: bool) {
         "3. Engine::run_job (+ 2 database writes)",
         plan.calls[2],
         &job,
+    );
+
+    // Layer 4: 1,000 inserts in one transaction, through the plugin or directly.
+    engine
+        .storage()
+        .write(|tx| {
+            tx.execute_batch(
+                "CREATE TABLE IF NOT EXISTS bench_notes (id INTEGER PRIMARY KEY, note TEXT NOT NULL)",
+            )
+            .map_err(speckit_engine::storage::sql_error(tx))
+        })
+        .await
+        .unwrap();
+    let direct_storage = engine.storage().clone();
+    let direct = move || -> BoxFuture<'static, ()> {
+        let storage = direct_storage.clone();
+        Box::pin(async move {
+            storage
+                .write(|tx| {
+                    for i in 0..1000 {
+                        tx.execute(
+                            "INSERT INTO bench_notes (note) VALUES (?1)",
+                            [format!("note {i} of run 1")],
+                        )
+                        .map_err(speckit_engine::storage::sql_error(tx))?;
+                    }
+                    Ok::<_, speckit_engine::storage::StorageError>(())
+                })
+                .await
+                .unwrap();
+        })
+    };
+    let plugin_engine = engine.clone();
+    let through_plugin = move || -> BoxFuture<'static, ()> {
+        let engine = plugin_engine.clone();
+        Box::pin(async move {
+            let run = engine
+                .run_job("probe_inserts", JobTrigger::Manual, serde_json::Value::Null)
+                .await
+                .unwrap();
+            let data = &run.report.as_ref().unwrap().data;
+            assert_eq!(
+                data["inserts"]["changes"].as_array().map(Vec::len),
+                Some(1000),
+                "{data}"
+            );
+        })
+    };
+    let inserts = measure_pair_async(
+        plan.batches,
+        plan.calls[3],
+        Box::new(direct),
+        Box::new(through_plugin),
+    )
+    .await;
+    report(
+        "4. 1,000 inserts: Storage::write vs plugin",
+        plan.calls[3],
+        &inserts,
     );
 
     if !real {

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::clock::{SharedClock, SystemClock};
-use crate::dynamic::{DynamicLoader, PreparedPlugins};
+use crate::dynamic::{DynamicLoader, HostCommand, PreparedPlugins};
 use crate::error::EngineError;
 use crate::events::{EngineEvent, EventBus, JobOutcome, ReloadCause, ReloadOutcome};
 use crate::history::{HistoryBounds, JobHistory};
@@ -39,6 +39,10 @@ pub struct EngineOptions {
     /// Refuse to create a database that does not exist (`StorageError::Missing`), for
     /// commands that only make sense on an existing one (`vacuum`).
     pub database_must_exist: bool,
+    /// The program dynamic plugins run in. By default this process's own executable,
+    /// which must then call [`crate::dynamic::serve_if_requested`] first thing in `main`
+    /// (the `speckit-hygiene` binary does).
+    pub plugin_host: HostCommand,
 }
 
 impl EngineOptions {
@@ -51,6 +55,7 @@ impl EngineOptions {
             engine_id: None,
             read_only: false,
             database_must_exist: false,
+            plugin_host: HostCommand::current_exe(),
         }
     }
 }
@@ -100,7 +105,7 @@ pub fn load_and_validate(
     registry: &PluginRegistry,
 ) -> Result<PolicySnapshot, EngineError> {
     let snapshot = load_checked(options, registry)?;
-    DynamicLoader::new().prepare(&snapshot.policy, registry)?;
+    DynamicLoader::new(options.plugin_host.clone()).prepare(&snapshot.policy, registry)?;
     Ok(snapshot)
 }
 
@@ -139,7 +144,7 @@ impl Engine {
         builtin: Vec<Arc<dyn Plugin>>,
     ) -> Result<Self, EngineError> {
         let registry = Arc::new(PluginRegistry::new(builtin)?);
-        let dynamic = Arc::new(DynamicLoader::new());
+        let dynamic = Arc::new(DynamicLoader::new(options.plugin_host.clone()));
         let events = EventBus::default();
         let empty = Arc::new(PolicySnapshot::empty(&options.config_path));
         let first = match prepare_off_runtime(&options, &registry, &dynamic, &empty).await {

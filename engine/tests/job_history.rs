@@ -4,7 +4,7 @@
 
 use rusqlite::{Connection, OpenFlags};
 use speckit_engine::plugin::BoxFuture;
-use speckit_engine::storage::{schema, ComponentSchema, Migration};
+use speckit_engine::storage::{schema, ComponentSchema, Migration, MigrationStep};
 use speckit_engine::{
     Engine, EngineOptions, JobContext, JobReport, JobTrigger, Plugin, PluginError,
 };
@@ -16,8 +16,11 @@ static PROBE_SCHEMA: ComponentSchema = ComponentSchema {
     migrations: &[Migration {
         version: 1,
         name: "probe table",
-        apply: |conn| conn.execute_batch("CREATE TABLE IF NOT EXISTS hygiene_probe (n INTEGER)"),
+        apply: MigrationStep::Code(|conn| {
+            conn.execute_batch("CREATE TABLE IF NOT EXISTS hygiene_probe (n INTEGER)")
+        }),
     }],
+    sandbox: None,
 };
 
 /// A plugin that owns one table and writes a row to it when it runs.

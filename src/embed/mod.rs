@@ -125,6 +125,15 @@ impl EngineBuilder {
         self
     }
 
+    /// The program `[plugins.<name>]` libraries run in. By default the host application's
+    /// own executable, which then calls `speckit_engine::dynamic::serve_if_requested()`
+    /// first thing in `main`; or name any program that does (the `speckit-hygiene`
+    /// binary does).
+    pub fn plugin_host(mut self, program: impl Into<std::path::PathBuf>) -> Self {
+        self.options.plugin_host = speckit_engine::dynamic::HostCommand::new(program);
+        self
+    }
+
     /// Leaves out speckit-hygiene's own plugins (retention, vacuum, spawn).
     pub fn without_builtin_plugins(mut self) -> Self {
         self.builtin_plugins = false;

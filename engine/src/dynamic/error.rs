@@ -55,6 +55,15 @@ pub enum PluginLoadError {
     PanicAbort { path: PathBuf },
     #[error("plugin {} has a bad table: {reason}", path.display())]
     BadTable { path: PathBuf, reason: String },
+    #[error("cannot start the plugin host {}: {message}", program.display())]
+    HostStart { program: PathBuf, message: String },
+    /// The plugin host process refused the library (the message names file and cause).
+    #[error("{message}")]
+    InHost { message: String },
+    #[error("plugin {} has migrations that cannot be applied: {reason}", path.display())]
+    BadMigrations { path: PathBuf, reason: String },
+    #[error("plugin {} changed between its check and its loading; not loaded (try again once it is installed)", path.display())]
+    ChangedSinceChecked { path: PathBuf },
     #[error("plugin {} was replaced on disk after it was loaded; still running version {version} from before. A library cannot be loaded again from the same path: install the new version under a new file name and point path at it", path.display())]
     ReplacedOnDisk { path: PathBuf, version: String },
 }
@@ -67,14 +76,26 @@ pub enum CallError {
     Refused(String),
     #[error("panicked: {0}")]
     Panicked(String),
-    #[error("did not return within {timeout_ms} ms (call_timeout_ms); its thread is left running, since a thread cannot be stopped from outside")]
+    #[error(
+        "did not return within {timeout_ms} ms (call_timeout_ms); its host process was killed"
+    )]
     TimedOut { timeout_ms: u64 },
-    #[error("its previous call has not returned for {elapsed_ms} ms; not calling it again until that one returns")]
-    StillRunning { elapsed_ms: u64 },
     #[error("returned an unknown status {0}")]
     UnknownStatus(u32),
     #[error("returned output that is not valid: {0}")]
     BadOutput(String),
-    #[error("cannot start a thread for the call: {0}")]
-    Thread(std::io::Error),
+    /// Its host process ended mid-call: a signal (`SIGSEGV`, `SIGABRT`), `exit()`, or a
+    /// memory limit.
+    #[error("crashed: its host process {how}{}", last_words(last_output))]
+    Crashed { how: String, last_output: String },
+    #[error("cannot start its host process: {0}")]
+    HostStart(String),
+}
+
+fn last_words(output: &str) -> String {
+    if output.is_empty() {
+        String::new()
+    } else {
+        format!("; its last output: {output}")
+    }
 }

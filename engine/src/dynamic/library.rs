@@ -9,8 +9,8 @@
 use std::path::{Path, PathBuf};
 
 use speckit_plugin_sdk::abi::{
-    ByteSlice, CallFn, EntryFn, FreeFn, PluginTable, RawBuffer, TableHeader, ENTRY_SYMBOL,
-    FLAG_PANIC_UNWIND, STATUS_ERROR, STATUS_OK, STATUS_PANIC,
+    ByteSlice, CallFn, EntryFn, FreeFn, HostApi, PluginTable, RawBuffer, RunFn, TableHeader,
+    ENTRY_SYMBOL, FLAG_PANIC_UNWIND, STATUS_ERROR, STATUS_OK, STATUS_PANIC,
 };
 
 use super::error::{CallError, PluginLoadError};
@@ -20,10 +20,12 @@ use super::locate::{check_object_format, FileIdentity};
 const MAX_TABLE_STRING: usize = 256;
 
 /// Which function of the table to call.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum PluginFunction {
     Validate,
     Run,
+    Describe,
 }
 
 /// A loaded, checked plugin library. Lives for the rest of the process.
@@ -35,7 +37,8 @@ pub struct LoadedLibrary {
     version: String,
     sdk_version: String,
     validate: CallFn,
-    run: CallFn,
+    run: RunFn,
+    describe: CallFn,
     free_buffer: FreeFn,
 }
 
@@ -62,17 +65,26 @@ impl LoadedLibrary {
         &self.sdk_version
     }
 
-    /// Calls `function` with `input` on this thread and returns its output. Blocks for as
-    /// long as the plugin takes: callers put it on a thread of its own.
-    pub fn call(&self, function: PluginFunction, input: &[u8]) -> Result<Vec<u8>, CallError> {
-        let f = match function {
-            PluginFunction::Validate => self.validate,
-            PluginFunction::Run => self.run,
-        };
+    /// Calls `function` with `input` on this thread and returns its output; `host` is lent
+    /// to `run` (null: no storage). Blocks for as long as the plugin takes.
+    pub fn call(
+        &self,
+        function: PluginFunction,
+        input: &[u8],
+        host: *const HostApi,
+    ) -> Result<Vec<u8>, CallError> {
         let mut output = RawBuffer::EMPTY;
-        // SAFETY: the table passed the header check, so `f` has the ABI-1 signature; the
-        // input outlives the call and `output` is a valid place for the plugin to write.
-        let status = unsafe { f(ByteSlice::new(input), &mut output) };
+        let input = ByteSlice::new(input);
+        // SAFETY: the table passed the header check, so every function has this ABI's
+        // signature; the input outlives the call, `output` is a valid place for the plugin
+        // to write, and `host` is the caller's promise.
+        let status = unsafe {
+            match function {
+                PluginFunction::Validate => (self.validate)(input, &mut output),
+                PluginFunction::Run => (self.run)(input, host, &mut output),
+                PluginFunction::Describe => (self.describe)(input, &mut output),
+            }
+        };
         // Copy out, then give the buffer back to the allocator that made it.
         // SAFETY: the plugin wrote a buffer of `len` bytes (or left it empty).
         let bytes = unsafe { output.as_bytes() }.to_vec();
@@ -94,9 +106,15 @@ impl LoadedLibrary {
 /// Opens `file` (already located and checked), finds the entry symbol, and checks the
 /// table's header (magic, ABI version, size: all reported at once), then its flags,
 /// strings and functions.
+///
+/// The file is opened once and must still be the one `identity` describes (checked when
+/// it was located); on Linux the dynamic loader then maps it through that descriptor, so a
+/// file swapped in at the same path after the check is never loaded.
 pub fn open(file: &Path, identity: FileIdentity) -> Result<LoadedLibrary, PluginLoadError> {
     check_object_format(file)?;
-    let library = open_library(file)?;
+    let pinned = pin(file, identity)?;
+    let library = open_library(file, &loader_path(file, &pinned))?;
+    drop(pinned);
     // Never closed (see the module docs): leaking makes every pointer from it 'static.
     let library: &'static libloading::Library = Box::leak(Box::new(library));
     // SAFETY: the symbol is only called through the ABI's entry signature, which the
@@ -172,18 +190,51 @@ fn read_table(
         sdk_version,
         validate: table.validate.ok_or_else(|| missing("validate"))?,
         run: table.run.ok_or_else(|| missing("run"))?,
+        describe: table.describe.ok_or_else(|| missing("describe"))?,
         free_buffer: table.free_buffer.ok_or_else(|| missing("free_buffer"))?,
     })
 }
 
+/// Opens `file` without following a link and checks it is the file that was checked.
+fn pin(file: &Path, identity: FileIdentity) -> Result<std::fs::File, PluginLoadError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let read = |source| PluginLoadError::Read {
+        path: file.to_path_buf(),
+        source,
+    };
+    let handle = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(file)
+        .map_err(read)?;
+    let now = FileIdentity::of(&handle.metadata().map_err(read)?);
+    if now != identity {
+        return Err(PluginLoadError::ChangedSinceChecked {
+            path: file.to_path_buf(),
+        });
+    }
+    Ok(handle)
+}
+
+/// The name the dynamic loader opens: the pinned descriptor where the OS has one.
+fn loader_path(file: &Path, pinned: &std::fs::File) -> PathBuf {
+    if cfg!(target_os = "linux") {
+        use std::os::fd::AsRawFd;
+        PathBuf::from(format!("/proc/self/fd/{}", pinned.as_raw_fd()))
+    } else {
+        file.to_path_buf()
+    }
+}
+
+/// dlopen of `through` (the pinned descriptor or `file` itself); errors name `file`.
 #[cfg(unix)]
-fn open_library(file: &Path) -> Result<libloading::Library, PluginLoadError> {
+fn open_library(file: &Path, through: &Path) -> Result<libloading::Library, PluginLoadError> {
     use libloading::os::unix::{Library, RTLD_LOCAL, RTLD_NOW};
     // RTLD_NOW: an unresolved symbol fails here, with a message, not later mid-job.
     // RTLD_LOCAL: the plugin's symbols (its own copy of std among them) stay its own.
     // SAFETY: running the library's initialisers is what loading a plugin means; the
     // permission check above is what makes it the user's own code.
-    unsafe { Library::open(Some(file), RTLD_NOW | RTLD_LOCAL) }
+    unsafe { Library::open(Some(through), RTLD_NOW | RTLD_LOCAL) }
         .map(Into::into)
         .map_err(|e| PluginLoadError::Open {
             path: file.to_path_buf(),
@@ -192,9 +243,9 @@ fn open_library(file: &Path) -> Result<libloading::Library, PluginLoadError> {
 }
 
 #[cfg(not(unix))]
-fn open_library(file: &Path) -> Result<libloading::Library, PluginLoadError> {
+fn open_library(file: &Path, through: &Path) -> Result<libloading::Library, PluginLoadError> {
     // SAFETY: as above.
-    unsafe { libloading::Library::new(file) }.map_err(|e| PluginLoadError::Open {
+    unsafe { libloading::Library::new(through) }.map_err(|e| PluginLoadError::Open {
         path: file.to_path_buf(),
         message: e.to_string(),
     })
@@ -205,7 +256,7 @@ mod tests {
     use super::*;
     use speckit_plugin_sdk::abi::StaticStr;
 
-    fn table(flags: u32, name: StaticStr, run: Option<CallFn>) -> PluginTable {
+    fn table(flags: u32, name: StaticStr, run: Option<RunFn>) -> PluginTable {
         unsafe extern "C" fn call(_: ByteSlice, _: *mut RawBuffer) -> u32 {
             STATUS_OK
         }
@@ -220,6 +271,7 @@ mod tests {
             validate: Some(call),
             run,
             free_buffer: Some(free),
+            describe: Some(call),
         }
     }
 
@@ -234,7 +286,7 @@ mod tests {
 
     #[test]
     fn a_table_is_read_only_when_its_flags_strings_and_functions_are_sound() {
-        unsafe extern "C" fn run(_: ByteSlice, _: *mut RawBuffer) -> u32 {
+        unsafe extern "C" fn run(_: ByteSlice, _: *const HostApi, _: *mut RawBuffer) -> u32 {
             STATUS_OK
         }
         let file = Path::new("/plugins/libx.so");

@@ -110,12 +110,21 @@ pub fn check_permissions(file: &Path) -> Result<FileIdentity, PluginLoadError> {
             });
         }
     }
-    Ok(FileIdentity {
-        device: meta.dev(),
-        inode: meta.ino(),
-        size: meta.size(),
-        modified_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
-    })
+    Ok(FileIdentity::of(&meta))
+}
+
+impl FileIdentity {
+    /// The identity in `meta` (from `stat` or `fstat`).
+    #[cfg(unix)]
+    pub fn of(meta: &fs::Metadata) -> Self {
+        use std::os::unix::fs::MetadataExt;
+        FileIdentity {
+            device: meta.dev(),
+            inode: meta.ino(),
+            size: meta.size(),
+            modified_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
+        }
+    }
 }
 
 /// Without Unix permissions there is nothing to check beyond the file being a file.

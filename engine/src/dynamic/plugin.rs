@@ -1,37 +1,56 @@
 //! A loaded library as an engine [`Plugin`]: named after its `[plugins.<name>]` key, with
-//! one job of the same name. Each run sends the job context as JSON and reads the report
-//! back, on a thread of its own with the policy's `call_timeout_ms`.
+//! one job of the same name. Each run sends the job context as JSON to a host process of
+//! the library ([`super::process`]), answers the plugin's storage requests
+//! ([`super::bridge`]), and reads the report back, within the policy's `call_timeout_ms`.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use speckit_plugin_sdk::{JobContext as WireContext, Report as WireReport};
 
-use super::call::{call_with_timeout, HungCalls};
+use super::bridge;
 use super::error::CallError;
-use super::library::{LoadedLibrary, PluginFunction};
+use super::library::PluginFunction;
+use super::process::{CallLimits, PluginHost};
 use crate::plugin::{BoxFuture, JobContext, JobReport, Plugin, PluginError};
-use crate::policy::Policy;
+use crate::policy::{DynamicPluginPolicy, Policy};
+use crate::storage::ComponentSchema;
+
+/// One library file loaded in host processes, with what it declared about itself.
+#[derive(Debug)]
+pub struct LoadedPlugin {
+    pub host: PluginHost,
+    /// `plugin_<its own name>_`: the tables it may write.
+    pub table_prefix: String,
+    /// Its migrations, versioned under the prefix without the trailing `_`.
+    pub schema: Option<&'static ComponentSchema>,
+}
 
 /// A dynamic plugin in the registry.
 #[derive(Debug)]
 pub struct DynamicPlugin {
     name: String,
-    library: Arc<LoadedLibrary>,
-    hung: Arc<HungCalls>,
+    loaded: Arc<LoadedPlugin>,
+}
+
+/// The limits `section` sets for each call.
+pub fn call_limits(section: &DynamicPluginPolicy) -> CallLimits {
+    CallLimits {
+        timeout: Duration::from_millis(section.call_timeout_ms),
+        memory_limit_mib: section.memory_limit_mib,
+    }
 }
 
 impl DynamicPlugin {
-    pub fn new(name: impl Into<String>, library: Arc<LoadedLibrary>) -> Self {
+    pub fn new(name: impl Into<String>, loaded: Arc<LoadedPlugin>) -> Self {
         Self {
             name: name.into(),
-            library,
-            hung: Arc::default(),
+            loaded,
         }
     }
 
-    pub fn library(&self) -> &Arc<LoadedLibrary> {
-        &self.library
+    pub fn loaded(&self) -> &Arc<LoadedPlugin> {
+        &self.loaded
     }
 
     /// Asks the plugin to check its `[plugins.<name>.config]` in `policy` (blocking, at
@@ -42,26 +61,24 @@ impl DynamicPlugin {
         };
         let config = serde_json::to_vec(&section.config)
             .map_err(|e| CallError::BadOutput(format!("cannot encode the config: {e}")))?;
-        call_with_timeout(
-            self.library.clone(),
-            PluginFunction::Validate,
-            config,
-            Duration::from_millis(section.call_timeout_ms),
-            format!("plugin-{}-validate", self.name),
-            &self.hung,
-        )
-        .map(|_| ())
+        let mut no_storage = |_: &str| {
+            r#"{"result":"refused","message":"no storage while validating a config"}"#.to_string()
+        };
+        self.loaded
+            .host
+            .call(
+                PluginFunction::Validate,
+                &config,
+                call_limits(section),
+                &mut no_storage,
+            )
+            .map(|_| ())
     }
 
     /// The job context as the plugin receives it.
     pub fn wire_context(&self, ctx: &JobContext) -> Result<WireContext, PluginError> {
         let policy = &ctx.policy.policy;
-        let section = policy.plugins.get(&self.name).ok_or_else(|| {
-            PluginError::Failed(format!(
-                "the policy this job started with has no [plugins.{}]",
-                self.name
-            ))
-        })?;
+        let section = self.section(policy)?;
         let now = ctx.clock.now();
         Ok(WireContext {
             plugin: self.name.clone(),
@@ -77,36 +94,19 @@ impl DynamicPlugin {
             tracker_paths: policy.evidence.tracker_paths.clone(),
             active_statuses: policy.retention.active_statuses.clone(),
             finished_statuses: policy.retention.finished_statuses.clone(),
-            database_path: policy.storage.database_path.clone(),
             now_unix_ms: now.timestamp_millis(),
             now_rfc3339: now.to_rfc3339(),
             policy_generation: ctx.policy.generation,
+            ..WireContext::default()
         })
     }
 
-    /// Runs the job: blocking, on the current thread plus the call's own.
-    fn run_blocking(
-        library: Arc<LoadedLibrary>,
-        name: &str,
-        input: Vec<u8>,
-        timeout: Duration,
-        hung: &HungCalls,
-    ) -> Result<JobReport, CallError> {
-        let output = call_with_timeout(
-            library,
-            PluginFunction::Run,
-            input,
-            timeout,
-            format!("plugin-{name}"),
-            hung,
-        )?;
-        let report: WireReport = serde_json::from_slice(&output)
-            .map_err(|e| CallError::BadOutput(format!("the report is not valid JSON: {e}")))?;
-        Ok(JobReport {
-            summary: report.summary,
-            data: report.data,
-            warnings: report.warnings,
-            errors: report.errors,
+    fn section<'p>(&self, policy: &'p Policy) -> Result<&'p DynamicPluginPolicy, PluginError> {
+        policy.plugins.get(&self.name).ok_or_else(|| {
+            PluginError::Failed(format!(
+                "the policy this job started with has no [plugins.{}]",
+                self.name
+            ))
         })
     }
 }
@@ -117,7 +117,7 @@ impl Plugin for DynamicPlugin {
     }
 
     fn version(&self) -> &str {
-        self.library.version()
+        &self.loaded.host.info().version
     }
 
     fn jobs(&self) -> Vec<String> {
@@ -130,42 +130,45 @@ impl Plugin for DynamicPlugin {
         Ok(())
     }
 
+    fn schema(&self) -> Option<&'static ComponentSchema> {
+        self.loaded.schema
+    }
+
     fn run(&self, ctx: JobContext) -> BoxFuture<'_, Result<JobReport, PluginError>> {
         Box::pin(async move {
             let wire = self.wire_context(&ctx)?;
-            let timeout_ms = ctx
-                .policy
-                .policy
-                .plugins
-                .get(&self.name)
-                .map(|p| p.call_timeout_ms)
-                .unwrap_or(60_000);
+            let limits = call_limits(self.section(&ctx.policy.policy)?);
             let input = serde_json::to_vec(&wire)
                 .map_err(|e| PluginError::Failed(format!("cannot encode the job context: {e}")))?;
-            let library = self.library.clone();
-            let name = self.name.clone();
-            let hung = self.hung.clone();
-            // spawn_blocking rather than block_in_place: it works on any runtime, keeps a
-            // paused test clock from skipping ahead while the plugin runs, and waits at
-            // most the timeout (the call itself is on a thread of its own, see `call`).
+            let loaded = self.loaded.clone();
+            let storage = ctx.storage.clone();
+            // spawn_blocking: the call waits on a pipe with a real-time deadline, which a
+            // paused test clock must not skip; and it answers storage requests with the
+            // storage's blocking calls.
             let joined = tokio::task::spawn_blocking(move || {
-                Self::run_blocking(
-                    library,
-                    &name,
-                    input,
-                    Duration::from_millis(timeout_ms),
-                    &hung,
-                )
+                let mut answer =
+                    |request: &str| bridge::answer(&storage, &loaded.table_prefix, request);
+                let output = loaded
+                    .host
+                    .call(PluginFunction::Run, &input, limits, &mut answer)?;
+                let report: WireReport = serde_json::from_slice(&output).map_err(|e| {
+                    CallError::BadOutput(format!("the report is not valid JSON: {e}"))
+                })?;
+                Ok::<_, CallError>(report)
             })
             .await;
             match joined {
-                Ok(result) => result.map_err(|e| {
-                    PluginError::Failed(format!(
-                        "plugin {} ({}): {e}",
-                        self.name,
-                        self.library.path().display()
-                    ))
+                Ok(Ok(report)) => Ok(JobReport {
+                    summary: report.summary,
+                    data: report.data,
+                    warnings: report.warnings,
+                    errors: report.errors,
                 }),
+                Ok(Err(e)) => Err(PluginError::Failed(format!(
+                    "plugin {} ({}): {e}",
+                    self.name,
+                    self.loaded.host.path().display()
+                ))),
                 Err(e) => Err(PluginError::Failed(format!(
                     "plugin {}: the task waiting for it failed: {e}",
                     self.name

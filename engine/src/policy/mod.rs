@@ -327,9 +327,15 @@ pub struct DynamicPluginPolicy {
     /// When its job runs (cron), or `"off"` to run it on demand only.
     #[serde(default = "off")]
     pub schedule: String,
-    /// A call into the plugin that takes longer than this many milliseconds fails.
+    /// A call into the plugin that takes longer than this many milliseconds fails (its
+    /// host process is killed).
     #[serde(default = "default_plugin_call_timeout_ms")]
     pub call_timeout_ms: u64,
+    /// Memory the plugin's host process may take (data and private writable mappings,
+    /// `RLIMIT_DATA`), in MiB; beyond it an allocation fails and the call with it. 0: no
+    /// limit.
+    #[serde(default = "default_plugin_memory_limit_mib")]
+    pub memory_limit_mib: u64,
     /// The plugin's own settings, validated by the plugin.
     #[serde(default)]
     pub config: toml::Table,
@@ -341,6 +347,10 @@ fn off() -> String {
 
 fn default_plugin_call_timeout_ms() -> u64 {
     60_000
+}
+
+fn default_plugin_memory_limit_mib() -> u64 {
+    1024
 }
 
 /// Whether a schedule expression means "never".

@@ -212,15 +212,29 @@ pub fn validate(policy: &Policy) -> Vec<Problem> {
                 bad(&format!("{key}.schedule"), message);
             }
         }
-        if plugin.call_timeout_ms == 0 {
+        if plugin.call_timeout_ms == 0 || plugin.call_timeout_ms > MAX_PLUGIN_CALL_TIMEOUT_MS {
             bad(
                 &format!("{key}.call_timeout_ms"),
-                "must be at least 1".into(),
+                format!("must be between 1 and {MAX_PLUGIN_CALL_TIMEOUT_MS} (7 days)"),
+            );
+        }
+        if plugin.memory_limit_mib != 0
+            && !(MIN_PLUGIN_MEMORY_MIB..=MAX_PLUGIN_MEMORY_MIB).contains(&plugin.memory_limit_mib)
+        {
+            bad(
+                &format!("{key}.memory_limit_mib"),
+                format!(
+                    "must be 0 (no limit) or between {MIN_PLUGIN_MEMORY_MIB} and {MAX_PLUGIN_MEMORY_MIB} (1 PiB); a plugin host needs some memory to start"
+                ),
             );
         }
     }
     problems
 }
+
+const MAX_PLUGIN_CALL_TIMEOUT_MS: u64 = 7 * 24 * 3600 * 1000;
+const MIN_PLUGIN_MEMORY_MIB: u64 = 32;
+const MAX_PLUGIN_MEMORY_MIB: u64 = 1 << 30;
 
 /// A status as the trackers compare it, roughly: letters and digits, upper case, single
 /// spaces (the retention plugin's own comparison is the reference; this only spots

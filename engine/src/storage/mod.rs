@@ -22,6 +22,7 @@
 pub mod host;
 pub mod legacy;
 pub mod retry;
+pub mod sandbox;
 pub mod schema;
 
 use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
@@ -34,7 +35,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 pub use retry::{is_transient, RetryPolicy};
-pub use schema::{table_exists, ComponentSchema, Migration, ENGINE_SCHEMA};
+pub use schema::{table_exists, ComponentSchema, Migration, MigrationStep, ENGINE_SCHEMA};
 
 /// The oldest SQLite the engine accepts: earlier releases have a WAL-reset bug that
 /// concurrent writers and checkpoints can turn into corruption.
@@ -708,10 +709,16 @@ fn open_connection(options: &StorageOptions, role: Role) -> Result<Connection, S
                 | OpenFlags::SQLITE_OPEN_NO_MUTEX
         }
     };
-    let conn = Connection::open_with_flags(path, flags).map_err(|cause| StorageError::Open {
-        path: path.clone(),
-        cause,
-    })?;
+    let mut conn =
+        Connection::open_with_flags(path, flags).map_err(|cause| StorageError::Open {
+            path: path.clone(),
+            cause,
+        })?;
+    if let Role::Unconfigured = role {
+        // Allows everything except inside `sandbox::within` (plugin SQL on this thread).
+        conn.authorizer(Some(sandbox::authorize))
+            .map_err(|e| classify_open(path, e))?;
+    }
     conn.busy_timeout(options.busy_timeout)
         .map_err(|e| classify_open(path, e))?;
     // Reading the schema fails on a file that is not a database.

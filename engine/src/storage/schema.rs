@@ -9,22 +9,36 @@
 use rusqlite::{params, Connection, OptionalExtension};
 use std::path::Path;
 
+use super::sandbox::{within, Sandbox};
 use super::StorageError;
 
 /// One step of a component's schema.
+#[derive(Debug)]
 pub struct Migration {
     pub version: i64,
     pub name: &'static str,
     /// Runs inside the migration's transaction (open on this connection). Statements should be `IF NOT EXISTS` where
     /// they can: a database laid out by an earlier release may already hold the table.
-    pub apply: fn(&Connection) -> rusqlite::Result<()>,
+    pub apply: MigrationStep,
+}
+
+/// What a migration runs.
+#[derive(Debug)]
+pub enum MigrationStep {
+    /// Compiled-in code.
+    Code(fn(&Connection) -> rusqlite::Result<()>),
+    /// SQL a dynamic plugin declared; run inside its component's sandbox.
+    Sql(&'static str),
 }
 
 /// The schema one component owns.
+#[derive(Debug)]
 pub struct ComponentSchema {
     /// Unique among components: `engine`, or the plugin's name.
     pub component: &'static str,
     pub migrations: &'static [Migration],
+    /// Set for a dynamic plugin: its migrations may touch only these tables.
+    pub sandbox: Option<&'static Sandbox>,
 }
 
 impl ComponentSchema {
@@ -152,7 +166,7 @@ fn apply_one(
     if current >= migration.version {
         return Ok(false);
     }
-    (migration.apply)(conn).map_err(fail)?;
+    apply_step(conn, schema, migration).map_err(fail)?;
     conn.execute(
         "INSERT INTO hygiene_schema_versions (component, version, applied_at) VALUES (?1, ?2, ?3) \
          ON CONFLICT (component) DO UPDATE SET version = excluded.version, applied_at = excluded.applied_at",
@@ -160,6 +174,27 @@ fn apply_one(
     )
     .map_err(fail)?;
     Ok(true)
+}
+
+fn apply_step(
+    conn: &Connection,
+    schema: &ComponentSchema,
+    migration: &Migration,
+) -> rusqlite::Result<()> {
+    let run = || match migration.apply {
+        MigrationStep::Code(apply) => apply(conn),
+        MigrationStep::Sql(sql) => conn.execute_batch(sql),
+    };
+    match schema.sandbox {
+        None => run(),
+        Some(sandbox) => match within(sandbox, run) {
+            (Err(e), Some(refused)) => Err(rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_AUTH),
+                Some(format!("{e}: {refused}")),
+            )),
+            (result, _) => result,
+        },
+    }
 }
 
 /// The engine's own tables: job runs (bounded by `[schedule] job_history_*`) and schedule
@@ -170,8 +205,9 @@ pub static ENGINE_SCHEMA: ComponentSchema = ComponentSchema {
     migrations: &[Migration {
         version: 1,
         name: "job runs, schedule state and leases",
-        apply: engine_v1,
+        apply: MigrationStep::Code(engine_v1),
     }],
+    sandbox: None,
 };
 
 fn engine_v1(conn: &Connection) -> rusqlite::Result<()> {

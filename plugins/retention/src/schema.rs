@@ -12,7 +12,7 @@
 //! database the plugin never ran on.
 
 use rusqlite::Connection;
-use speckit_engine::storage::{ComponentSchema, Migration};
+use speckit_engine::storage::{ComponentSchema, Migration, MigrationStep};
 
 /// The table of archive records.
 pub const ARCHIVES_TABLE: &str = "hygiene_archives";
@@ -23,14 +23,15 @@ pub static RETENTION_SCHEMA: ComponentSchema = ComponentSchema {
         Migration {
             version: 1,
             name: "archive records, one row per archive",
-            apply: retention_v1,
+            apply: MigrationStep::Code(retention_v1),
         },
         Migration {
             version: 2,
             name: "archive health: when each archive was last verified, and damage found",
-            apply: retention_v2,
+            apply: MigrationStep::Code(retention_v2),
         },
     ],
+    sandbox: None,
 };
 
 fn retention_v1(conn: &Connection) -> rusqlite::Result<()> {

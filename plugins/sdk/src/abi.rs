@@ -18,7 +18,7 @@ pub const MAGIC: u64 = u64::from_be_bytes(*b"SPKHYGPL");
 
 /// The version of this table layout and of the calling convention. Bumped on any change a
 /// plugin built against the old SDK would misread; the host refuses any other version.
-pub const ABI_VERSION: u32 = 1;
+pub const ABI_VERSION: u32 = 2;
 
 /// The symbol a plugin exports: `extern "C" fn() -> *const PluginTable`.
 pub const ENTRY_SYMBOL: &str = "speckit_plugin_entry";
@@ -38,8 +38,34 @@ pub const FLAG_PANIC_UNWIND: u32 = 1;
 /// The type of [`ENTRY_SYMBOL`].
 pub type EntryFn = unsafe extern "C" fn() -> *const PluginTable;
 
-/// `validate` and `run`: read `input`, write the result to `*output`, return a status.
+/// `validate` and `describe`: read `input`, write the result to `*output`, return a status.
 pub type CallFn = unsafe extern "C" fn(input: ByteSlice, output: *mut RawBuffer) -> u32;
+
+/// `run`: like [`CallFn`], with the host's services lent for the duration of the call.
+pub type RunFn =
+    unsafe extern "C" fn(input: ByteSlice, host: *const HostApi, output: *mut RawBuffer) -> u32;
+
+/// What the host lends one `run` call: its storage, reached by JSON requests
+/// ([`crate::storage::HostRequest`]). Valid only until `run` returns.
+///
+/// `call` writes the response (a [`crate::storage::HostResponse`] as JSON) into a buffer
+/// the host allocated; the plugin copies it and hands it back through `free_buffer`.
+/// It returns [`STATUS_OK`], or [`STATUS_ERROR`] when the host could not be reached (the
+/// buffer then holds a UTF-8 message).
+#[repr(C)]
+#[derive(Debug)]
+pub struct HostApi {
+    pub context: *mut std::ffi::c_void,
+    pub call: Option<
+        unsafe extern "C" fn(
+            context: *mut std::ffi::c_void,
+            request: ByteSlice,
+            response: *mut RawBuffer,
+        ) -> u32,
+    >,
+    pub free_buffer:
+        Option<unsafe extern "C" fn(context: *mut std::ffi::c_void, buffer: RawBuffer)>,
+}
 
 /// Gives a buffer the plugin returned back to the plugin's allocator.
 pub type FreeFn = unsafe extern "C" fn(buffer: RawBuffer);
@@ -228,7 +254,8 @@ impl RawBuffer {
     }
 }
 
-/// What [`ENTRY_SYMBOL`] returns. ABI version 1. Never reorder or resize fields without
+/// What [`ENTRY_SYMBOL`] returns. ABI version 2 (version 1 had no `describe` and no
+/// [`HostApi`] in `run`). Never reorder or resize fields without
 /// bumping [`ABI_VERSION`]; the header stays first in every version.
 #[repr(C)]
 #[derive(Debug)]
@@ -246,8 +273,10 @@ pub struct PluginTable {
     pub validate: Option<CallFn>,
     /// Input: the job context as JSON ([`crate::JobContext`]). Output: a [`crate::Report`]
     /// as JSON.
-    pub run: Option<CallFn>,
+    pub run: Option<RunFn>,
     pub free_buffer: Option<FreeFn>,
+    /// Input: nothing. Output: a [`crate::Description`] as JSON (the plugin's migrations).
+    pub describe: Option<CallFn>,
 }
 
 // SAFETY: the table is immutable and its pointers point to 'static data and functions.

@@ -6,6 +6,9 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
+use crate::abi::HostApi;
+use crate::storage::Storage;
+
 /// Everything a job gets. Paths are absolute (resolved against the config file's folder).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -34,16 +37,63 @@ pub struct JobContext {
     /// only when every tracker row gives one; any other status means "not known to be
     /// finished"). Empty from a host older than this field.
     pub finished_statuses: Vec<String>,
-    /// The consensus database. Read it only if you must; never write it (the host owns it).
-    pub database_path: PathBuf,
     /// The host clock's "now", in milliseconds since the Unix epoch and as RFC 3339.
     pub now_unix_ms: i64,
     pub now_rfc3339: String,
     /// Which applied policy this run started on.
     pub policy_generation: u64,
+    /// The engine's storage for this run; set by the SDK, never sent. Use
+    /// [`JobContext::storage`].
+    #[doc(hidden)]
+    #[serde(skip)]
+    pub host: HostLink,
 }
 
+/// The host's services for one run, as the SDK received them (opaque).
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy)]
+pub struct HostLink(*const HostApi);
+
+impl Default for HostLink {
+    fn default() -> Self {
+        Self(std::ptr::null())
+    }
+}
+
+/// Two contexts are equal by what they say, not by which run lent them storage.
+impl PartialEq for HostLink {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+// SAFETY: the host's table is immutable, and its `call` may be made from any thread (the
+// host serialises requests); it lives as long as the plugin host process.
+unsafe impl Send for HostLink {}
+// SAFETY: as above.
+unsafe impl Sync for HostLink {}
+
 impl JobContext {
+    /// The engine's storage: reads anywhere, writes to this plugin's own tables in one
+    /// transaction (see [`crate::storage`]). Errors when the host lent none (a context
+    /// built by hand, in a test).
+    pub fn storage(&self) -> Result<Storage<'_>, String> {
+        if self.host.0.is_null() {
+            return Err("no storage: this context did not come from the engine".into());
+        }
+        // SAFETY: non-null pointers come from the host's `run` call (see `set_host`).
+        Ok(Storage::new(unsafe { &*self.host.0 }))
+    }
+
+    /// Lends the host's services to this context (the SDK's `run` does this).
+    ///
+    /// # Safety
+    /// `host` must be null or valid for as long as this context (and its clones) is used.
+    #[doc(hidden)]
+    pub unsafe fn set_host(&mut self, host: *const HostApi) {
+        self.host = HostLink(host);
+    }
+
     /// The config, deserialized; the error names the plugin and the cause.
     pub fn config_as<T: DeserializeOwned>(&self) -> Result<T, String> {
         parse_config(&self.config)

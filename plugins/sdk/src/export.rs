@@ -5,7 +5,8 @@
 use std::any::Any;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use crate::abi::{ByteSlice, RawBuffer, STATUS_ERROR, STATUS_OK, STATUS_PANIC};
+use crate::abi::{ByteSlice, HostApi, RawBuffer, STATUS_ERROR, STATUS_OK, STATUS_PANIC};
+use crate::storage::Description;
 use crate::{JobContext, Plugin};
 
 /// `validate`: parses the config JSON and asks the plugin.
@@ -29,13 +30,16 @@ pub unsafe fn call_validate<P: Plugin>(
     }
 }
 
-/// `run`: parses the job context, runs the job, serializes the report.
+/// `run`: parses the job context, lends it the host's services, runs the job,
+/// serializes the report.
 ///
 /// # Safety
-/// `input` must be readable for the call and `output` null or writable.
+/// `input` must be readable for the call, `host` null or valid for the plugin host's life,
+/// and `output` null or writable.
 pub unsafe fn call_run<P: Plugin>(
     instance: fn() -> &'static P,
     input: ByteSlice,
+    host: *const HostApi,
     output: *mut RawBuffer,
 ) -> u32 {
     // SAFETY: the host lends `input` for this call.
@@ -43,10 +47,33 @@ pub unsafe fn call_run<P: Plugin>(
     // SAFETY: forwarded from our caller.
     unsafe {
         guarded(output, || {
-            let ctx: JobContext = serde_json::from_slice(bytes)
+            let mut ctx: JobContext = serde_json::from_slice(bytes)
                 .map_err(|e| format!("the host sent a job context that is not valid: {e}"))?;
+            // SAFETY (inside the unsafe block above): forwarded from our caller's promise
+            // about `host`.
+            ctx.set_host(host);
             let report = instance().run(&ctx)?;
             serde_json::to_vec(&report).map_err(|e| format!("cannot serialize the report: {e}"))
+        })
+    }
+}
+
+/// `describe`: the plugin's migrations.
+///
+/// # Safety
+/// `output` must be null or writable.
+pub unsafe fn call_describe<P: Plugin>(
+    instance: fn() -> &'static P,
+    output: *mut RawBuffer,
+) -> u32 {
+    // SAFETY: forwarded from our caller.
+    unsafe {
+        guarded(output, || {
+            let description = Description {
+                migrations: instance().migrations(),
+            };
+            serde_json::to_vec(&description)
+                .map_err(|e| format!("cannot serialize the description: {e}"))
         })
     }
 }

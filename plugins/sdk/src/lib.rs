@@ -25,8 +25,10 @@ pub mod abi;
 mod context;
 #[doc(hidden)]
 pub mod export;
+pub mod storage;
 
 pub use context::{parse_config, JobContext, Report};
+pub use storage::{table_prefix, Description, Migration, Statement};
 
 /// This SDK's version, recorded in every plugin table for diagnostics.
 pub const SDK_VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -45,6 +47,13 @@ pub trait Plugin: Send + Sync + 'static {
     /// Runs the job. An `Err` fails the run with that message; errors listed in the
     /// report fail it too, after the report is recorded.
     fn run(&self, ctx: &JobContext) -> Result<Report, String>;
+
+    /// The plugin's own tables, named [`table_prefix`] of its exported name. The engine
+    /// applies new steps before the plugin's next run on a writable database. The default
+    /// has none.
+    fn migrations(&self) -> Vec<Migration> {
+        Vec::new()
+    }
 }
 
 /// Exports `$plugin` (a type implementing [`Plugin`] and `Default`) under `$name`, with the
@@ -74,10 +83,19 @@ macro_rules! export_plugin {
 
             unsafe extern "C" fn run(
                 input: $crate::abi::ByteSlice,
+                host: *const $crate::abi::HostApi,
                 output: *mut $crate::abi::RawBuffer,
             ) -> u32 {
                 // SAFETY: the host keeps to the ABI's contract for `run`.
-                unsafe { $crate::export::call_run::<$plugin>(instance, input, output) }
+                unsafe { $crate::export::call_run::<$plugin>(instance, input, host, output) }
+            }
+
+            unsafe extern "C" fn describe(
+                _input: $crate::abi::ByteSlice,
+                output: *mut $crate::abi::RawBuffer,
+            ) -> u32 {
+                // SAFETY: the host keeps to the ABI's contract for `describe`.
+                unsafe { $crate::export::call_describe::<$plugin>(instance, output) }
             }
 
             static TABLE: $crate::abi::PluginTable = $crate::abi::PluginTable {
@@ -95,6 +113,7 @@ macro_rules! export_plugin {
                 validate: ::core::option::Option::Some(validate),
                 run: ::core::option::Option::Some(run),
                 free_buffer: ::core::option::Option::Some($crate::export::free_buffer),
+                describe: ::core::option::Option::Some(describe),
             };
 
             /// The plugin's entry point: returns its table. Cannot panic.
@@ -150,6 +169,19 @@ mod tests {
         (status, bytes)
     }
 
+    fn run_call(input: &[u8]) -> (u32, Vec<u8>) {
+        let run = table().run.unwrap();
+        let free = table().free_buffer.unwrap();
+        let mut out = RawBuffer::EMPTY;
+        // SAFETY: input lives for the call; no host services; out is writable.
+        let status = unsafe { run(ByteSlice::new(input), std::ptr::null(), &mut out) };
+        // SAFETY: the plugin filled `out`.
+        let bytes = unsafe { out.as_bytes() }.to_vec();
+        // SAFETY: handing the plugin's buffer back once.
+        unsafe { free(out) };
+        (status, bytes)
+    }
+
     fn table() -> &'static PluginTable {
         // SAFETY: the macro's table is a 'static.
         unsafe { &*speckit_plugin_entry() }
@@ -182,28 +214,43 @@ mod tests {
 
     #[test]
     fn run_returns_a_report_an_error_or_the_caught_panic() {
-        let run = table().run.unwrap();
-        let (status, bytes) = call(run, br#"{"job":"ok"}"#);
+        let (status, bytes) = run_call(br#"{"job":"ok"}"#);
         assert_eq!(status, STATUS_OK);
         let report: Report = serde_json::from_slice(&bytes).unwrap();
         assert_eq!(report.summary, "ran ok");
 
-        let (status, bytes) = call(run, br#"{"job":"fail"}"#);
+        let (status, bytes) = run_call(br#"{"job":"fail"}"#);
         assert_eq!(
             (status, bytes.as_slice()),
             (STATUS_ERROR, &b"probe failed on purpose"[..])
         );
 
-        let (status, bytes) = call(run, br#"{"job":"panic"}"#);
+        let (status, bytes) = run_call(br#"{"job":"panic"}"#);
         assert_eq!(status, STATUS_PANIC);
         assert_eq!(bytes, b"probe panicked on purpose");
+    }
+
+    #[test]
+    fn describe_lists_no_migrations_by_default_and_a_context_without_host_has_no_storage() {
+        let (status, bytes) = call(table().describe.unwrap(), b"");
+        assert_eq!(status, STATUS_OK);
+        let description: Description = serde_json::from_slice(&bytes).unwrap();
+        assert!(description.migrations.is_empty());
+        let err = JobContext::default().storage().unwrap_err();
+        assert!(err.contains("no storage"), "{err}");
     }
 
     #[test]
     fn a_null_output_pointer_is_tolerated() {
         let run = table().run.unwrap();
         // SAFETY: null output is allowed by `guarded`.
-        let status = unsafe { run(ByteSlice::new(br#"{"job":"ok"}"#), std::ptr::null_mut()) };
+        let status = unsafe {
+            run(
+                ByteSlice::new(br#"{"job":"ok"}"#),
+                std::ptr::null(),
+                std::ptr::null_mut(),
+            )
+        };
         assert_eq!(status, STATUS_OK);
     }
 }

@@ -24,7 +24,7 @@
 
 use rusqlite::Connection;
 
-use speckit_engine::storage::{table_exists, ComponentSchema, Migration};
+use speckit_engine::storage::{table_exists, ComponentSchema, Migration, MigrationStep};
 
 /// The tables the spawn plugin owns.
 pub static SPAWN_SCHEMA: ComponentSchema = ComponentSchema {
@@ -32,8 +32,9 @@ pub static SPAWN_SCHEMA: ComponentSchema = ComponentSchema {
     migrations: &[Migration {
         version: 1,
         name: "spawn batches and metrics; repair of 0.1's rows in the host's tables",
-        apply: spawn_v1,
+        apply: MigrationStep::Code(spawn_v1),
     }],
+    sandbox: None,
 };
 
 const TABLES: &str = r#"
