@@ -244,9 +244,7 @@ async fn bench(plan: Plan, real: bool) {
         },
         || {
             let input = serde_json::to_vec(&wire).unwrap();
-            let output = in_process
-                .call(PluginFunction::Run, &input, std::ptr::null())
-                .unwrap();
+            let output = in_process.call(PluginFunction::Run, &input, None).unwrap();
             let report: speckit_plugin_sdk::Report = serde_json::from_slice(&output).unwrap();
             std::hint::black_box(report);
         },

@@ -5,8 +5,7 @@
 fn main() {
     speckit_engine::dynamic::serve_if_requested();
     eprintln!(
-        "speckit-plugin-host: started by hand; the engine starts it with {} and {} set",
-        "--speckit-plugin-host", "SPECKIT_PLUGIN_HOST"
+        "speckit-plugin-host: started by hand; the engine starts it with --speckit-plugin-host and SPECKIT_PLUGIN_HOST set"
     );
     std::process::exit(2);
 }

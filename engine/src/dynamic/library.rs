@@ -71,8 +71,9 @@ impl LoadedLibrary {
         &self,
         function: PluginFunction,
         input: &[u8],
-        host: *const HostApi,
+        host: Option<&'static HostApi>,
     ) -> Result<Vec<u8>, CallError> {
+        let host: *const HostApi = host.map_or(std::ptr::null(), |h| h as *const HostApi);
         let mut output = RawBuffer::EMPTY;
         let input = ByteSlice::new(input);
         // SAFETY: the table passed the header check, so every function has this ABI's

@@ -122,7 +122,7 @@ fn serve() -> i32 {
                 },
             },
             Ok(ToHost::Call { function, input }) => match &loaded {
-                Some(library) => returned(library.call(function, input.as_bytes(), api)),
+                Some(library) => returned(library.call(function, input.as_bytes(), Some(api))),
                 None => FromHost::Returned {
                     status: CallStatus::Refused,
                     output: "no library is loaded in this plugin host".into(),
