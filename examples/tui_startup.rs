@@ -9,6 +9,9 @@
 //! Keys: `c` cleanup dry run, `v` vacuum, `r` reload the policy, `q` (or Esc, Ctrl-C) quit.
 //! Logs go to `--log FILE`, or nowhere: nothing may draw over the UI.
 
+use speckit_retention::EvidencePolicy;
+use speckit_retention::RetentionPolicy;
+use speckit_vacuum::VacuumPolicy;
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -563,25 +566,29 @@ impl App {
                 "limits",
                 format!(
                     "warn {} MiB, limit {} MiB per SPEC",
-                    p.evidence.warn_mb, p.evidence.limit_mb
+                    p.section::<EvidencePolicy>().warn_mb,
+                    p.section::<EvidencePolicy>().limit_mb
                 ),
             ),
-            field("evidence", left_truncate(&p.evidence.root, width)),
+            field(
+                "evidence",
+                left_truncate(&p.section::<EvidencePolicy>().root, width),
+            ),
             field(
                 "retention",
                 format!(
                     "archive after {} d, purge after {} d; active: {}",
-                    p.retention.archive_after_days,
-                    p.retention.purge_after_days,
-                    p.retention.active_statuses.join(", ")
+                    p.section::<RetentionPolicy>().archive_after_days,
+                    p.section::<RetentionPolicy>().purge_after_days,
+                    p.section::<RetentionPolicy>().active_statuses.join(", ")
                 ),
             ),
             field(
                 "vacuum",
                 format!(
                     "at {:.0}% free pages, {} pages a chunk",
-                    p.vacuum.free_fraction_threshold * 100.0,
-                    p.vacuum.chunk_pages
+                    p.section::<VacuumPolicy>().free_fraction_threshold * 100.0,
+                    p.section::<VacuumPolicy>().chunk_pages
                 ),
             ),
         ];
@@ -638,7 +645,7 @@ impl App {
     }
 
     fn draw_evidence(&self, frame: &mut Frame, area: Rect) {
-        let p = &self.policy.policy.evidence;
+        let p = &self.policy.policy.section::<EvidencePolicy>();
         let title = format!(
             " Evidence per SPEC (warn {} MiB, limit {} MiB) ",
             p.warn_mb, p.limit_mb

@@ -81,8 +81,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("speckit.toml");
         std::fs::write(&config, agents_toml()).unwrap();
-        let snapshot = speckit_engine::policy::load_policy(&config, true, vec![]).unwrap();
-        let agents = &snapshot.policy.spawn.agents;
+        let snapshot =
+            speckit_engine::policy::load_policy(&config, true, vec![], &crate::builtin_shape())
+                .unwrap();
+        let agents = &snapshot
+            .policy
+            .section::<speckit_spawn::SpawnPolicy>()
+            .agents;
         let names: Vec<&str> = agents.iter().map(|a| a.name.as_str()).collect();
         assert_eq!(names, DEMO_AGENTS);
         assert!(agents

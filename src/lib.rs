@@ -19,3 +19,11 @@ pub fn builtin_plugins() -> Vec<Arc<dyn Plugin>> {
         Arc::new(speckit_spawn::SpawnPlugin::new()),
     ]
 }
+
+/// The policy shape of the compiled-in plugins: their sections and jobs, for loading a
+/// `speckit.toml` without starting an engine.
+pub fn builtin_shape() -> speckit_engine::policy::PolicyShape {
+    speckit_engine::PluginRegistry::new(builtin_plugins())
+        .map(|registry| registry.shape())
+        .unwrap_or_default()
+}

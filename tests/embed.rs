@@ -2,6 +2,7 @@
 //! engine per database per process, jobs and events through the handle, reloads, next
 //! scheduled runs, and shutdown that loses no run.
 
+use speckit_retention::EvidencePolicy;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -54,8 +55,15 @@ impl Plugin for Probe {
     fn version(&self) -> &str {
         "0"
     }
-    fn jobs(&self) -> Vec<String> {
-        self.jobs.clone()
+    fn jobs(&self) -> Vec<speckit_engine::policy::JobSpec> {
+        self.jobs
+            .iter()
+            .map(speckit_engine::policy::JobSpec::on_request)
+            .collect()
+    }
+    /// The workspace's `[evidence]` is retention's section; the probe reads it too.
+    fn sections(&self) -> Vec<speckit_engine::policy::SectionSpec> {
+        vec![speckit_engine::policy::SectionSpec::of::<EvidencePolicy>()]
     }
     fn run(&self, ctx: JobContext) -> BoxFuture<'_, Result<JobReport, PluginError>> {
         Box::pin(async move {
@@ -171,7 +179,7 @@ async fn start_does_not_wait_for_an_owed_catch_up_run() {
     let config = workspace(
         dir.path(),
         "consensus.db",
-        "[schedule]\ncleanup = \"0 3 * * *\"\nvacuum = \"off\"\nintegrity_check = \"off\"\n",
+        "[schedule]\ncleanup = \"0 3 * * *\"\n",
     );
     let day_one = Utc.with_ymd_and_hms(2026, 3, 2, 12, 0, 0).unwrap();
 
@@ -433,7 +441,10 @@ async fn reloads_apply_or_keep_the_old_policy_and_are_reported() {
         }
     ));
     assert_eq!(engine.policy().generation, 2);
-    assert_eq!(engine.policy().policy.schedule.cleanup, "15 1 * * *");
+    assert_eq!(
+        engine.policy().policy.schedule.jobs["cleanup"],
+        "15 1 * * *"
+    );
     engine.shutdown().await;
 }
 
@@ -471,7 +482,10 @@ async fn editing_the_config_file_reloads_through_the_watcher() {
         ),
         "{event:?}"
     );
-    assert_eq!(engine.policy().policy.evidence.warn_mb, 7.0);
+    assert_eq!(
+        engine.policy().policy.section::<EvidencePolicy>().warn_mb,
+        7.0
+    );
     engine.shutdown().await;
 }
 
@@ -499,7 +513,7 @@ async fn next_runs_name_the_time_the_scheduler_then_fires() {
     let config = workspace(
         dir.path(),
         "consensus.db",
-        "[schedule]\ncleanup = \"0 3 * * *\"\nvacuum = \"off\"\nintegrity_check = \"off\"\n",
+        "[schedule]\ncleanup = \"0 3 * * *\"\n",
     );
     let (probe, mut started_rx) = Probe::new(&["cleanup"]);
     let engine = builder(&config)

@@ -39,8 +39,8 @@ impl Plugin for Noop {
     fn version(&self) -> &str {
         "0.0.0"
     }
-    fn jobs(&self) -> Vec<String> {
-        vec!["noop".into()]
+    fn jobs(&self) -> Vec<speckit_engine::policy::JobSpec> {
+        vec![speckit_engine::policy::JobSpec::on_request("noop")]
     }
     fn run(&self, _ctx: JobContext) -> BoxFuture<'_, Result<JobReport, PluginError>> {
         Box::pin(async { Ok(JobReport::new("noop", serde_json::Value::Null)) })
@@ -192,8 +192,7 @@ async fn bench(plan: Plan, real: bool) {
     let config = dir.path().join("speckit.toml");
     fs::write(
         &config,
-        "[storage]\ndatabase_path = \"consensus.db\"\n[schedule]\ncleanup = \"off\"\nvacuum = \"off\"\n\
-         integrity_check = \"off\"\n[plugins.probe]\npath = \"plugins/libprobe.so\"\n\
+        "[storage]\ndatabase_path = \"consensus.db\"\n[plugins.probe]\npath = \"plugins/libprobe.so\"\n\
          [plugins.probe.config]\nmode = \"noop\"\n\
          [plugins.probe_inserts]\npath = \"plugins/libprobe.so\"\n\
          [plugins.probe_inserts.config]\nmode = \"storage\"\ninserts = 1000\n",

@@ -65,7 +65,7 @@ fn ms(d: Duration) -> f64 {
 
 fn policy_text(database: &Path, archive_after_days: u32) -> String {
     format!(
-        "[storage]\ndatabase_path = {:?}\n\n[retention]\narchive_after_days = {archive_after_days}\npurge_after_days = 400\n\n[schedule]\ncleanup = \"0 3 * * *\"\nvacuum = \"30 3 * * *\"\n",
+        "[storage]\ndatabase_path = {:?}\n\n[schedule]\njob_history_days = {archive_after_days}\n",
         database.display().to_string()
     )
 }

@@ -118,6 +118,7 @@ fn load_checked(
         &options.config_path,
         options.require_config_file,
         options.env.clone(),
+        &registry.shape(),
     )?;
     registry.validate(&snapshot.policy)?;
     Ok(snapshot)

@@ -16,6 +16,8 @@ pub enum EngineError {
     PluginPolicy { plugin: String, message: String },
     #[error("two plugins are named {0:?}")]
     DuplicatePlugin(String),
+    #[error("plugin {plugin:?} cannot be added: {message}")]
+    PluginConflict { plugin: String, message: String },
     #[error("config change needs a restart: {0}")]
     RestartRequired(String),
     #[error("{0}")]

@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::SharedClock;
 use crate::events::{EngineEvent, EventBus};
-use crate::policy::{Policy, PolicySnapshot};
+use crate::policy::{JobSpec, Policy, PolicySnapshot, SectionSpec};
 use crate::storage::{ComponentSchema, Storage, StorageError};
 
 /// Why a job ran.
@@ -163,10 +163,20 @@ pub trait Plugin: Send + Sync + 'static {
     /// The plugin's version.
     fn version(&self) -> &str;
 
-    /// The jobs this plugin runs (names used in `[schedule]` and `run_job`).
-    fn jobs(&self) -> Vec<String>;
+    /// The jobs this plugin runs (names used in `[schedule]` and `run_job`), each with the
+    /// schedule it runs on unless `[schedule] <job>` says otherwise.
+    fn jobs(&self) -> Vec<JobSpec>;
 
-    /// Checks the plugin's part of a candidate policy; an error rejects the whole policy.
+    /// The policy sections this plugin reads (`SectionSpec::of::<MySettings>()`): the
+    /// loader fills in their defaults, refuses unknown keys and runs their checks, and
+    /// `ctx.policy.policy.section::<MySettings>()` gives the values. Another plugin's
+    /// section may be read too by declaring its type.
+    fn sections(&self) -> Vec<SectionSpec> {
+        Vec::new()
+    }
+
+    /// Checks what the plugin's section types cannot check alone (several sections
+    /// together); an error rejects the whole policy.
     fn validate(&self, _policy: &Policy) -> Result<(), String> {
         Ok(())
     }

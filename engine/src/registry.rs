@@ -7,7 +7,7 @@ use std::sync::{Arc, RwLock};
 
 use crate::error::EngineError;
 use crate::plugin::Plugin;
-use crate::policy::{Policy, PolicySnapshot};
+use crate::policy::{Policy, PolicyShape, PolicySnapshot};
 
 /// How a plugin got into the registry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -64,18 +64,39 @@ impl PluginRegistry {
         Ok(registry)
     }
 
-    /// Adds a plugin; refused if its name or one of its jobs is taken.
+    /// Adds a plugin; refused if its name or one of its jobs is taken, or it declares a
+    /// section another plugin declares with another type.
     pub fn add(&self, plugin: Arc<dyn Plugin>, origin: PluginOrigin) -> Result<(), EngineError> {
         let mut entries = self.entries.write().unwrap_or_else(|e| e.into_inner());
         let name = plugin.name().to_string();
-        let jobs = plugin.jobs();
+        let jobs = job_names(plugin.as_ref());
         for entry in entries.iter() {
-            if entry.plugin.name() == name || entry.plugin.jobs().iter().any(|j| jobs.contains(j)) {
+            if entry.plugin.name() == name
+                || job_names(entry.plugin.as_ref())
+                    .iter()
+                    .any(|j| jobs.contains(j))
+            {
                 return Err(EngineError::DuplicatePlugin(name));
             }
         }
+        let mut shape = shape_of_entries(&entries)?;
+        for spec in plugin.sections() {
+            shape
+                .add_section(spec)
+                .map_err(|e| EngineError::PluginConflict {
+                    plugin: name.clone(),
+                    message: e.to_string(),
+                })?;
+        }
         entries.push(Entry { plugin, origin });
         Ok(())
+    }
+
+    /// The sections and jobs of every registered plugin, for the policy loader.
+    pub fn shape(&self) -> PolicyShape {
+        let entries = self.entries.read().unwrap_or_else(|e| e.into_inner());
+        // `add` refused every conflict, so this cannot fail.
+        shape_of_entries(&entries).unwrap_or_default()
     }
 
     /// Removes a dynamic plugin by name (built-ins stay). Returns whether one was removed.
@@ -103,7 +124,7 @@ impl PluginRegistry {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .iter()
-            .find(|e| e.plugin.jobs().iter().any(|j| j == job))
+            .find(|e| e.plugin.jobs().iter().any(|j| j.name == job))
             .map(|e| e.plugin.clone())
     }
 
@@ -113,7 +134,7 @@ impl PluginRegistry {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .iter()
-            .flat_map(|e| e.plugin.jobs())
+            .flat_map(|e| job_names(e.plugin.as_ref()))
             .collect()
     }
 
@@ -125,7 +146,7 @@ impl PluginRegistry {
             .map(|e| PluginInfo {
                 name: e.plugin.name().to_string(),
                 version: e.plugin.version().to_string(),
-                jobs: e.plugin.jobs(),
+                jobs: job_names(e.plugin.as_ref()),
                 origin: e.origin.clone(),
             })
             .collect()
@@ -172,4 +193,36 @@ impl PluginRegistry {
             plugin.apply(snapshot);
         }
     }
+}
+
+fn job_names(plugin: &dyn Plugin) -> Vec<String> {
+    plugin.jobs().into_iter().map(|j| j.name).collect()
+}
+
+/// The policy shape of some plugins: their sections and their jobs' default schedules.
+/// Dynamic plugins' jobs are scheduled by `[plugins.<name>] schedule`, not `[schedule]`.
+fn shape_of_entries(entries: &[Entry]) -> Result<PolicyShape, EngineError> {
+    let mut shape = PolicyShape::new();
+    for Entry { plugin, origin } in entries {
+        for spec in plugin.sections() {
+            shape
+                .add_section(spec)
+                .map_err(|e| EngineError::PluginConflict {
+                    plugin: plugin.name().to_string(),
+                    message: e.to_string(),
+                })?;
+        }
+        if matches!(origin, PluginOrigin::Dynamic { .. }) {
+            continue;
+        }
+        for job in plugin.jobs() {
+            shape.add_job(job);
+        }
+    }
+    Ok(shape)
+}
+
+/// The policy shape of some compiled-in plugins (to load a policy without an engine).
+pub fn policy_shape(plugins: Vec<Arc<dyn Plugin>>) -> Result<PolicyShape, EngineError> {
+    Ok(PluginRegistry::new(plugins)?.shape())
 }

@@ -3,6 +3,9 @@
 //! shared libraries), refusing bad files with an error that names the file and the cause,
 //! containing panics and hangs, hot reload, and scheduling.
 
+#[path = "support/sample_section.rs"]
+mod sample_section;
+use sample_section::EvidencePlugin;
 use speckit_engine::dynamic::HostCommand;
 use speckit_engine::events::{EngineEvent, JobOutcome, ReloadCause, ReloadOutcome};
 use speckit_engine::plugin::{BoxFuture, JobContext, JobReport, JobTrigger, Plugin, PluginError};
@@ -60,7 +63,7 @@ impl Workspace {
     fn write(&self, plugins: &str) {
         let body = format!(
             "[storage]\ndatabase_path = \"consensus.db\"\n\n[evidence]\nroot = \"evidence\"\n\n\
-             [schedule]\ncleanup = \"off\"\nvacuum = \"off\"\nintegrity_check = \"off\"\n\n{plugins}\n"
+             \n{plugins}\n"
         );
         fs::write(self.config(), body).unwrap();
     }
@@ -76,9 +79,21 @@ impl Workspace {
         self.start_with(Vec::new()).await
     }
 
-    async fn start_with(&self, builtin: Vec<Arc<dyn Plugin>>) -> Engine {
+    /// Starts with `builtin` and the stand-ins that declare `[evidence]` and `[retention]`.
+    async fn start_with(&self, mut builtin: Vec<Arc<dyn Plugin>>) -> Engine {
+        builtin.push(Arc::new(EvidencePlugin));
         Engine::start(self.options(), builtin).await.unwrap()
     }
+}
+
+/// The registry's dynamic plugins (the stand-ins are compiled in).
+fn dynamic_plugins(engine: &Engine) -> Vec<speckit_engine::registry::PluginInfo> {
+    engine
+        .registry()
+        .list()
+        .into_iter()
+        .filter(|p| matches!(p.origin, PluginOrigin::Dynamic { .. }))
+        .collect()
 }
 
 fn probe_section(name: &str, file: &str, extra: &str, config: &str) -> String {
@@ -108,7 +123,7 @@ async fn a_plugin_loads_validates_its_config_and_runs_with_the_job_context() {
     ws.write(&probe_section("probe", "libprobe.so", "", "mode = \"ok\""));
     let engine = ws.start().await;
 
-    let listed = engine.registry().list();
+    let listed = dynamic_plugins(&engine);
     let probe = listed.iter().find(|p| p.name == "probe").unwrap();
     assert_eq!(probe.version, env!("CARGO_PKG_VERSION"));
     assert_eq!(probe.jobs, vec!["probe".to_string()]);
@@ -172,7 +187,10 @@ async fn a_plugin_rejecting_its_config_rejects_the_policy_at_start_and_at_reload
         "",
         "validate = \"reject\"",
     ));
-    let err = Engine::start(ws.options(), Vec::new()).await.err().unwrap();
+    let err = Engine::start(ws.options(), vec![Arc::new(EvidencePlugin)])
+        .await
+        .err()
+        .unwrap();
     assert!(matches!(err, EngineError::PluginPolicy { .. }), "{err}");
     assert!(err.is_usage());
     let text = err.to_string();
@@ -323,7 +341,7 @@ async fn bad_files_are_refused_each_with_its_file_and_cause() {
         "cannot read plugin path",
     );
     assert_eq!(failures.len(), 7, "{failures:?}");
-    assert_eq!(engine.registry().list().len(), 1);
+    assert_eq!(dynamic_plugins(&engine).len(), 1);
     assert_eq!(run(&engine, "probe").await.outcome, JobOutcome::Succeeded);
     engine.shutdown(Duration::from_secs(5)).await;
 }
@@ -440,7 +458,7 @@ async fn hot_reload_adds_moves_and_removes_a_plugin_and_stops_unused_hosts() {
     let ws = Workspace::new();
     ws.write("");
     let engine = ws.start().await;
-    assert!(engine.registry().list().is_empty());
+    assert!(dynamic_plugins(&engine).is_empty());
 
     // Added while running: loaded, registered, runnable.
     let v1 = ws.drop_in(PROBE, "libprobe-1.so");
@@ -544,8 +562,8 @@ impl Plugin for Builtin {
     fn version(&self) -> &str {
         "1.0.0"
     }
-    fn jobs(&self) -> Vec<String> {
-        vec!["count".into()]
+    fn jobs(&self) -> Vec<speckit_engine::policy::JobSpec> {
+        vec![speckit_engine::policy::JobSpec::on_request("count")]
     }
     fn run(&self, _ctx: JobContext) -> BoxFuture<'_, Result<JobReport, PluginError>> {
         Box::pin(async { Ok(JobReport::new("counted", serde_json::json!({}))) })
@@ -643,7 +661,7 @@ async fn links_and_odd_names_resolve_to_the_real_file_and_its_folder_is_checked(
         "{error}"
     );
     assert_eq!(failures.len(), 1, "{failures:?}");
-    let origin = engine.registry().list()[0].origin.clone();
+    let origin = dynamic_plugins(&engine)[0].origin.clone();
     assert_eq!(
         origin,
         PluginOrigin::Dynamic {

@@ -33,8 +33,8 @@ impl Plugin for Probe {
     fn version(&self) -> &str {
         "0.0.0"
     }
-    fn jobs(&self) -> Vec<String> {
-        vec!["probe".into()]
+    fn jobs(&self) -> Vec<speckit_engine::policy::JobSpec> {
+        vec![speckit_engine::policy::JobSpec::on_request("probe")]
     }
     fn schema(&self) -> Option<&'static ComponentSchema> {
         Some(&PROBE_SCHEMA)

@@ -4,6 +4,9 @@
 //! plugin writes its own tables in one transaction and is refused, with nothing written,
 //! when it touches the host's, the engine's or another plugin's table.
 
+#[path = "support/sample_section.rs"]
+mod sample_section;
+use sample_section::EvidencePlugin;
 use serde_json::Value;
 use speckit_engine::dynamic::HostCommand;
 use speckit_engine::engine::JobRun;
@@ -13,6 +16,7 @@ use speckit_engine::{Engine, EngineOptions};
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 struct Workspace {
@@ -47,7 +51,7 @@ impl Workspace {
     fn write(&self, plugins: &[(&str, &str, &str)]) {
         let mut body = String::from(
             "[storage]\ndatabase_path = \"consensus.db\"\n[evidence]\nroot = \"evidence\"\n\
-             [schedule]\ncleanup = \"off\"\nvacuum = \"off\"\nintegrity_check = \"off\"\n",
+             ",
         );
         for (name, extra, config) in plugins {
             body.push_str(&format!(
@@ -61,7 +65,9 @@ impl Workspace {
         let mut options = EngineOptions::new(self.config());
         options.env = Vec::new();
         options.plugin_host = HostCommand::new(env!("CARGO_BIN_EXE_speckit-plugin-host"));
-        Engine::start(options, Vec::new()).await.unwrap()
+        Engine::start(options, vec![Arc::new(EvidencePlugin)])
+            .await
+            .unwrap()
     }
 }
 

@@ -2,6 +2,10 @@
 //! SIGHUP, and a running job that must keep its snapshot. Every wait is on the engine's
 //! event channel (or policy channel) with a bounded timeout; nothing sleeps to wait.
 
+#[path = "support/sample_section.rs"]
+mod sample_section;
+
+use sample_section::{Ages, AgesPlugin};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -9,6 +13,7 @@ use std::time::{Duration, SystemTime};
 
 use speckit_engine::events::{EngineEvent, JobOutcome, ReloadCause, ReloadOutcome};
 use speckit_engine::plugin::BoxFuture;
+use speckit_engine::policy::JobSpec;
 use speckit_engine::watch::{self, WatchOptions};
 use speckit_engine::{
     Engine, EngineOptions, JobContext, JobReport, JobTrigger, Plugin, PluginError,
@@ -87,6 +92,8 @@ impl Running {
         plugins: Vec<Arc<dyn Plugin>>,
         watch: WatchOptions,
     ) -> Self {
+        let mut plugins = plugins;
+        plugins.push(Arc::new(AgesPlugin));
         let engine = Engine::start(options, plugins).await.unwrap();
         let events = engine.events().subscribe();
         watch::spawn_with(&engine, watch).unwrap();
@@ -150,7 +157,11 @@ impl Running {
     }
 
     fn archive_after_days(&self) -> u32 {
-        self.engine.policy().policy.retention.archive_after_days
+        self.engine
+            .policy()
+            .policy
+            .section::<Ages>()
+            .archive_after_days
     }
 
     async fn stop(self) {
@@ -317,7 +328,8 @@ async fn database_path_change_is_rejected_with_a_restart_message() {
     let policy = run.engine.policy();
     assert_eq!(policy.policy.storage.database_path, ws.database);
     assert_eq!(
-        policy.policy.retention.archive_after_days, 30,
+        policy.policy.section::<Ages>().archive_after_days,
+        30,
         "nothing of the file applied"
     );
     run.stop().await;
@@ -379,8 +391,8 @@ impl Plugin for GatedPlugin {
     fn version(&self) -> &str {
         "0.0.0"
     }
-    fn jobs(&self) -> Vec<String> {
-        vec!["gated".into()]
+    fn jobs(&self) -> Vec<JobSpec> {
+        vec![JobSpec::on_request("gated")]
     }
     fn run(&self, ctx: JobContext) -> BoxFuture<'_, Result<JobReport, PluginError>> {
         Box::pin(async move {
@@ -392,7 +404,7 @@ impl Plugin for GatedPlugin {
                 serde_json::json!({
                     "start_generation": start,
                     "end_generation": ctx.policy.generation,
-                    "archive_after_days_at_end": ctx.policy.policy.retention.archive_after_days,
+                    "archive_after_days_at_end": ctx.policy.policy.section::<Ages>().archive_after_days,
                 }),
             ))
         })
@@ -468,7 +480,7 @@ async fn schedule_change_reaches_policy_subscribers() {
         .expect("timed out waiting for the policy channel")
         .unwrap();
     let snapshot = policies.borrow_and_update().clone();
-    assert_eq!(snapshot.policy.schedule.cleanup, "15 2 * * 1-5");
+    assert_eq!(snapshot.policy.schedule.jobs["cleanup"], "15 2 * * 1-5");
     assert_eq!(snapshot.generation, 2);
     run.stop().await;
 }

@@ -586,10 +586,14 @@ async fn timers_overdue_by_days_run_once() {
 
 #[tokio::test(start_paused = true)]
 async fn a_job_without_a_plugin_is_skipped_with_one_warning() {
-    let ws = Workspace::new("cleanup = \"0 * * * *\"\nvacuum = \"0 * * * *\"");
+    let ws = Workspace::new(
+        "cleanup = \"0 * * * *\"\n\
+         [plugins.ghost]\npath = \"plugins/absent.so\"\nschedule = \"0 * * * *\"",
+    );
     let clock = TestClock::starting_at(monday(10, 0, 30));
     let log = run_log();
-    // Only cleanup has a plugin; vacuum's plugin "failed to load".
+    // Only cleanup has a plugin; ghost's library fails to load (a load failure, not a
+    // rejected policy), so its scheduled job has none.
     let engine = ws
         .engine(
             "solo",
@@ -603,15 +607,15 @@ async fn a_job_without_a_plugin_is_skipped_with_one_warning() {
     step_until(&[&sched], &clock, minutes(30), monday(15, 0, 30), |_| {}).await;
 
     assert_eq!(runs_of(&log, "cleanup").len(), 5);
-    let skips = skips_of(&drain(&mut events), "vacuum");
+    let skips = skips_of(&drain(&mut events), "ghost");
     assert_eq!(skips.len(), 1, "one warning, not one per tick: {skips:?}");
     assert!(skips[0].contains("plugin"), "{}", skips[0]);
     assert_eq!(
-        state_row(&engine, "vacuum"),
+        state_row(&engine, "ghost"),
         None,
         "an unrunnable tick is not recorded as fired"
     );
-    assert!(recorded_runs(&engine, "vacuum").is_empty());
+    assert!(recorded_runs(&engine, "ghost").is_empty());
     stop(&engine).await;
 }
 

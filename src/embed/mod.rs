@@ -207,10 +207,12 @@ impl EngineBuilder {
 
         // Where the database is, before anything opens it: refuse a second engine before
         // it runs a migration or starts a writer.
+        let shape = speckit_engine::PluginRegistry::new(plugins.clone())?.shape();
         let first = speckit_engine::policy::load_policy(
             &self.options.config_path,
             self.options.require_config_file,
             self.options.env.clone(),
+            &shape,
         )
         .map_err(speckit_engine::EngineError::from)?;
         let claim =

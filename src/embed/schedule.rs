@@ -76,9 +76,9 @@ mod tests {
     #[test]
     fn computed_from_the_policy_soonest_first() {
         let mut policy = Policy::default();
-        policy.schedule.cleanup = "0 3 * * *".into();
-        policy.schedule.vacuum = "30 2 * * *".into();
-        policy.schedule.integrity_check = "off".into();
+        policy.schedule.set_job("cleanup", "0 3 * * *");
+        policy.schedule.set_job("vacuum", "30 2 * * *");
+        policy.schedule.set_job("integrity_check", "off");
         let registry = PluginRegistry::default();
         let now = Utc.with_ymd_and_hms(2026, 3, 2, 1, 0, 0).unwrap();
         let runs = next_runs(&policy, &registry, None, now);
@@ -95,7 +95,7 @@ mod tests {
     fn the_running_scheduler_wins_and_time_zone_applies() {
         let mut policy = Policy::default();
         policy.schedule.timezone = "Europe/Berlin".into();
-        policy.schedule.cleanup = "0 3 * * *".into();
+        policy.schedule.set_job("cleanup", "0 3 * * *");
         let registry = PluginRegistry::default();
         let now = Utc.with_ymd_and_hms(2026, 11, 29, 0, 0, 0).unwrap();
         let runs = next_runs(&policy, &registry, None, now);

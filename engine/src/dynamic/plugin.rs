@@ -13,7 +13,7 @@ use super::error::CallError;
 use super::library::PluginFunction;
 use super::process::{CallLimits, PluginHost};
 use crate::plugin::{BoxFuture, JobContext, JobReport, Plugin, PluginError};
-use crate::policy::{DynamicPluginPolicy, Policy};
+use crate::policy::{DynamicPluginPolicy, JobSpec, Policy};
 use crate::storage::ComponentSchema;
 
 /// One library file loaded in host processes, with what it declared about itself.
@@ -90,10 +90,7 @@ impl DynamicPlugin {
                 .map_err(|e| PluginError::Failed(format!("cannot encode the config: {e}")))?,
             config_file: ctx.policy.source.path.clone(),
             config_dir: ctx.policy.source.dir.clone(),
-            evidence_root: policy.evidence.root.clone(),
-            tracker_paths: policy.evidence.tracker_paths.clone(),
-            active_statuses: policy.retention.active_statuses.clone(),
-            finished_statuses: policy.retention.finished_statuses.clone(),
+            sections: policy.sections.to_json(),
             now_unix_ms: now.timestamp_millis(),
             now_rfc3339: now.to_rfc3339(),
             policy_generation: ctx.policy.generation,
@@ -120,8 +117,9 @@ impl Plugin for DynamicPlugin {
         &self.loaded.host.info().version
     }
 
-    fn jobs(&self) -> Vec<String> {
-        vec![self.name.clone()]
+    fn jobs(&self) -> Vec<JobSpec> {
+        // Scheduled by `[plugins.<name>] schedule`, not `[schedule]`.
+        vec![JobSpec::on_request(self.name.clone())]
     }
 
     /// Accepts: the loader validates `[plugins.<name>.config]` with the library that will

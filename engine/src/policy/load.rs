@@ -2,8 +2,9 @@
 //! then semantic checks, path resolution, and a record of where each value came from.
 
 use super::env::EnvVars;
+use super::section::PolicyShape;
 use super::validate::validate;
-use super::Policy;
+use super::{EngineSections, Policy, SchedulePolicy, ENGINE_SECTIONS};
 use chrono::{DateTime, Utc};
 use figment::providers::{Format, Serialized, Toml};
 use figment::{Figment, Metadata};
@@ -121,7 +122,8 @@ fn format_invalid(path: &Path, problems: &[Problem]) -> String {
     out
 }
 
-/// Loads and validates the policy at `config_path`.
+/// Loads and validates the policy at `config_path`, for the plugins whose sections and
+/// jobs `shape` holds (see [`crate::registry::PluginRegistry::shape`]).
 ///
 /// `require_file`: a missing file is an error (the user named it) rather than defaults.
 /// `env`: the environment to read `SPECKIT_*` variables from (pass `std::env::vars()`).
@@ -129,6 +131,7 @@ pub fn load_policy(
     config_path: &Path,
     require_file: bool,
     env: impl IntoIterator<Item = (String, String)>,
+    shape: &PolicyShape,
 ) -> Result<PolicySnapshot, LoadError> {
     let path = absolute(config_path);
     let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
@@ -163,33 +166,34 @@ pub fn load_policy(
         }
     }
 
-    let mut figment = Figment::from(Serialized::defaults(Policy::default()));
-    if let Some(text) = &text {
-        figment = figment.merge(Toml::string(text));
-    }
     let env_provider = EnvVars::from_iter(env);
-    figment = figment.merge(env_provider.clone());
-
+    let figment = layered(shape, text.as_deref(), &env_provider);
+    let problem = |error| figment_problem(error, text.as_deref(), &path, &env_provider);
     let invalid = |problems| LoadError::Invalid {
         path: path.clone(),
         problems,
     };
-    let mut policy: Policy = match figment.extract() {
-        Ok(policy) => policy,
-        Err(errors) => {
-            let problems = errors
-                .into_iter()
-                .map(|e| figment_problem(e, text.as_deref(), &path, &env_provider))
-                .collect();
-            return Err(invalid(problems));
-        }
-    };
 
-    let mut problems = validate(&policy);
+    let (mut policy, unreadable) = extract(&figment, shape);
+    let mut problems: Vec<Problem> = unreadable
+        .into_iter()
+        .map(|e| e.into_problem(&problem))
+        .collect();
+    if problems.is_empty() {
+        problems = validate(&policy);
+    }
     let origins = collect_origins(&figment, &policy, &path, &env_provider);
     for p in &mut problems {
-        p.origin = origins.get(&p.key).cloned();
-        if matches!(p.origin, Some(Origin::File { .. })) {
+        if p.origin.is_none() {
+            // A key the policy does not hold (an unknown job or section) still has a
+            // provider that gave it.
+            p.origin = origins.get(&p.key).cloned().or_else(|| {
+                figment
+                    .find_metadata(&p.key)
+                    .map(|m| origin_of(m, &p.key, &path, &env_provider))
+            });
+        }
+        if matches!(p.origin, Some(Origin::File { .. })) && p.line.is_none() {
             p.line = text.as_deref().and_then(|t| key_line(t, &p.key));
         }
     }
@@ -208,6 +212,147 @@ pub fn load_policy(
         generation: 0,
         loaded_at: Utc::now(),
     })
+}
+
+/// Defaults (the engine's, each section's, each job's schedule) < the file < environment.
+fn layered(shape: &PolicyShape, text: Option<&str>, env: &EnvVars) -> Figment {
+    let mut defaults = EngineSections::default();
+    defaults.schedule.jobs = shape.jobs.clone();
+    let mut figment = Figment::from(Serialized::defaults(DefaultsView(&defaults)));
+    for spec in &shape.sections {
+        figment = figment.merge(Serialized::default(spec.name(), spec.defaults()));
+    }
+    if let Some(text) = text {
+        figment = figment.merge(Toml::string(text));
+    }
+    figment.merge(env.clone())
+}
+
+/// The engine's defaults as a serializable value (`EngineSections` only deserializes).
+struct DefaultsView<'a>(&'a EngineSections);
+
+impl Serialize for DefaultsView<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(Some(3))?;
+        map.serialize_entry("storage", &self.0.storage)?;
+        map.serialize_entry("schedule", &self.0.schedule)?;
+        map.serialize_entry("plugins", &self.0.plugins)?;
+        map.end()
+    }
+}
+
+/// A value the loader could not read.
+enum ExtractProblem {
+    Figment(figment::Error),
+    Key { key: String, message: String },
+}
+
+impl ExtractProblem {
+    fn into_problem(self, from_figment: &impl Fn(figment::Error) -> Problem) -> Problem {
+        match self {
+            ExtractProblem::Figment(e) => from_figment(e),
+            ExtractProblem::Key { key, message } => Problem {
+                key,
+                line: None,
+                origin: None,
+                message,
+            },
+        }
+    }
+}
+
+/// Reads the engine's sections, the job schedules and every declared section through its
+/// type; an undeclared section or job is a problem.
+fn extract(figment: &Figment, shape: &PolicyShape) -> (Policy, Vec<ExtractProblem>) {
+    let mut problems = Vec::new();
+    let engine: EngineSections = figment.extract().unwrap_or_else(|e| {
+        problems.extend(e.into_iter().map(ExtractProblem::Figment));
+        EngineSections::default()
+    });
+    let mut policy = Policy {
+        storage: engine.storage,
+        schedule: engine.schedule,
+        plugins: engine.plugins,
+        ..Policy::default()
+    };
+    policy.schedule.jobs = job_schedules(figment, shape, &policy, &mut problems);
+
+    let top: BTreeMap<String, figment::value::Value> = figment.extract().unwrap_or_default();
+    let declared: Vec<&str> = shape.section_names().collect();
+    for (name, value) in &top {
+        if ENGINE_SECTIONS.contains(&name.as_str()) {
+            continue;
+        }
+        if !declared.contains(&name.as_str()) {
+            let mut known: Vec<&str> = ENGINE_SECTIONS.to_vec();
+            known.extend(&declared);
+            problems.push(ExtractProblem::Key {
+                key: name.clone(),
+                message: format!(
+                    "unknown section [{name}]: no registered plugin declares it (sections: {})",
+                    known.join(", ")
+                ),
+            });
+        } else if value.as_dict().is_none() {
+            problems.push(ExtractProblem::Key {
+                key: name.clone(),
+                message: format!("[{name}] must be a table"),
+            });
+        }
+    }
+    for spec in &shape.sections {
+        match spec.parse(&figment.focus(spec.name())) {
+            Ok(value) => policy.sections.insert(spec.name(), value),
+            Err(errors) => problems.extend((*errors).into_iter().map(|mut e| {
+                e.path.insert(0, spec.name().to_string());
+                ExtractProblem::Figment(e)
+            })),
+        }
+    }
+    (policy, problems)
+}
+
+/// `[schedule]`'s job entries over the plugins' defaults; each must be a string naming a
+/// job a plugin runs.
+fn job_schedules(
+    figment: &Figment,
+    shape: &PolicyShape,
+    policy: &Policy,
+    problems: &mut Vec<ExtractProblem>,
+) -> BTreeMap<String, String> {
+    let mut jobs = shape.jobs.clone();
+    let entries: BTreeMap<String, figment::value::Value> =
+        figment.extract_inner("schedule").unwrap_or_default();
+    for (job, value) in entries {
+        if SchedulePolicy::SETTINGS.contains(&job.as_str()) {
+            continue;
+        }
+        let key = format!("schedule.{job}");
+        if !shape.jobs.contains_key(&job) {
+            let hint = if policy.plugins.contains_key(&job) {
+                format!("; a dynamic plugin's schedule is [plugins.{job}] schedule")
+            } else {
+                let known: Vec<&str> = shape.job_names().collect();
+                format!(" (jobs: {})", known.join(", "))
+            };
+            problems.push(ExtractProblem::Key {
+                key,
+                message: format!("no plugin runs a job named {job:?}{hint}"),
+            });
+            continue;
+        }
+        match value.as_str() {
+            Some(expression) => {
+                jobs.insert(job, expression.to_string());
+            }
+            None => problems.push(ExtractProblem::Key {
+                key,
+                message: "must be a cron expression or \"off\", as a string".into(),
+            }),
+        }
+    }
+    jobs
 }
 
 /// SHA-256 of bytes, as hex.
@@ -241,17 +386,11 @@ pub fn resolve_path(path: &Path, base: &Path) -> PathBuf {
 
 fn resolve_paths(policy: &mut Policy, dir: &Path) {
     policy.storage.database_path = resolve_path(&policy.storage.database_path, dir);
-    policy.evidence.root = resolve_path(&policy.evidence.root, dir);
-    for tracker in &mut policy.evidence.tracker_paths {
-        *tracker = resolve_path(tracker, dir);
-    }
-    for agent in &mut policy.spawn.agents {
-        if let Some(wd) = &mut agent.working_dir {
-            *wd = resolve_path(wd, dir);
-        }
-    }
     for plugin in policy.plugins.values_mut() {
         plugin.path = resolve_path(&plugin.path, dir);
+    }
+    for (_, section) in policy.sections.iter_mut() {
+        *section = section.resolved(dir);
     }
 }
 
@@ -393,6 +532,58 @@ pub fn leaf_keys(value: &serde_json::Value, prefix: String, out: &mut Vec<String
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::policy::{JobSpec, Section, SectionProblems, SectionSpec};
+    use serde::Deserialize;
+
+    /// A plugin's section as the loader sees one.
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    #[serde(deny_unknown_fields, default)]
+    struct Sample {
+        keep_days: u32,
+        drop_days: u32,
+        workers: u32,
+        root: PathBuf,
+    }
+
+    impl Default for Sample {
+        fn default() -> Self {
+            Self {
+                keep_days: 30,
+                drop_days: 90,
+                workers: 8,
+                root: PathBuf::from("data"),
+            }
+        }
+    }
+
+    impl Section for Sample {
+        const NAME: &'static str = "sample";
+
+        fn validate(&self, problems: &mut SectionProblems) {
+            if self.drop_days <= self.keep_days {
+                problems.bad("drop_days", "must be above keep_days");
+            }
+            if self.workers == 0 {
+                problems.bad("workers", "must be at least 1");
+            }
+        }
+
+        fn resolve_paths(&mut self, resolve: &dyn Fn(&Path) -> PathBuf) {
+            self.root = resolve(&self.root);
+        }
+    }
+
+    fn shape() -> PolicyShape {
+        PolicyShape::new()
+            .section(SectionSpec::of::<Sample>())
+            .unwrap()
+            .job(JobSpec::new("tidy", "0 3 * * *"))
+            .job(JobSpec::on_request("undo"))
+    }
+
+    fn load(path: &Path, env: Vec<(String, String)>) -> Result<PolicySnapshot, LoadError> {
+        load_policy(path, true, env, &shape())
+    }
 
     fn write(dir: &Path, text: &str) -> PathBuf {
         let path = dir.join("speckit.toml");
@@ -403,29 +594,73 @@ mod tests {
     #[test]
     fn defaults_file_env_precedence_and_origins() {
         let dir = tempfile::tempdir().unwrap();
-        let path = write(
-            dir.path(),
-            "[retention]\narchive_after_days = 20\npurge_after_days = 60\n",
-        );
-        let env = vec![(
-            "SPECKIT_RETENTION__PURGE_AFTER_DAYS".to_string(),
-            "45".to_string(),
-        )];
-        let snap = load_policy(&path, true, env).unwrap();
-        assert_eq!(snap.policy.retention.archive_after_days, 20);
-        assert_eq!(snap.policy.retention.purge_after_days, 45);
-        assert_eq!(snap.policy.spawn.max_concurrency, 8);
+        let path = write(dir.path(), "[sample]\nkeep_days = 20\ndrop_days = 60\n");
+        let env = vec![("SPECKIT_SAMPLE__DROP_DAYS".to_string(), "45".to_string())];
+        let snap = load(&path, env).unwrap();
+        let sample = snap.policy.section::<Sample>();
+        assert_eq!(sample.keep_days, 20);
+        assert_eq!(sample.drop_days, 45);
+        assert_eq!(sample.workers, 8);
         assert!(matches!(
-            snap.origins["retention.archive_after_days"],
+            snap.origins["sample.keep_days"],
             Origin::File { .. }
         ));
         assert_eq!(
-            snap.origins["retention.purge_after_days"],
+            snap.origins["sample.drop_days"],
             Origin::Env {
-                variable: "SPECKIT_RETENTION__PURGE_AFTER_DAYS".into()
+                variable: "SPECKIT_SAMPLE__DROP_DAYS".into()
             }
         );
-        assert_eq!(snap.origins["spawn.max_concurrency"], Origin::Default);
+        assert_eq!(snap.origins["sample.workers"], Origin::Default);
+        assert_eq!(snap.origins["schedule.tidy"], Origin::Default);
+    }
+
+    #[test]
+    fn jobs_run_on_their_default_schedule_unless_the_file_says_otherwise() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(dir.path(), "");
+        let snap = load(&path, vec![]).unwrap();
+        assert_eq!(snap.policy.schedule.jobs["tidy"], "0 3 * * *");
+        assert_eq!(
+            snap.policy.scheduled_jobs(),
+            vec![("tidy".to_string(), "0 3 * * *".to_string())]
+        );
+
+        let path = write(
+            dir.path(),
+            "[schedule]\ntidy = \"off\"\nundo = \"0 1 * * *\"\n",
+        );
+        let snap = load(&path, vec![]).unwrap();
+        assert_eq!(
+            snap.policy.scheduled_jobs(),
+            vec![("undo".to_string(), "0 1 * * *".to_string())]
+        );
+        assert!(matches!(snap.origins["schedule.undo"], Origin::File { .. }));
+    }
+
+    #[test]
+    fn an_unknown_job_or_section_is_refused_by_name_and_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(dir.path(), "[schedule]\ntidyy = \"0 3 * * *\"\n");
+        let text = load(&path, vec![]).unwrap_err().to_string();
+        assert!(text.contains("schedule.tidyy (line 2)"), "{text}");
+        assert!(text.contains("jobs: tidy, undo"), "{text}");
+
+        let path = write(dir.path(), "\n[retention]\narchive_after_days = 3\n");
+        let text = load(&path, vec![]).unwrap_err().to_string();
+        assert!(text.contains("retention (line 2)"), "{text}");
+        assert!(text.contains("no registered plugin declares it"), "{text}");
+
+        let path = write(dir.path(), "sample = 3\n");
+        let text = load(&path, vec![]).unwrap_err().to_string();
+        assert!(text.contains("[sample] must be a table"), "{text}");
+
+        let path = write(dir.path(), "[schedule]\ntidy = 3\n");
+        let text = load(&path, vec![]).unwrap_err().to_string();
+        assert!(
+            text.contains("schedule.tidy (line 2): must be a cron expression"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -433,31 +668,33 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = write(dir.path(), "");
         let env = vec![("SPECKIT_CONFIG".to_string(), "/x".to_string())];
-        assert!(load_policy(&path, true, env).is_ok());
+        assert!(load(&path, env).is_ok());
     }
 
     #[test]
     fn unknown_key_names_key_and_line() {
         let dir = tempfile::tempdir().unwrap();
-        let path = write(dir.path(), "[retention]\n\narchive_after_dayz = 3\n");
-        let err = load_policy(&path, true, vec![]).unwrap_err();
-        let text = err.to_string();
-        assert!(text.contains("retention.archive_after_dayz"), "{text}");
+        let path = write(dir.path(), "[sample]\n\nkeep_dayz = 3\n");
+        let text = load(&path, vec![]).unwrap_err().to_string();
+        assert!(text.contains("sample.keep_dayz"), "{text}");
         assert!(text.contains("line 3"), "{text}");
         assert!(text.contains("speckit.toml"), "{text}");
+
+        let path = write(dir.path(), "[storage]\n\nbusy_timeout = 3\n");
+        let text = load(&path, vec![]).unwrap_err().to_string();
+        assert!(text.contains("storage.busy_timeout (line 3)"), "{text}");
     }
 
     #[test]
-    fn wrong_type_and_negative_sizes() {
+    fn wrong_type_names_key_and_line() {
         let dir = tempfile::tempdir().unwrap();
-        let path = write(dir.path(), "[spawn]\nmax_concurrency = \"many\"\n");
-        let text = load_policy(&path, true, vec![]).unwrap_err().to_string();
-        assert!(text.contains("spawn.max_concurrency"), "{text}");
-        assert!(text.contains("line 2"), "{text}");
+        let path = write(dir.path(), "[sample]\nworkers = \"many\"\n");
+        let text = load(&path, vec![]).unwrap_err().to_string();
+        assert!(text.contains("sample.workers (line 2)"), "{text}");
 
-        let path = write(dir.path(), "[evidence]\nlimit_mb = -5\n");
-        let text = load_policy(&path, true, vec![]).unwrap_err().to_string();
-        assert!(text.contains("evidence.limit_mb (line 2)"), "{text}");
+        let path = write(dir.path(), "[storage]\nbusy_timeout_ms = -5\n");
+        let text = load(&path, vec![]).unwrap_err().to_string();
+        assert!(text.contains("storage.busy_timeout_ms (line 2)"), "{text}");
     }
 
     #[test]
@@ -465,28 +702,28 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = write(
             dir.path(),
-            "[retention]\narchive_after_days = 30\npurge_after_days = 30\n[spawn]\nmax_concurrency = 0\n[schedule]\ncleanup = \"not cron\"\n",
+            "[sample]\nkeep_days = 30\ndrop_days = 30\nworkers = 0\n[schedule]\ntidy = \"not cron\"\n",
         );
-        let err = load_policy(&path, true, vec![]).unwrap_err();
+        let err = load(&path, vec![]).unwrap_err();
         let LoadError::Invalid { problems, .. } = &err else {
             panic!("{err}")
         };
         let keys: Vec<_> = problems.iter().map(|p| p.key.as_str()).collect();
-        assert!(keys.contains(&"retention.purge_after_days"), "{keys:?}");
-        assert!(keys.contains(&"spawn.max_concurrency"), "{keys:?}");
-        assert!(keys.contains(&"schedule.cleanup"), "{keys:?}");
-        let purge = problems
+        assert!(keys.contains(&"sample.drop_days"), "{keys:?}");
+        assert!(keys.contains(&"sample.workers"), "{keys:?}");
+        assert!(keys.contains(&"schedule.tidy"), "{keys:?}");
+        let drop = problems
             .iter()
-            .find(|p| p.key == "retention.purge_after_days")
+            .find(|p| p.key == "sample.drop_days")
             .unwrap();
-        assert_eq!(purge.line, Some(3));
+        assert_eq!(drop.line, Some(3));
     }
 
     #[test]
     fn syntax_error_has_line_and_column() {
         let dir = tempfile::tempdir().unwrap();
-        let path = write(dir.path(), "[retention]\narchive_after_days = = 3\n");
-        let err = load_policy(&path, true, vec![]).unwrap_err();
+        let path = write(dir.path(), "[sample]\nkeep_days = = 3\n");
+        let err = load(&path, vec![]).unwrap_err();
         assert!(matches!(err, LoadError::Syntax { line: 2, .. }), "{err}");
     }
 
@@ -495,17 +732,18 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = write(
             dir.path(),
-            "[storage]\ndatabase_path = \"db/c.db\"\n[evidence]\nroot = \"ev\"\n",
+            "[storage]\ndatabase_path = \"db/c.db\"\n[sample]\nroot = \"ev\"\n",
         );
-        let snap = load_policy(&path, true, vec![]).unwrap();
+        let snap = load(&path, vec![]).unwrap();
         assert_eq!(
             snap.policy.storage.database_path,
             dir.path().join("db/c.db")
         );
-        assert_eq!(snap.policy.evidence.root, dir.path().join("ev"));
+        assert_eq!(snap.policy.section::<Sample>().root, dir.path().join("ev"));
+        // The JSON view (`check`, reload diffs, dynamic plugins) holds the resolved path.
         assert_eq!(
-            snap.policy.evidence.tracker_paths,
-            vec![dir.path().join("SPEC.md")]
+            snap.policy.sections.to_json()["sample"]["root"],
+            serde_json::json!(dir.path().join("ev"))
         );
     }
 
@@ -514,37 +752,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("absent.toml");
         assert!(matches!(
-            load_policy(&path, true, vec![]),
+            load_policy(&path, true, vec![], &shape()),
             Err(LoadError::Read { .. })
         ));
-        assert!(load_policy(&path, false, vec![]).is_ok());
-    }
-}
-
-#[cfg(test)]
-mod documented_defaults {
-    use super::*;
-
-    /// `config/speckit.toml` documents every field with its default: loading it must give
-    /// exactly the built-in defaults.
-    #[test]
-    fn documented_file_matches_defaults() {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/speckit.toml");
-        let snapshot = load_policy(&path, true, vec![]).unwrap();
-        let mut expected = Policy::default();
-        resolve_paths(&mut expected, &snapshot.source.dir);
-        assert_eq!(snapshot.policy, expected);
-        // Every default leaf key is written in the file.
-        let missing: Vec<_> = snapshot
-            .origins
-            .iter()
-            .filter(|(k, o)| {
-                **o == Origin::Default
-                    && !k.starts_with("spawn.agents")
-                    && !k.starts_with("plugins")
-            })
-            .map(|(k, _)| k.clone())
-            .collect();
-        assert!(missing.is_empty(), "undocumented keys: {missing:?}");
+        let snap = load_policy(&path, false, vec![], &shape()).unwrap();
+        let expected = Sample {
+            root: dir.path().join("data"),
+            ..Sample::default()
+        };
+        assert_eq!(*snap.policy.section::<Sample>(), expected);
     }
 }

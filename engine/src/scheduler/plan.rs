@@ -187,22 +187,22 @@ mod tests {
     #[test]
     fn rebuild_keeps_unchanged_jobs_and_drops_removed_ones() {
         let mut policy = Policy::default();
-        policy.schedule.cleanup = "0 * * * *".into();
-        policy.schedule.vacuum = "30 * * * *".into();
-        policy.schedule.integrity_check = "off".into();
+        policy.schedule.set_job("cleanup", "0 * * * *");
+        policy.schedule.set_job("vacuum", "30 * * * *");
+        policy.schedule.set_job("integrity_check", "off");
         let first = Timetable::build(&policy, at(1, 10, 0), &Timetable::empty());
         assert_eq!(first.jobs["cleanup"].next_fire, Some(at(2, 0, 0)));
         assert_eq!(first.jobs["vacuum"].next_fire, Some(at(1, 30, 0)));
         assert_eq!(first.earliest(), Some(at(1, 30, 0)));
 
-        policy.schedule.vacuum = "off".into();
-        policy.schedule.cleanup = "0 * * * *".into();
+        policy.schedule.set_job("vacuum", "off");
+        policy.schedule.set_job("cleanup", "0 * * * *");
         // Built later than cleanup's pending tick: the pending tick is kept, not skipped.
         let second = Timetable::build(&policy, at(2, 0, 30), &first);
         assert_eq!(second.jobs["cleanup"].next_fire, Some(at(2, 0, 0)));
         assert!(!second.jobs.contains_key("vacuum"));
 
-        policy.schedule.cleanup = "15 * * * *".into();
+        policy.schedule.set_job("cleanup", "15 * * * *");
         let third = Timetable::build(&policy, at(2, 0, 30), &second);
         assert_eq!(third.jobs["cleanup"].next_fire, Some(at(2, 15, 0)));
     }

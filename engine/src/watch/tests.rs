@@ -42,7 +42,7 @@ struct Setup {
 }
 
 fn policy_text(archive_after_days: u32) -> String {
-    format!("[storage]\ndatabase_path = \"consensus.db\"\n[retention]\narchive_after_days = {archive_after_days}\n")
+    format!("[storage]\ndatabase_path = \"consensus.db\"\n[schedule]\njob_history_days = {archive_after_days}\n")
 }
 
 async fn setup(fail_first: usize) -> Setup {
@@ -135,7 +135,7 @@ async fn reload_waits_for_the_quiet_period_after_the_last_event() {
         1,
         "only start-up so far"
     );
-    assert_eq!(s.engine.policy().policy.retention.archive_after_days, 30);
+    assert_eq!(s.engine.policy().policy.schedule.job_history_days, 30);
 
     let (cause, outcome) = s.next_reload().await;
     let waited = Instant::now() - t0;
@@ -145,7 +145,7 @@ async fn reload_waits_for_the_quiet_period_after_the_last_event() {
         "{outcome:?}"
     );
     assert!(waited >= 700 * MS && waited < 710 * MS, "{waited:?}");
-    assert_eq!(s.engine.policy().policy.retention.archive_after_days, 45);
+    assert_eq!(s.engine.policy().policy.schedule.job_history_days, 45);
     s.engine.shutdown(Duration::from_secs(5)).await;
 }
 
@@ -195,7 +195,7 @@ async fn a_failing_watch_is_retried_with_backoff_then_the_file_rechecked() {
         "{outcome:?}"
     );
     assert_eq!(Instant::now() - previous, DEFAULT_DEBOUNCE);
-    assert_eq!(s.engine.policy().policy.retention.archive_after_days, 60);
+    assert_eq!(s.engine.policy().policy.schedule.job_history_days, 60);
     s.engine.shutdown(Duration::from_secs(5)).await;
 }
 
@@ -214,7 +214,7 @@ async fn a_broken_watch_is_replaced_and_pending_changes_reloaded() {
         matches!(outcome, ReloadOutcome::Applied { .. }),
         "{outcome:?}"
     );
-    assert_eq!(s.engine.policy().policy.retention.archive_after_days, 70);
+    assert_eq!(s.engine.policy().policy.schedule.job_history_days, 70);
     // The new watch is live: a later edit is seen through it.
     assert!(!Arc::ptr_eq(
         &broken,

@@ -103,8 +103,11 @@ impl Plugin for CountingPlugin {
         "0.0.0-test"
     }
 
-    fn jobs(&self) -> Vec<String> {
-        self.jobs.clone()
+    fn jobs(&self) -> Vec<speckit_engine::policy::JobSpec> {
+        self.jobs
+            .iter()
+            .map(speckit_engine::policy::JobSpec::on_request)
+            .collect()
     }
 
     fn run(&self, ctx: JobContext) -> BoxFuture<'_, Result<JobReport, PluginError>> {
@@ -161,7 +164,8 @@ pub struct Workspace {
 }
 
 impl Workspace {
-    /// `schedule` is the body of the `[schedule]` table; jobs it does not name are off.
+    /// `schedule` is the body of the `[schedule]` table; jobs it does not name are off
+    /// (the harness's plugins run their jobs on request unless scheduled).
     pub fn new(schedule: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("speckit.toml");
@@ -172,14 +176,6 @@ impl Workspace {
 
     pub fn write_schedule(&self, schedule: &str) {
         let mut body = String::from("[storage]\ndatabase_path = \"consensus.db\"\n\n[schedule]\n");
-        for job in ["cleanup", "vacuum", "integrity_check"] {
-            if !schedule
-                .lines()
-                .any(|l| l.trim_start().starts_with(&format!("{job} ")))
-            {
-                body.push_str(&format!("{job} = \"off\"\n"));
-            }
-        }
         body.push_str(schedule);
         body.push('\n');
         std::fs::write(&self.config, body).unwrap();

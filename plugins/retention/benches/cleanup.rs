@@ -19,6 +19,8 @@ use speckit_engine::Storage;
 use speckit_retention::execute::{self, ExecRequest};
 use speckit_retention::plan::{self, PlanRequest};
 use speckit_retention::tracker::Trackers;
+use speckit_retention::EvidencePolicy;
+use speckit_retention::RetentionPolicy;
 use speckit_testkit::bulk::{self, BulkTree};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -79,18 +81,20 @@ fn main() {
         &ws.join("speckit.toml"),
         true,
         Vec::<(String, String)>::new(),
+        &speckit_retention::RetentionPlugin::policy_shape(),
     )
     .expect("policy")
     .policy;
     let storage = Storage::open(storage_options(&policy)).expect("storage");
-    let trackers = Trackers::load(&policy.evidence.tracker_paths).expect("trackers");
+    let trackers =
+        Trackers::load(&policy.section::<EvidencePolicy>().tracker_paths).expect("trackers");
     // The tree was just written: plan and baseline both run with a warm page cache.
     let db_before = database_bytes(&storage);
 
     reset_peak_memory();
     let t = Instant::now();
     let plan = plan::build(&PlanRequest {
-        root: &policy.evidence.root,
+        root: &policy.section::<EvidencePolicy>().root,
         policy: &policy,
         trackers: &trackers,
         now,
@@ -111,7 +115,7 @@ fn main() {
         plan: &plan,
         storage: &storage,
         now,
-        zstd_level: policy.retention.zstd_level,
+        zstd_level: policy.section::<RetentionPolicy>().zstd_level,
         faults: None,
         cancelled: &|| false,
         workers: threads,

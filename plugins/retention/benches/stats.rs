@@ -11,6 +11,7 @@
 
 use speckit_engine::Policy;
 use speckit_retention::stats::{collect, Scope, SpecNames, StatsReport};
+use speckit_retention::EvidencePolicy;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -70,7 +71,9 @@ fn main() {
     };
 
     let mut policy = Policy::default();
-    policy.evidence.root = root.clone();
+    policy
+        .sections
+        .update::<EvidencePolicy>(|s| s.root = root.clone());
     let run_stats = || {
         let t = Instant::now();
         let report = collect(&policy, &Scope::All, &SpecNames::canonical()).expect("stats");

@@ -4,6 +4,7 @@
 //! gets the SPEC under its limit), like upstream's check that blocked the pipeline with a
 //! message telling the user what to run.
 
+use crate::EvidencePolicy;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use speckit_engine::{Policy, SpecId, Storage};
@@ -66,7 +67,7 @@ pub struct PlanPreview<'a> {
 impl CleanupPreview for PlanPreview<'_> {
     fn preview(&self, policy: &Policy, spec: &SpecId) -> Result<CleanupOutlook, String> {
         let plan = plan::build(&PlanRequest {
-            root: &policy.evidence.root,
+            root: &policy.section::<EvidencePolicy>().root,
             policy,
             trackers: self.trackers,
             now: self.now,

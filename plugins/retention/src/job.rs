@@ -5,6 +5,8 @@
 //! caller, off for scheduled runs so a million-file plan never lands in the job-runs table)
 //! and [`RestoreOptions`].
 
+use crate::EvidencePolicy;
+use crate::RetentionPolicy;
 use serde_json::json;
 use speckit_engine::{JobContext, JobReport, PluginError, SpecId};
 use std::path::PathBuf;
@@ -88,8 +90,8 @@ pub fn cleanup_blocking(
     workers: usize,
 ) -> Result<CleanupResult, RetentionError> {
     let started = Instant::now();
-    let root = ctx_policy.evidence.root.clone();
-    let trackers = Trackers::load(&ctx_policy.evidence.tracker_paths)?;
+    let root = ctx_policy.section::<EvidencePolicy>().root.clone();
+    let trackers = Trackers::load(&ctx_policy.section::<EvidencePolicy>().tracker_paths)?;
     let plan = plan::build(&PlanRequest {
         root: &root,
         policy: ctx_policy,
@@ -144,7 +146,7 @@ pub fn cleanup_blocking(
         plan: &result.plan,
         storage,
         now,
-        zstd_level: ctx_policy.retention.zstd_level,
+        zstd_level: ctx_policy.section::<RetentionPolicy>().zstd_level,
         faults,
         cancelled,
         workers,
@@ -205,7 +207,9 @@ fn check_archives(
             root: &plan.root,
             records: &records,
             now,
-            hash_every_days: policy.retention.verify_archive_hashes_every_days,
+            hash_every_days: policy
+                .section::<RetentionPolicy>()
+                .verify_archive_hashes_every_days,
             real_run,
             cancelled,
         },
@@ -437,7 +441,7 @@ pub async fn restore(
     faults: Option<Arc<dyn Faults>>,
 ) -> Result<JobReport, PluginError> {
     let RestoreOptions { spec, archive, to } = ctx.options()?;
-    let root = ctx.policy.policy.evidence.root.clone();
+    let root = ctx.policy.policy.section::<EvidencePolicy>().root.clone();
     let storage = ctx.storage.clone();
     let report = tokio::task::spawn_blocking(move || {
         restore::restore(&RestoreRequest {

@@ -23,6 +23,7 @@ pub mod removal_guard;
 pub mod restore;
 pub mod rows;
 pub mod schema;
+pub mod settings;
 pub mod sidecar;
 pub mod stats;
 pub mod summary;
@@ -30,6 +31,7 @@ pub mod tracker;
 pub mod verify;
 
 use speckit_engine::plugin::BoxFuture;
+use speckit_engine::policy::{JobSpec, SectionSpec};
 use speckit_engine::storage::ComponentSchema;
 use speckit_engine::{JobContext, JobReport, Plugin, PluginError};
 use std::collections::VecDeque;
@@ -38,6 +40,7 @@ use std::sync::{Arc, Mutex};
 use faults::Faults;
 use plan::Action;
 pub use schema::RETENTION_SCHEMA;
+pub use settings::{EvidencePolicy, NonSpecEntries, RetentionPolicy, UntrackedSpecs};
 
 /// How many runs' action lists are kept for callers that asked for them.
 const KEPT_ACTION_LISTS: usize = 4;
@@ -66,8 +69,17 @@ impl Plugin for RetentionPlugin {
     fn version(&self) -> &str {
         env!("CARGO_PKG_VERSION")
     }
-    fn jobs(&self) -> Vec<String> {
-        vec!["cleanup".into(), "restore".into()]
+    fn jobs(&self) -> Vec<JobSpec> {
+        vec![
+            JobSpec::new("cleanup", "0 3 * * *"),
+            JobSpec::on_request("restore"),
+        ]
+    }
+    fn sections(&self) -> Vec<SectionSpec> {
+        vec![
+            SectionSpec::of::<EvidencePolicy>(),
+            SectionSpec::of::<RetentionPolicy>(),
+        ]
     }
     fn schema(&self) -> Option<&'static ComponentSchema> {
         Some(&RETENTION_SCHEMA)
@@ -99,6 +111,12 @@ impl Plugin for RetentionPlugin {
 impl RetentionPlugin {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// This plugin's sections and jobs, to load a policy without an engine (tools,
+    /// tests, benches).
+    pub fn policy_shape() -> speckit_engine::policy::PolicyShape {
+        speckit_engine::registry::policy_shape(vec![Arc::new(Self::new())]).unwrap_or_default()
     }
 
     /// A plugin whose I/O steps consult `faults` (reliability tests).

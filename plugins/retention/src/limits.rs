@@ -5,6 +5,7 @@
 //! crossed only when a size is strictly greater than it: a SPEC of exactly 40 MiB is ok,
 //! one byte more warns.
 
+use crate::EvidencePolicy;
 use serde::Serialize;
 use speckit_engine::{JobContext, JobReport, Policy};
 use std::fmt;
@@ -42,7 +43,7 @@ pub struct Limits {
 
 impl Limits {
     pub fn from_policy(policy: &Policy) -> Self {
-        let e = &policy.evidence;
+        let e = &policy.section::<EvidencePolicy>();
         Self {
             warn_mb: e.warn_mb,
             limit_mb: e.limit_mb,

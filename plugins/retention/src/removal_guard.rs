@@ -27,6 +27,7 @@
 //! fraction of one or two says nothing. `max_removal_fraction = 1.0` turns every signal
 //! off.
 
+use crate::RetentionPolicy;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use speckit_engine::policy::Policy;
@@ -109,7 +110,7 @@ pub fn assess(
     now: DateTime<Utc>,
     whole_tree: bool,
 ) -> Result<Assessment, StorageError> {
-    let r = &policy.retention;
+    let r = &policy.section::<RetentionPolicy>();
     let limit = r.max_removal_fraction;
     let recorded = catalog::read(storage, count_unpurged)?;
     let adopted: u64 = plan.units.iter().map(|u| u.adopt.len() as u64).sum();

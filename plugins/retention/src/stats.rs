@@ -8,6 +8,7 @@
 //! SPEC folder is counted, whichever half it has evidence in: upstream's script only looked
 //! at SPECs with consensus evidence and never flagged one with 60 MB of command evidence.
 
+use crate::{EvidencePolicy, RetentionPolicy};
 use serde::{Serialize, Serializer};
 use speckit_engine::spec_id::InvalidSpecId;
 use speckit_engine::{Policy, SpecId};
@@ -112,7 +113,7 @@ impl SpecNames {
 
 /// The policy's SPEC trackers, or `None` (logged) when one cannot be read.
 pub fn read_trackers(policy: &Policy) -> Option<Trackers> {
-    match Trackers::load(&policy.evidence.tracker_paths) {
+    match Trackers::load(&policy.section::<EvidencePolicy>().tracker_paths) {
         Ok(trackers) => Some(trackers),
         Err(e) => {
             tracing::info!("evidence folder names mapped by their canonical prefix: {e}");
@@ -451,7 +452,7 @@ pub struct ProtectedSpec {
 /// tracker status checked as cleanup checks it (`stats`). Trackers that cannot be read
 /// leave names mapped by prefix and no status checked, with a warning saying so.
 pub fn collect_with_trackers(policy: &Policy, scope: &Scope) -> Result<StatsReport, StatsError> {
-    let trackers = Trackers::load(&policy.evidence.tracker_paths);
+    let trackers = Trackers::load(&policy.section::<EvidencePolicy>().tracker_paths);
     let names = SpecNames::from_trackers(trackers.as_ref().ok());
     let mut report = collect(policy, scope, &names)?;
     match &trackers {
@@ -470,7 +471,12 @@ pub fn collect(
     names: &SpecNames,
 ) -> Result<StatsReport, StatsError> {
     let limits = Limits::from_policy(policy);
-    let usage = measure(&policy.evidence.root, scope, names, limits.file_warn_bytes)?;
+    let usage = measure(
+        &policy.section::<EvidencePolicy>().root,
+        scope,
+        names,
+        limits.file_warn_bytes,
+    )?;
     let spec_filter = match scope {
         Scope::All => None,
         Scope::Spec(spec) => Some(spec.to_string()),
@@ -537,12 +543,14 @@ impl StatsReport {
 
     /// Notes each measured SPEC that cleanup protects for want of a known, agreed status.
     pub fn add_protected(&mut self, trackers: &Trackers, policy: &Policy) {
-        let rules = StatusRules::from_policy(&policy.retention);
+        let rules = StatusRules::from_policy(&policy.section::<RetentionPolicy>());
         for s in &self.specs {
             let activity = trackers.activity(&s.spec, &rules);
-            if let Some(message) =
-                trackers.protection_warning(&s.spec, &activity, policy.retention.untracked_specs)
-            {
+            if let Some(message) = trackers.protection_warning(
+                &s.spec,
+                &activity,
+                policy.section::<RetentionPolicy>().untracked_specs,
+            ) {
                 self.warnings.push(message.clone());
                 self.protected_specs.push(ProtectedSpec {
                     spec: s.spec.clone(),

@@ -25,8 +25,9 @@
 //! SPECs without a status: such a SPEC is *untracked* unless another row gives one, and
 //! untracked SPECs follow `retention.untracked_specs` (default: protected, and reported).
 
+use crate::RetentionPolicy;
+use crate::UntrackedSpecs;
 use serde::Serialize;
-use speckit_engine::policy::{RetentionPolicy, UntrackedSpecs};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 

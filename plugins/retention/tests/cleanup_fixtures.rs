@@ -105,7 +105,7 @@ fn every_timestamp_style_of_the_real_names_is_read() {
 #[test]
 fn both_real_tracker_shapes_are_read() {
     let Some(dir) = fixtures() else { return };
-    let active = StatusRules::from_policy(&speckit_engine::policy::RetentionPolicy::default());
+    let active = StatusRules::from_policy(&speckit_retention::RetentionPolicy::default());
     let trackers = Trackers::load(&[
         dir.join("upstream-trackers/SPEC-root-1d48be51.md"),
         dir.join("upstream-trackers/SPEC-codex-rs-HEAD.md"),

@@ -9,12 +9,12 @@ mod cleanup_support;
 use cleanup_support::*;
 use serde_json::json;
 use speckit_engine::events::JobOutcome;
-use speckit_engine::policy::RetentionPolicy;
 use speckit_engine::JobTrigger;
 use speckit_retention::plan::{Action, ActionKind};
 use speckit_retention::stats::{collect_with_trackers, Scope};
 use speckit_retention::tracker::{Activity, StatusClass, StatusRules, Trackers};
 use speckit_retention::RetentionPlugin;
+use speckit_retention::RetentionPolicy;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
@@ -287,9 +287,14 @@ fn a_status_in_both_lists_or_an_empty_entry_is_refused() {
         &[],
         "finished_statuses = [\"Done\", \"**IN PROGRESS**\", \"✅\"]\n",
     );
-    let err = speckit_engine::policy::load_policy(&ws.config, true, Vec::<(String, String)>::new())
-        .unwrap_err()
-        .to_string();
+    let err = speckit_engine::policy::load_policy(
+        &ws.config,
+        true,
+        Vec::<(String, String)>::new(),
+        &speckit_retention::RetentionPlugin::policy_shape(),
+    )
+    .unwrap_err()
+    .to_string();
     assert!(
         err.contains("retention.finished_statuses") && err.contains("also an active status"),
         "{err}"

@@ -22,8 +22,13 @@ impl Plugin for AfterCleanup {
     fn version(&self) -> &str {
         "0"
     }
-    fn jobs(&self) -> Vec<String> {
-        vec!["probe".into()]
+    fn jobs(&self) -> Vec<speckit_engine::policy::JobSpec> {
+        vec![speckit_engine::policy::JobSpec::on_request("probe")]
+    }
+    fn sections(&self) -> Vec<speckit_engine::policy::SectionSpec> {
+        vec![speckit_engine::policy::SectionSpec::of::<
+            speckit_retention::EvidencePolicy,
+        >()]
     }
     fn run(&self, ctx: JobContext) -> BoxFuture<'_, Result<JobReport, PluginError>> {
         Box::pin(async move {

@@ -11,6 +11,7 @@ use speckit_retention::guard::{
 };
 use speckit_retention::limits::{check_all, Verdict};
 use speckit_retention::stats::{collect, Scope, SpecNames};
+use speckit_retention::EvidencePolicy;
 use stats_support::{policy_for, sparse, MIB};
 use std::path::Path;
 
@@ -100,8 +101,12 @@ fn root_and_single_file_soft_limits_are_strict_too() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
     let mut policy = policy_for(root);
-    policy.evidence.root_warn_mb = 12.0;
-    policy.evidence.file_warn_mb = 5.0;
+    policy
+        .sections
+        .update::<EvidencePolicy>(|s| s.root_warn_mb = 12.0);
+    policy
+        .sections
+        .update::<EvidencePolicy>(|s| s.file_warn_mb = 5.0);
     sparse(&root.join("commands/SPEC-B-1/exact.log"), 5 * MIB);
     sparse(&root.join("consensus/SPEC-B-2/exact.json"), 5 * MIB);
     sparse(&root.join("costs/other.json"), 2 * MIB);

@@ -10,6 +10,7 @@ use speckit_engine::Storage;
 use speckit_retention::guard::{evidence_guard_with, CleanupOutlook, GuardVerdict, PlanPreview};
 use speckit_retention::stats::SpecNames;
 use speckit_retention::tracker::Trackers;
+use speckit_retention::EvidencePolicy;
 use stats_support::{policy_for, sparse, MIB};
 use std::path::Path;
 use std::time::{Duration, SystemTime};
@@ -56,7 +57,9 @@ fn a_block_reports_what_the_plan_would_free_or_that_the_spec_is_exempt() {
     )
     .unwrap();
     let mut policy = policy_for(&root);
-    policy.evidence.tracker_paths = vec![tracker.clone()];
+    policy
+        .sections
+        .update::<EvidencePolicy>(|s| s.tracker_paths = vec![tracker.clone()]);
     let storage = Storage::open(StorageOptions::new(dir.path().join("db.sqlite"))).unwrap();
     let trackers = Trackers::load(&[tracker]).unwrap();
     let names = SpecNames::with_tracker_ids(trackers.ids().map(str::to_string));

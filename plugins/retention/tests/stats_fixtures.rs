@@ -6,6 +6,7 @@ mod stats_support;
 
 use speckit_retention::limits::Verdict;
 use speckit_retention::stats::{collect, Scope, SpecNames, StatsReport};
+use speckit_retention::EvidencePolicy;
 use stats_support::{find_style_sum, fixtures, gnu_find_sum, policy_for};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -156,7 +157,9 @@ fn large_variants_are_flagged_above_the_single_file_soft_limit() {
     let root = evidence_roots(&fixtures).pop().unwrap();
     let mut policy = policy_for(&root);
     // The real files are 1,762,314, 756,508 and 356,104 bytes.
-    policy.evidence.file_warn_mb = 0.5;
+    policy
+        .sections
+        .update::<EvidencePolicy>(|s| s.file_warn_mb = 0.5);
     let report = collect(&policy, &Scope::All, &SpecNames::canonical()).unwrap();
     let large: Vec<(String, u64)> = report
         .large_files

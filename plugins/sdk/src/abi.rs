@@ -18,7 +18,7 @@ pub const MAGIC: u64 = u64::from_be_bytes(*b"SPKHYGPL");
 
 /// The version of this table layout and of the calling convention. Bumped on any change a
 /// plugin built against the old SDK would misread; the host refuses any other version.
-pub const ABI_VERSION: u32 = 2;
+pub const ABI_VERSION: u32 = 3;
 
 /// The symbol a plugin exports: `extern "C" fn() -> *const PluginTable`.
 pub const ENTRY_SYMBOL: &str = "speckit_plugin_entry";
@@ -254,7 +254,8 @@ impl RawBuffer {
     }
 }
 
-/// What [`ENTRY_SYMBOL`] returns. ABI version 2 (version 1 had no `describe` and no
+/// What [`ENTRY_SYMBOL`] returns. ABI version 3 (the job context carries `sections`; version 2
+/// sent the evidence fields itself; version 1 had no `describe` and no
 /// [`HostApi`] in `run`). Never reorder or resize fields without
 /// bumping [`ABI_VERSION`]; the header stays first in every version.
 #[repr(C)]

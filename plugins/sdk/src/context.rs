@@ -27,6 +27,10 @@ pub struct JobContext {
     pub config_file: PathBuf,
     /// The config file's folder: resolve relative paths in `config` against it.
     pub config_dir: PathBuf,
+    /// Every plugin section of the policy in effect (`evidence`, `retention`, ...), as
+    /// JSON, read-only; [`JobContext::section`] reads one as a type. The four fields
+    /// below are read from it by the SDK.
+    pub sections: serde_json::Map<String, serde_json::Value>,
     /// `[evidence] root`: holds `commands/<SPEC-ID>/` and `consensus/<SPEC-ID>/`.
     pub evidence_root: PathBuf,
     /// `[evidence] tracker_paths`: the SPEC trackers.
@@ -35,7 +39,7 @@ pub struct JobContext {
     pub active_statuses: Vec<String>,
     /// `[retention] finished_statuses`: tracker statuses of finished SPECs (a SPEC is done
     /// only when every tracker row gives one; any other status means "not known to be
-    /// finished"). Empty from a host older than this field.
+    /// finished").
     pub finished_statuses: Vec<String>,
     /// The host clock's "now", in milliseconds since the Unix epoch and as RFC 3339.
     pub now_unix_ms: i64,
@@ -92,6 +96,43 @@ impl JobContext {
     #[doc(hidden)]
     pub unsafe fn set_host(&mut self, host: *const HostApi) {
         self.host = HostLink(host);
+    }
+
+    /// Policy section `name` as a type (`serde(default)` fields are advised: the section
+    /// belongs to another plugin and may gain fields); the error names the section.
+    pub fn section<T: DeserializeOwned>(&self, name: &str) -> Result<T, String> {
+        let value = self
+            .sections
+            .get(name)
+            .cloned()
+            .ok_or_else(|| format!("the policy has no [{name}] section"))?;
+        serde_json::from_value(value).map_err(|e| format!("[{name}]: {e}"))
+    }
+
+    /// Fills the convenience fields from `sections` (`[evidence]` and `[retention]`, as
+    /// the retention plugin declares them); the SDK does this before `run`.
+    #[doc(hidden)]
+    pub fn fill_from_sections(&mut self) {
+        #[derive(Deserialize, Default)]
+        #[serde(default)]
+        struct Evidence {
+            root: PathBuf,
+            tracker_paths: Vec<PathBuf>,
+        }
+        #[derive(Deserialize, Default)]
+        #[serde(default)]
+        struct Retention {
+            active_statuses: Vec<String>,
+            finished_statuses: Vec<String>,
+        }
+        if let Ok(evidence) = self.section::<Evidence>("evidence") {
+            self.evidence_root = evidence.root;
+            self.tracker_paths = evidence.tracker_paths;
+        }
+        if let Ok(retention) = self.section::<Retention>("retention") {
+            self.active_statuses = retention.active_statuses;
+            self.finished_statuses = retention.finished_statuses;
+        }
     }
 
     /// The config, deserialized; the error names the plugin and the cause.

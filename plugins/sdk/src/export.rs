@@ -52,6 +52,7 @@ pub unsafe fn call_run<P: Plugin>(
             // SAFETY (inside the unsafe block above): forwarded from our caller's promise
             // about `host`.
             ctx.set_host(host);
+            ctx.fill_from_sections();
             let report = instance().run(&ctx)?;
             serde_json::to_vec(&report).map_err(|e| format!("cannot serialize the report: {e}"))
         })

@@ -19,12 +19,15 @@
 #[path = "../tests/support/stub.rs"]
 mod stub;
 
+use speckit_retention::EvidencePolicy;
+use speckit_spawn::SpawnPolicy;
 use std::time::Instant;
 
 use speckit_engine::events::EventBus;
-use speckit_engine::policy::{AgentPolicy, AgentReadiness};
 use speckit_engine::storage::StorageOptions;
 use speckit_engine::{PolicySnapshot, SpecId, Storage};
+use speckit_spawn::AgentPolicy;
+use speckit_spawn::AgentReadiness;
 use speckit_spawn::{spawn_agents, SpawnRequest};
 
 struct Bench {
@@ -37,9 +40,13 @@ struct Bench {
 impl Bench {
     fn policy(&self, agents: Vec<AgentPolicy>, max_concurrency: u32) -> PolicySnapshot {
         let mut p = PolicySnapshot::empty(&self.root.join("speckit.toml"));
-        p.policy.evidence.root = self.root.join("evidence");
-        p.policy.spawn.agents = agents;
-        p.policy.spawn.max_concurrency = max_concurrency;
+        p.policy
+            .sections
+            .update::<EvidencePolicy>(|s| s.root = self.root.join("evidence"));
+        p.policy.sections.update::<SpawnPolicy>(|s| {
+            s.agents = agents;
+            s.max_concurrency = max_concurrency;
+        });
         p
     }
 

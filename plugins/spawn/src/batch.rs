@@ -6,6 +6,7 @@
 //! immutable batch data. `max_concurrency = 1` initialises them one after the other, the
 //! sequential baseline the metrics compare against.
 
+use speckit_retention::EvidencePolicy;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -15,8 +16,9 @@ use chrono::{DateTime, Utc};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
+use crate::AgentPolicy;
+use crate::SpawnPolicy;
 use speckit_engine::events::EventBus;
-use speckit_engine::policy::{AgentPolicy, SpawnPolicy};
 use speckit_engine::{PolicySnapshot, Storage, StorageError};
 
 use crate::db::{self, AgentMetric, BatchRow};
@@ -76,7 +78,7 @@ pub async fn spawn_agents(
     let request_start = Instant::now();
     let started_at = request.clock.now();
     validate_stage(&request.stage)?;
-    let spawn = &policy.policy.spawn;
+    let spawn = &policy.policy.section::<SpawnPolicy>();
     let agents = select_agents(spawn, &request.agents, policy)?;
     // A storage that refuses writes would let every agent start only to fail on its row.
     if let Some(reason) = storage.write_refusal() {
@@ -90,8 +92,10 @@ pub async fn spawn_agents(
     storage.ensure_schema(&SPAWN_SCHEMA).await?;
     // Two `lstat`s when the folder exists: cheaper inline than a hand-off to the blocking
     // pool, which every agent's spawn time would include.
-    let spec_dir =
-        evidence::prepare_spec_dir(&policy.policy.evidence.root, request.spec_id.as_str())?;
+    let spec_dir = evidence::prepare_spec_dir(
+        &policy.policy.section::<EvidencePolicy>().root,
+        request.spec_id.as_str(),
+    )?;
     let max_concurrency = spawn.max_concurrency.max(1) as usize;
     let batch = Arc::new(BatchRow {
         batch_id: new_batch_id(started_at),

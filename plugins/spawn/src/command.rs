@@ -7,7 +7,7 @@
 
 use std::path::{Path, PathBuf};
 
-use speckit_engine::policy::AgentPolicy;
+use crate::AgentPolicy;
 
 /// The placeholders `args` may hold.
 pub const PLACEHOLDERS: &[&str] = &["prompt_file", "spec_id", "stage", "output_file"];
@@ -112,7 +112,7 @@ pub fn check_agent(agent: &AgentPolicy) -> Vec<(String, String)> {
             }
         }
     }
-    if let speckit_engine::policy::AgentReadiness::Line(line) = &agent.readiness {
+    if let crate::AgentReadiness::Line(line) = &agent.readiness {
         if line.trim().is_empty() {
             problems.push((
                 "readiness.line".into(),

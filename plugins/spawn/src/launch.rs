@@ -11,9 +11,10 @@ use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
+use crate::AgentPolicy;
+use crate::AgentReadiness;
 use speckit_engine::clock::SharedClock;
 use speckit_engine::events::{EngineEvent, EventBus};
-use speckit_engine::policy::{AgentPolicy, AgentReadiness};
 use speckit_engine::{Storage, StorageError};
 
 use crate::command::{expand, program_path, PlaceholderValues};

@@ -38,6 +38,7 @@ mod logs;
 mod process;
 mod request;
 pub mod schema;
+pub mod settings;
 pub mod stats;
 
 pub use batch::{spawn_agents, BatchMetrics, SpawnBatch};
@@ -47,10 +48,12 @@ pub use handle::{AgentCompletion, AgentHandle};
 pub use job::{default_prompt, SpawnOptions};
 pub use request::{host_stage, validate_stage, SpawnRequest, DEFAULT_PHASE_TYPE};
 pub use schema::SPAWN_SCHEMA;
+pub use settings::{AgentPolicy, AgentReadiness, SpawnPolicy};
 
 use speckit_engine::plugin::BoxFuture;
+use speckit_engine::policy::{JobSpec, SectionSpec};
 use speckit_engine::storage::ComponentSchema;
-use speckit_engine::{JobContext, JobReport, Plugin, PluginError, Policy};
+use speckit_engine::{JobContext, JobReport, Plugin, PluginError};
 
 /// The plugin's name, also the `plugin` of its events.
 pub const PLUGIN_NAME: &str = "spawn";
@@ -75,33 +78,16 @@ impl Plugin for SpawnPlugin {
         env!("CARGO_PKG_VERSION")
     }
 
-    fn jobs(&self) -> Vec<String> {
-        vec!["spawn".into()]
+    fn jobs(&self) -> Vec<JobSpec> {
+        vec![JobSpec::on_request("spawn")]
     }
 
-    /// Agent names become parts of file names and placeholders must be known: a policy
-    /// breaking either is rejected when it loads, not when an agent starts.
-    fn validate(&self, policy: &Policy) -> Result<(), String> {
-        let mut problems = Vec::new();
-        for (i, agent) in policy.spawn.agents.iter().enumerate() {
-            if let Some(problem) = request::agent_name_problem(&agent.name) {
-                problems.push(format!(
-                    "spawn.agents.{i}.name ({:?}): {problem}",
-                    agent.name
-                ));
-            }
-            for (key, message) in command::check_agent(agent) {
-                problems.push(format!(
-                    "spawn.agents.{i}.{key} (agent {:?}): {message}",
-                    agent.name
-                ));
-            }
-        }
-        if problems.is_empty() {
-            Ok(())
-        } else {
-            Err(problems.join("; "))
-        }
+    fn sections(&self) -> Vec<SectionSpec> {
+        // `[evidence]` is retention's: spawn writes its files under the evidence root.
+        vec![
+            SectionSpec::of::<SpawnPolicy>(),
+            SectionSpec::of::<speckit_retention::EvidencePolicy>(),
+        ]
     }
 
     fn schema(&self) -> Option<&'static ComponentSchema> {

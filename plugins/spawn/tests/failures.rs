@@ -8,7 +8,7 @@ mod support;
 
 use std::time::Duration;
 
-use speckit_engine::policy::AgentReadiness;
+use speckit_spawn::AgentReadiness;
 use speckit_spawn::{spawn_agents, FailureCause, RunFailure, SpawnError, SpawnRequest};
 use support::*;
 

@@ -37,7 +37,7 @@ fn is_host_time(text: &str) -> bool {
 }
 
 /// An agent that writes `answer from <name>` as its response and exits with `code`.
-fn answering(name: &str, code: i32) -> speckit_engine::policy::AgentPolicy {
+fn answering(name: &str, code: i32) -> speckit_spawn::AgentPolicy {
     shell(
         name,
         &format!("printf 'answer from %s' \"$0\" > \"$1\"; exit {code}"),

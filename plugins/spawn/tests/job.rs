@@ -148,11 +148,15 @@ async fn a_policy_with_unsafe_agent_names_or_unknown_placeholders_is_rejected() 
     else {
         panic!("the policy was accepted");
     };
-    assert!(matches!(err, EngineError::PluginPolicy { .. }));
+    // The spawn section's own checks: a refused policy naming each key, like the engine's.
+    assert!(matches!(err, EngineError::Config(_)), "{err:?}");
     let text = err.to_string();
-    assert!(text.contains("spawn.agents.0.name (\"../evil\")"), "{text}");
     assert!(
-        text.contains("spawn.agents.1.args.0 (agent \"ok\"): unknown placeholder {prompt}"),
+        text.contains("spawn.agents.0.name: \"../evil\": "),
+        "{text}"
+    );
+    assert!(
+        text.contains("spawn.agents.1.args.0: agent \"ok\": unknown placeholder {prompt}"),
         "{text}"
     );
     assert!(

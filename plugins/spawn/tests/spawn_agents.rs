@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use speckit_engine::events::EngineEvent;
-use speckit_engine::policy::AgentReadiness;
+use speckit_spawn::AgentReadiness;
 use speckit_spawn::{spawn_agents, SpawnError, SpawnRequest};
 use support::*;
 
@@ -259,7 +259,7 @@ async fn placeholders_env_working_dir_and_relative_commands() {
     .unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let agent = speckit_engine::policy::AgentPolicy {
+    let agent = speckit_spawn::AgentPolicy {
         name: "scripted".into(),
         // Relative with a separator: resolved against the config folder, not working_dir.
         command: "bin/agent.sh".into(),

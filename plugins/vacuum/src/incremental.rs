@@ -94,7 +94,7 @@ async fn pause_for_other_writers(
     let share = ctx
         .policy
         .policy
-        .vacuum
+        .section::<crate::VacuumPolicy>()
         .lock_time_fraction
         .clamp(f64::MIN_POSITIVE, 1.0);
     let held = Duration::from_micros(chunk.duration_us);

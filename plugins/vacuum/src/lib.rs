@@ -21,6 +21,7 @@ pub mod migrate;
 pub mod plan;
 pub mod render;
 pub mod report;
+pub mod settings;
 pub mod steps;
 pub mod vacuum_job;
 
@@ -31,7 +32,10 @@ pub use report::VacuumReport;
 pub use steps::{CheckpointOutcome, ChunkOutcome, Maintenance, MigrationOutcome};
 
 use speckit_engine::plugin::BoxFuture;
-use speckit_engine::{JobContext, JobReport, Plugin, PluginError, Policy};
+use speckit_engine::policy::{JobSpec, SectionSpec};
+use speckit_engine::{JobContext, JobReport, Plugin, PluginError};
+
+pub use settings::VacuumPolicy;
 
 /// The vacuum plugin (jobs `vacuum` and `integrity_check`).
 pub struct VacuumPlugin {
@@ -73,20 +77,15 @@ impl Plugin for VacuumPlugin {
         env!("CARGO_PKG_VERSION")
     }
 
-    fn jobs(&self) -> Vec<String> {
-        vec!["vacuum".into(), "integrity_check".into()]
+    fn jobs(&self) -> Vec<JobSpec> {
+        vec![
+            JobSpec::new("vacuum", "30 3 * * *"),
+            JobSpec::new("integrity_check", "0 4 * * 0"),
+        ]
     }
 
-    fn validate(&self, policy: &Policy) -> Result<(), String> {
-        // SQLite reads incremental_vacuum's argument as a 32-bit integer.
-        if policy.vacuum.chunk_pages > i32::MAX as u32 {
-            return Err(format!(
-                "vacuum.chunk_pages is {}, above SQLite's limit of {}",
-                policy.vacuum.chunk_pages,
-                i32::MAX
-            ));
-        }
-        Ok(())
+    fn sections(&self) -> Vec<SectionSpec> {
+        vec![SectionSpec::of::<VacuumPolicy>()]
     }
 
     fn run(&self, ctx: JobContext) -> BoxFuture<'_, Result<JobReport, PluginError>> {

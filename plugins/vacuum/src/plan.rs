@@ -1,7 +1,7 @@
 //! What a `vacuum` run does: its options (`dry_run`, `force`) and the decision taken from
 //! the database's auto-vacuum mode, its free pages and the policy.
 
-use speckit_engine::policy::VacuumPolicy;
+use crate::VacuumPolicy;
 
 use crate::measure::{AutoVacuum, PageStats};
 use crate::render::percent_text;

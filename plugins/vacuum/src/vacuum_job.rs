@@ -1,6 +1,7 @@
 //! The `vacuum` job: measure, `quick_check`, decide, then migrate or vacuum in chunks
 //! (or, for a dry run, say what would happen), and report every figure it measured.
 
+use crate::VacuumPolicy;
 use speckit_engine::{JobContext, JobReport, PluginError, Storage};
 use std::time::Instant;
 
@@ -17,7 +18,7 @@ use crate::steps::Maintenance;
 pub async fn run(ctx: &JobContext, free_disk: &FreeDiskProbe) -> Result<JobReport, PluginError> {
     let started = Instant::now();
     let options: VacuumOptions = ctx.options()?;
-    let policy = ctx.policy.policy.vacuum.clone();
+    let policy = ctx.policy.policy.section::<VacuumPolicy>().clone();
     let storage = ctx.storage.clone();
     let before = measure(&storage).await?;
     let check = run_check(&storage, CheckKind::Quick).await?;

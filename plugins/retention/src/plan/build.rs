@@ -1,8 +1,10 @@
 //! Building the plan: one walk of the tree, the trackers' verdicts, the archives on disk
 //! and in the database, and the database rows, into per-SPEC [`Unit`]s.
 
+use crate::RetentionPolicy;
+use crate::UntrackedSpecs;
 use chrono::{DateTime, Utc};
-use speckit_engine::policy::{Policy, UntrackedSpecs};
+use speckit_engine::policy::Policy;
 use speckit_engine::SpecId;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
@@ -50,7 +52,7 @@ impl<'a> Decider<'a> {
             return &self.cache[key];
         }
         let tracker_id = layout::tracker_id(key, self.ids.iter().copied());
-        let r = &self.policy.retention;
+        let r = &self.policy.section::<RetentionPolicy>();
         let activity = self.trackers.activity(&tracker_id, &self.rules);
         let protection =
             self.trackers
@@ -95,7 +97,7 @@ struct FolderScan {
 /// Builds the plan. Reads the tree and the database; changes nothing.
 pub fn build(req: &PlanRequest<'_>) -> Result<Plan, RetentionError> {
     layout::check_root(req.root)?;
-    let retention = &req.policy.retention;
+    let retention = &req.policy.section::<RetentionPolicy>();
     let archive_cutoff = req.now - chrono::Duration::days(i64::from(retention.archive_after_days));
     let purge_cutoff_ms = (req.now - chrono::Duration::days(i64::from(retention.purge_after_days)))
         .timestamp_millis();

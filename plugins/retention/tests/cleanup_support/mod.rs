@@ -78,7 +78,13 @@ impl Ws {
     }
 
     pub fn policy(&self) -> PolicySnapshot {
-        load_policy(&self.config, true, Vec::<(String, String)>::new()).unwrap()
+        load_policy(
+            &self.config,
+            true,
+            Vec::<(String, String)>::new(),
+            &speckit_retention::RetentionPlugin::policy_shape(),
+        )
+        .unwrap()
     }
 
     /// Opens the storage through the engine crate (as the engine does).

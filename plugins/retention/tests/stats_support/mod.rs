@@ -4,6 +4,7 @@
 #![allow(dead_code)] // each test crate uses a different subset
 
 use speckit_engine::Policy;
+use speckit_retention::EvidencePolicy;
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -26,7 +27,9 @@ pub fn write(path: &Path, bytes: &[u8]) {
 /// The default policy (40/50 MiB, 500 MiB root, 5 MiB file) over `root`.
 pub fn policy_for(root: &Path) -> Policy {
     let mut policy = Policy::default();
-    policy.evidence.root = root.to_path_buf();
+    policy
+        .sections
+        .update::<EvidencePolicy>(|s| s.root = root.to_path_buf());
     policy
 }
 

@@ -5,14 +5,17 @@
 
 pub mod stub;
 
+use speckit_retention::EvidencePolicy;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use speckit_engine::events::{EngineEvent, EventBus};
-use speckit_engine::policy::{AgentPolicy, AgentReadiness, SpawnPolicy};
 use speckit_engine::storage::StorageOptions;
 use speckit_engine::{PolicySnapshot, SpecId, Storage};
+use speckit_spawn::AgentPolicy;
+use speckit_spawn::AgentReadiness;
+use speckit_spawn::SpawnPolicy;
 
 pub use stub::stub_agent;
 
@@ -44,10 +47,15 @@ impl Fixture {
         tune: impl FnOnce(&mut SpawnPolicy),
     ) -> PolicySnapshot {
         let mut snapshot = PolicySnapshot::empty(&self.dir.path().join("speckit.toml"));
-        snapshot.policy.evidence.root = self.evidence_root.clone();
+        snapshot
+            .policy
+            .sections
+            .update::<EvidencePolicy>(|s| s.root = self.evidence_root.clone());
         snapshot.policy.storage.database_path = self.storage.path().to_path_buf();
-        snapshot.policy.spawn.agents = agents;
-        tune(&mut snapshot.policy.spawn);
+        snapshot.policy.sections.update::<SpawnPolicy>(|s| {
+            s.agents = agents;
+            tune(s);
+        });
         snapshot
     }
 

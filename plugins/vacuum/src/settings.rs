@@ -1,0 +1,64 @@
+//! The `[vacuum]` section: when and how the database is vacuumed, with its checks.
+
+use serde::{Deserialize, Serialize};
+use speckit_engine::policy::{Section, SectionProblems};
+
+/// `[vacuum]`: keeping the database small.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VacuumPolicy {
+    /// Run an incremental vacuum when `freelist_count / page_count` reaches this (0-1].
+    pub free_fraction_threshold: f64,
+    /// Pages freed per step; writers wait at most one step.
+    pub chunk_pages: u32,
+    /// Switch an `auto_vacuum = NONE` database to INCREMENTAL with one full VACUUM.
+    pub migrate_to_incremental: bool,
+    /// The largest share (0-1] of the time the vacuum holds the write lock: after a chunk
+    /// that took T it pauses T * (1 - share) / share, so writers in other processes (which
+    /// poll for the lock) get in between chunks. 1 means no pause.
+    pub lock_time_fraction: f64,
+}
+
+impl Default for VacuumPolicy {
+    fn default() -> Self {
+        Self {
+            free_fraction_threshold: 0.1,
+            chunk_pages: 256,
+            migrate_to_incremental: true,
+            lock_time_fraction: 0.5,
+        }
+    }
+}
+
+impl Section for VacuumPolicy {
+    const NAME: &'static str = "vacuum";
+
+    fn validate(&self, problems: &mut SectionProblems) {
+        if !(self.free_fraction_threshold > 0.0 && self.free_fraction_threshold <= 1.0) {
+            problems.bad(
+                "free_fraction_threshold",
+                format!("must be in (0, 1], got {}", self.free_fraction_threshold),
+            );
+        }
+        if self.chunk_pages == 0 {
+            problems.bad("chunk_pages", "must be at least 1");
+        }
+        // SQLite takes the page count of `incremental_vacuum(N)` as a C int.
+        if self.chunk_pages > i32::MAX as u32 {
+            problems.bad(
+                "chunk_pages",
+                format!(
+                    "must be at most {} (SQLite's limit), got {}",
+                    i32::MAX,
+                    self.chunk_pages
+                ),
+            );
+        }
+        if !(self.lock_time_fraction > 0.0 && self.lock_time_fraction <= 1.0) {
+            problems.bad(
+                "lock_time_fraction",
+                format!("must be in (0, 1], got {}", self.lock_time_fraction),
+            );
+        }
+    }
+}
