@@ -3,11 +3,12 @@
 
 use std::fmt::Write;
 
+use crate::database::{DatabaseRuns, CONSENSUS_RUNS};
 use crate::scan::{stages, SpecEvidence};
 
 /// Renders the digest of `spec`, listing at most `max_items` agreements and conflicts per
-/// stage.
-pub fn render(spec: &SpecEvidence, max_items: usize) -> String {
+/// stage, with what the host's `consensus_runs` table holds for it (`database`).
+pub fn render(spec: &SpecEvidence, max_items: usize, database: &DatabaseRuns) -> String {
     let mut md = String::new();
     let stages = stages(spec);
     let templates: usize = stages.iter().map(|s| s.templates).sum();
@@ -21,6 +22,7 @@ pub fn render(spec: &SpecEvidence, max_items: usize) -> String {
         templates,
         spec.verdicts.len(),
     );
+    database_line(&mut md, database);
     if stages.is_empty() {
         md.push_str("No consensus runs recorded.\n");
     } else {
@@ -112,6 +114,37 @@ pub fn render(spec: &SpecEvidence, max_items: usize) -> String {
     md
 }
 
+/// `Database: ...`, one paragraph: the SPEC's row count in `consensus_runs` and its newest
+/// row. No clock in it either: it changes only when the table does.
+fn database_line(md: &mut String, database: &DatabaseRuns) {
+    match database {
+        DatabaseRuns::NoTable => {
+            let _ = writeln!(md, "Database: no `{CONSENSUS_RUNS}` table.\n");
+        }
+        DatabaseRuns::Rows { count, latest } => {
+            let _ = write!(
+                md,
+                "Database: {count} `{CONSENSUS_RUNS}` row{}",
+                if *count == 1 { "" } else { "s" }
+            );
+            if let Some(l) = latest {
+                let time = l
+                    .time
+                    .clone()
+                    .unwrap_or_else(|| format!("run_timestamp {}", l.timestamp_ms));
+                let _ = write!(
+                    md,
+                    "; latest: {} at {time} (consensus {}{})",
+                    one_line(&l.stage),
+                    if l.consensus_ok { "ok" } else { "not ok" },
+                    if l.degraded { ", degraded" } else { "" }
+                );
+            }
+            md.push_str(".\n\n");
+        }
+    }
+}
+
 fn list(md: &mut String, title: &str, items: &[String], max_items: usize) {
     if items.is_empty() {
         return;
@@ -151,7 +184,20 @@ mod tests {
             unreadable: vec![("bad_synthesis.json".into(), "not JSON: eof".into())],
             ..SpecEvidence::default()
         };
-        let md = render(&spec, 2);
+        let md = render(
+            &spec,
+            2,
+            &DatabaseRuns::Rows {
+                count: 2,
+                latest: Some(crate::database::LatestRun {
+                    stage: "spec-plan".into(),
+                    timestamp_ms: 1_760_280_240_000,
+                    time: Some("2025-10-12T14:44:00Z".into()),
+                    consensus_ok: false,
+                    degraded: true,
+                }),
+            },
+        );
         assert!(md.starts_with("# Consensus digest: SPEC-X\n"), "{md}");
         assert!(
             md.contains("| plan | 2025-10-12T14:44:00Z | ok | 1 | - | - |"),
@@ -163,5 +209,28 @@ mod tests {
         );
         assert!(md.contains("- `bad_synthesis.json`: not JSON: eof"), "{md}");
         assert!(!md.contains("Conflicts"), "{md}");
+        assert!(
+            md.contains(
+                "Database: 2 `consensus_runs` rows; latest: spec-plan at 2025-10-12T14:44:00Z (consensus not ok, degraded).\n"
+            ),
+            "{md}"
+        );
+        let none = render(&spec, 2, &DatabaseRuns::NoTable);
+        assert!(
+            none.contains("Database: no `consensus_runs` table."),
+            "{none}"
+        );
+        let empty = render(
+            &spec,
+            2,
+            &DatabaseRuns::Rows {
+                count: 0,
+                latest: None,
+            },
+        );
+        assert!(
+            empty.contains("Database: 0 `consensus_runs` rows.\n"),
+            "{empty}"
+        );
     }
 }
