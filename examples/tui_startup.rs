@@ -363,15 +363,20 @@ impl App {
                     self.warnings.push_front(message.to_string());
                     self.warnings.truncate(5);
                 }
+                // The spawn plugin's event carries its batch figures as their type.
                 "spawn_metrics" => {
-                    self.last_batch = Some(format!(
-                        "last batch {}/{}: {} of {} agents ok in {:.1} ms",
-                        data["spec_id"].as_str().unwrap_or("?"),
-                        data["stage"].as_str().unwrap_or("?"),
-                        data["ok_count"],
-                        data["agent_count"],
-                        data["total_us"].as_u64().unwrap_or(0) as f64 / 1000.0
-                    ));
+                    if let Ok(batch) =
+                        <speckit_spawn::BatchMetrics as serde::Deserialize>::deserialize(&data)
+                    {
+                        self.last_batch = Some(format!(
+                            "last batch {}/{}: {} of {} agents ok in {:.1} ms",
+                            batch.spec_id,
+                            batch.stage,
+                            batch.ok_count,
+                            batch.agent_count,
+                            batch.total_us as f64 / 1000.0
+                        ));
+                    }
                     self.refresh_spawn();
                 }
                 "progress" => {

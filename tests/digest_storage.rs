@@ -12,7 +12,6 @@ use rusqlite::{Connection, OpenFlags};
 use sha2::{Digest, Sha256};
 use speckit_hygiene::embed::EngineBuilder;
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::mpsc;
@@ -36,16 +35,11 @@ impl Workspace {
     fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let ws = Self { dir };
-        let plugins = ws.path().join("plugins");
-        fs::create_dir(&plugins).unwrap();
-        fs::set_permissions(&plugins, fs::Permissions::from_mode(0o755)).unwrap();
-        let library = plugins.join("libspeckit_digest.so");
-        fs::copy(
-            speckit_testkit::artifacts::built_library("speckit_digest"),
-            &library,
-        )
-        .unwrap();
-        fs::set_permissions(&library, fs::Permissions::from_mode(0o755)).unwrap();
+        speckit_testkit::artifacts::install_library(
+            ws.path(),
+            "speckit_digest",
+            "libspeckit_digest.so",
+        );
         small_evidence(&ws.path().join("evidence"));
         let conn = Connection::open(ws.database()).unwrap();
         speckit_testkit::database::create_upstream_schema(&conn).unwrap();

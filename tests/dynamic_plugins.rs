@@ -12,11 +12,6 @@ use std::time::Duration;
 
 const BIN: &str = env!("CARGO_BIN_EXE_speckit-hygiene");
 
-/// A shared library this workspace built (a dev-dependency).
-fn built(lib: &str) -> PathBuf {
-    speckit_testkit::artifacts::built_library(lib)
-}
-
 /// The real upstream evidence (a missing fixture skips, saying why, outside CI and fails in CI).
 fn fixture_evidence() -> Option<PathBuf> {
     speckit_testkit::fixtures::optional(
@@ -31,9 +26,7 @@ struct Workspace {
 impl Workspace {
     fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let plugins = dir.path().join("plugins");
-        fs::create_dir(&plugins).unwrap();
-        fs::set_permissions(&plugins, fs::Permissions::from_mode(0o755)).unwrap();
+        speckit_testkit::artifacts::plugins_folder(dir.path());
         Self { dir }
     }
 
@@ -43,10 +36,7 @@ impl Workspace {
 
     /// Copies a built library into `plugins/`, the way a user drops one in.
     fn drop_in(&self, lib: &str, file: &str) -> PathBuf {
-        let target = self.path().join("plugins").join(file);
-        fs::copy(built(lib), &target).unwrap();
-        fs::set_permissions(&target, fs::Permissions::from_mode(0o755)).unwrap();
-        target
+        speckit_testkit::artifacts::install_library(self.path(), lib, file)
     }
 
     /// `speckit.toml` with built-in jobs off, evidence at `evidence`, and `plugins`.

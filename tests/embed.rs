@@ -846,3 +846,64 @@ async fn mistyped_job_options_are_refused_by_name_and_change_nothing() {
     assert!(!file.exists(), "a real cleanup archives the finished SPEC");
     engine.shutdown().await;
 }
+
+/// Every compiled-in job's report reads back as its plugin's type, and as no other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_compiled_in_jobs_report_reads_back_as_its_type() {
+    use speckit_retention::job::CleanupReport;
+    use speckit_vacuum::integrity_job::IntegrityReport;
+    use speckit_vacuum::report::VacuumReport;
+
+    let dir = tempfile::tempdir().unwrap();
+    // One finished SPEC with old evidence: the dry run plans to archive it.
+    std::fs::create_dir_all(dir.path().join("evidence/commands/SPEC-KIT-001")).unwrap();
+    let old = dir
+        .path()
+        .join("evidence/commands/SPEC-KIT-001/run_20200101T000000Z.log");
+    std::fs::write(&old, vec![b'x'; 4096]).unwrap();
+    let config = workspace(dir.path(), "consensus.db", "");
+    std::fs::write(
+        dir.path().join("SPEC.md"),
+        "| ID | Title | Status |\n|---|---|---|\n| SPEC-KIT-001 | x | Done |\n",
+    )
+    .unwrap();
+    let engine = builder(&config)
+        .scheduler(false)
+        .watch_config(false)
+        .start()
+        .await
+        .unwrap();
+
+    let cleanup = engine
+        .run_job("cleanup", json!({ "dry_run": true }))
+        .await
+        .unwrap();
+    let report = cleanup.report.expect("a report");
+    let figures: CleanupReport = report.figures().unwrap();
+    assert!(figures.dry_run);
+    assert_eq!(figures.planned.archive_files, 1, "{figures:?}");
+    assert_eq!(figures.planned.archive_bytes, 4096);
+    assert_eq!(
+        figures.figures.archived_files, 0,
+        "a dry run archives nothing"
+    );
+    assert!(old.exists());
+    let wrong = report.figures::<IntegrityReport>().unwrap_err();
+    assert!(wrong.to_string().contains("IntegrityReport"), "{wrong}");
+
+    let vacuum = engine
+        .run_job("vacuum", json!({ "dry_run": true }))
+        .await
+        .unwrap();
+    let figures: VacuumReport = vacuum.report.expect("a report").figures().unwrap();
+    assert!(figures.page_size > 0, "{figures:?}");
+
+    let integrity = engine
+        .run_job("integrity_check", serde_json::Value::Null)
+        .await
+        .unwrap();
+    let figures: IntegrityReport = integrity.report.expect("a report").figures().unwrap();
+    assert!(figures.check.ok);
+    assert_eq!(figures.check.output, ["ok"]);
+    engine.shutdown().await;
+}

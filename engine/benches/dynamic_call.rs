@@ -18,8 +18,6 @@
 //! real; without `--bench` (as `cargo test --all-targets` runs it) it does a smoke run.
 
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -45,11 +43,6 @@ impl Plugin for Noop {
     fn run(&self, _ctx: JobContext) -> BoxFuture<'_, Result<JobReport, PluginError>> {
         Box::pin(async { Ok(JobReport::new("noop", serde_json::Value::Null)) })
     }
-}
-
-/// A shared library this workspace built (a dev-dependency).
-fn built(lib: &str) -> PathBuf {
-    speckit_testkit::artifacts::built_library(lib)
 }
 
 struct Plan {
@@ -183,12 +176,11 @@ fn main() {
 
 async fn bench(plan: Plan, real: bool) {
     let dir = tempfile::tempdir().unwrap();
-    let plugins = dir.path().join("plugins");
-    fs::create_dir(&plugins).unwrap();
-    fs::set_permissions(&plugins, fs::Permissions::from_mode(0o755)).unwrap();
-    let library = plugins.join("libprobe.so");
-    fs::copy(built("speckit_test_probe"), &library).unwrap();
-    fs::set_permissions(&library, fs::Permissions::from_mode(0o755)).unwrap();
+    let library = speckit_testkit::artifacts::install_library(
+        dir.path(),
+        "speckit_test_probe",
+        "libprobe.so",
+    );
     let config = dir.path().join("speckit.toml");
     fs::write(
         &config,

@@ -2,6 +2,7 @@
 //! report it returns. Compiled-in and dynamically loaded plugins both implement [`Plugin`].
 
 use chrono::{DateTime, Utc};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::future::Future;
 use std::pin::Pin;
@@ -64,6 +65,34 @@ impl JobReport {
     pub fn has_errors(&self) -> bool {
         !self.errors.is_empty()
     }
+
+    /// A report whose `data` is `figures`, the job's own report type (a plugin documents
+    /// one per job, as `speckit_spawn::SpawnJobReport`), so readers get it back typed with
+    /// [`JobReport::figures`].
+    pub fn typed<T: Serialize>(summary: impl Into<String>, figures: &T) -> Self {
+        Self::new(
+            summary,
+            serde_json::to_value(figures).unwrap_or(serde_json::Value::Null),
+        )
+    }
+
+    /// `data` read back as the job's report type: callers (the CLI, a host's UI) read a
+    /// type, never JSON by string keys. The error names the type and the cause (a report
+    /// of another job, or one stored by an older release).
+    pub fn figures<T: DeserializeOwned>(&self) -> Result<T, ReportTypeError> {
+        T::deserialize(&self.data).map_err(|e| ReportTypeError {
+            type_name: std::any::type_name::<T>(),
+            cause: e.to_string(),
+        })
+    }
+}
+
+/// A report's data is not of the type asked for.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the job's report is not a {type_name}: {cause}")]
+pub struct ReportTypeError {
+    pub type_name: &'static str,
+    pub cause: String,
 }
 
 /// Why a job failed outright.

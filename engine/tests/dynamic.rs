@@ -34,9 +34,7 @@ struct Workspace {
 impl Workspace {
     fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let plugins = dir.path().join("plugins");
-        fs::create_dir(&plugins).unwrap();
-        fs::set_permissions(&plugins, fs::Permissions::from_mode(0o755)).unwrap();
+        speckit_testkit::artifacts::plugins_folder(dir.path());
         Self { dir }
     }
 
@@ -51,12 +49,7 @@ impl Workspace {
     /// Copies a built library to `plugins/<file>` (a new file, so a new inode: the way a
     /// user drops a plugin in) and returns its path.
     fn drop_in(&self, lib: &str, file: &str) -> PathBuf {
-        let target = self.path().join("plugins").join(file);
-        let tmp = target.with_extension("tmp");
-        fs::copy(built(lib), &tmp).unwrap();
-        fs::set_permissions(&tmp, fs::Permissions::from_mode(0o755)).unwrap();
-        fs::rename(&tmp, &target).unwrap();
-        target
+        speckit_testkit::artifacts::install_library(self.path(), lib, file)
     }
 
     /// Writes `speckit.toml`: no built-in schedule, and `plugins` (TOML) appended.

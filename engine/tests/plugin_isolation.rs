@@ -14,7 +14,6 @@ use speckit_engine::events::JobOutcome;
 use speckit_engine::plugin::JobTrigger;
 use speckit_engine::{Engine, EngineOptions};
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,16 +25,11 @@ struct Workspace {
 impl Workspace {
     fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let plugins = dir.path().join("plugins");
-        fs::create_dir(&plugins).unwrap();
-        fs::set_permissions(&plugins, fs::Permissions::from_mode(0o755)).unwrap();
-        let library = plugins.join("libprobe.so");
-        fs::copy(
-            speckit_testkit::artifacts::built_library("speckit_test_probe"),
-            &library,
-        )
-        .unwrap();
-        fs::set_permissions(&library, fs::Permissions::from_mode(0o755)).unwrap();
+        speckit_testkit::artifacts::install_library(
+            dir.path(),
+            "speckit_test_probe",
+            "libprobe.so",
+        );
         Self { dir }
     }
 

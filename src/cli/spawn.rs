@@ -10,7 +10,7 @@ use speckit_engine::engine::JobRun;
 use speckit_engine::events::JobOutcome;
 use speckit_engine::{Engine, SpecId};
 use speckit_spawn::stats::{Percentiles, SpawnStats};
-use speckit_spawn::SpawnOptions;
+use speckit_spawn::{SpawnJobReport, SpawnOptions};
 
 use super::{
     print_job, run_job, start_engine, Access, GlobalArgs, UsageError, EXIT_FAILED, EXIT_OK,
@@ -140,6 +140,39 @@ pub async fn demo_step(engine: &Engine) -> Result<bool> {
     Ok(print_spawn_run(&run) != EXIT_OK)
 }
 
+/// One line per agent: how fast it was ready, how its run ended.
+fn print_agents(figures: &SpawnJobReport) {
+    for agent in &figures.batch.agents {
+        let name = &agent.agent;
+        let spawn_ms = agent.spawn_us as f64 / 1000.0;
+        if !agent.ok {
+            println!(
+                "  {name:<16} failed to spawn after {spawn_ms:.1} ms: {}",
+                agent.error.as_deref().unwrap_or("?")
+            );
+            continue;
+        }
+        let run_line = match figures.completions.iter().find(|c| &c.agent == name) {
+            Some(c) if c.ok => format!(
+                "ran {} ms, {} response bytes{} in {}",
+                c.run_ms,
+                c.response_bytes,
+                if c.truncated {
+                    format!(" ({} stored)", c.stored_bytes)
+                } else {
+                    String::new()
+                },
+                c.response_path.display()
+            ),
+            Some(c) => format!("run failed: {}", c.error.as_deref().unwrap_or("?")),
+            None => "not recorded".to_string(),
+        };
+        let pid = agent.pid.map_or_else(|| "?".to_string(), |p| p.to_string());
+        println!("  {name:<16} ready in {spawn_ms:>7.1} ms (pid {pid}); {run_line}");
+    }
+    println!("  metrics: {}", figures.metrics_file.display());
+}
+
 /// Prints a spawn job's result for people; returns the exit status.
 fn print_spawn_run(run: &JobRun) -> u8 {
     let Some(report) = &run.report else {
@@ -150,42 +183,9 @@ fn print_spawn_run(run: &JobRun) -> u8 {
         return super::exit_status(run);
     };
     println!("{}", report.summary);
-    let data = &report.data;
-    let empty = Vec::new();
-    let completions = data["completions"].as_array().unwrap_or(&empty);
-    let agents = data["batch"]["agents"].as_array().unwrap_or(&empty);
-    for agent in agents {
-        let name = agent["agent"].as_str().unwrap_or("?");
-        let spawn_ms = agent["spawn_us"].as_u64().unwrap_or(0) as f64 / 1000.0;
-        if agent["ok"].as_bool() != Some(true) {
-            println!(
-                "  {name:<16} failed to spawn after {spawn_ms:.1} ms: {}",
-                agent["error"].as_str().unwrap_or("?")
-            );
-            continue;
-        }
-        let run_line = match completions.iter().find(|c| c["agent"] == name) {
-            Some(c) if c["ok"].as_bool() == Some(true) => format!(
-                "ran {} ms, {} response bytes{} in {}",
-                c["run_ms"],
-                c["response_bytes"],
-                if c["truncated"].as_bool() == Some(true) {
-                    format!(" ({} stored)", c["stored_bytes"])
-                } else {
-                    String::new()
-                },
-                c["response_path"].as_str().unwrap_or("?")
-            ),
-            Some(c) => format!("run failed: {}", c["error"].as_str().unwrap_or("?")),
-            None => "not recorded".to_string(),
-        };
-        println!(
-            "  {name:<16} ready in {spawn_ms:>7.1} ms (pid {}); {run_line}",
-            agent["pid"]
-        );
-    }
-    if let Some(path) = data["metrics_file"].as_str() {
-        println!("  metrics: {path}");
+    match report.figures::<SpawnJobReport>() {
+        Ok(figures) => print_agents(&figures),
+        Err(e) => eprintln!("warning: {e}"),
     }
     for w in &report.warnings {
         println!("warning: {w}");

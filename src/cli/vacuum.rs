@@ -57,7 +57,7 @@ pub async fn vacuum(global: &GlobalArgs, args: VacuumArgs) -> Result<u8> {
     if !args.json {
         // The job's summary is one line; on the command line show its figures too.
         if let Some(report) = run.report.as_mut() {
-            if let Ok(figures) = serde_json::from_value::<VacuumReport>(report.data.clone()) {
+            if let Ok(figures) = report.figures::<VacuumReport>() {
                 report.summary = figures.render();
             }
         }

@@ -1,6 +1,8 @@
 //! Finding what cargo built beside a running test or bench binary.
 
-use std::path::PathBuf;
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
 
 /// The shared library `lib` (crate name, e.g. `speckit_digest`) that this workspace built
 /// as a dev-dependency of the running test or bench. Panics, naming the file, if absent.
@@ -28,4 +30,27 @@ pub fn built_library(lib: &str) -> PathBuf {
             panic!("{name} is missing from {deps:?} and its parent: it is built by `cargo test` as a dev-dependency")
         })
         .clone()
+}
+
+/// Creates `<dir>/plugins/` with mode 0755 (the engine refuses a plugin folder writable by
+/// group or others) and returns it.
+pub fn plugins_folder(dir: &Path) -> PathBuf {
+    let plugins = dir.join("plugins");
+    fs::create_dir_all(&plugins).expect("create the plugins folder");
+    fs::set_permissions(&plugins, fs::Permissions::from_mode(0o755))
+        .expect("make the plugins folder 0755");
+    plugins
+}
+
+/// Installs the built library `lib` (see [`built_library`]) as `<dir>/plugins/<file>`, mode
+/// 0755, the way a user drops a plugin in: written under a temporary name and renamed, so
+/// the final name is always a new, complete file (a new inode). Returns its path.
+pub fn install_library(dir: &Path, lib: &str, file: &str) -> PathBuf {
+    let target = plugins_folder(dir).join(file);
+    let temporary = target.with_extension("installing");
+    fs::copy(built_library(lib), &temporary).expect("copy the built plugin library");
+    fs::set_permissions(&temporary, fs::Permissions::from_mode(0o755))
+        .expect("make the plugin library 0755");
+    fs::rename(&temporary, &target).expect("rename the plugin library into place");
+    target
 }

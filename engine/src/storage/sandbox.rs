@@ -72,16 +72,20 @@ fn refusal(sandbox: &Sandbox, action: &AuthAction<'_>) -> Option<String> {
     };
     // DDL writes its own rows to sqlite_master, authorized as plain inserts and updates.
     let schema_table = |table: &str| sandbox.schema_changes && is_schema_table(table);
-    let not_own = |verb: &str, table: &str| {
-        if is_schema_table(table) {
-            return Some(format!(
+    // Row writes: to the plugin's own tables, or (in a migration) SQLite's schema rows.
+    let row_write = |verb: &str, table: &str| {
+        if own(table) || schema_table(table) {
+            None
+        } else if is_schema_table(table) {
+            Some(format!(
                 "{verb} {table}: schema changes belong in the plugin's migrations"
-            ));
+            ))
+        } else {
+            Some(format!(
+                "{verb} table {table}: a plugin writes only its own tables ({}*)",
+                sandbox.table_prefix
+            ))
         }
-        Some(format!(
-            "{verb} table {table}: a plugin writes only its own tables ({}*)",
-            sandbox.table_prefix
-        ))
     };
     let ddl = |what: &str, name: &str, table: &str| {
         if !sandbox.schema_changes {
@@ -104,14 +108,9 @@ fn refusal(sandbox: &Sandbox, action: &AuthAction<'_>) -> Option<String> {
             (function_name.eq_ignore_ascii_case("load_extension"))
                 .then(|| "function load_extension is not allowed".to_string())
         }
-        AuthAction::Insert { table_name } if own(table_name) || schema_table(table_name) => None,
-        AuthAction::Insert { table_name } => not_own("insert into", table_name),
-        AuthAction::Update { table_name, .. } if own(table_name) || schema_table(table_name) => {
-            None
-        }
-        AuthAction::Update { table_name, .. } => not_own("update", table_name),
-        AuthAction::Delete { table_name } if own(table_name) || schema_table(table_name) => None,
-        AuthAction::Delete { table_name } => not_own("delete from", table_name),
+        AuthAction::Insert { table_name } => row_write("insert into", table_name),
+        AuthAction::Update { table_name, .. } => row_write("update", table_name),
+        AuthAction::Delete { table_name } => row_write("delete from", table_name),
         AuthAction::CreateTable { table_name } => ddl("create table", table_name, table_name),
         AuthAction::DropTable { table_name } => ddl("drop table", table_name, table_name),
         AuthAction::AlterTable { table_name, .. } => ddl("alter table", table_name, table_name),

@@ -41,7 +41,7 @@ pub struct ExecRequest<'a> {
 }
 
 /// Figures of a run, each counted from what was done.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Figures {
     /// Files put into new archives this run (their sources were then deleted, except
     /// those counted in `kept_after_archiving`).

@@ -5,6 +5,8 @@
 //! caller, off for scheduled runs so a million-file plan never lands in the job-runs table)
 //! and [`RestoreOptions`].
 
+use crate::plan::Exempt;
+use crate::removal_guard::Assessment;
 use crate::EvidencePolicy;
 use crate::RetentionPolicy;
 use serde_json::json;
@@ -234,7 +236,7 @@ fn run_note(result: &CleanupResult, figures: &Figures, force: bool) -> String {
     let g = &result.guard;
     let mut out = String::new();
     if force && !g.signals.is_empty() {
-        let names: Vec<&str> = g.signals.iter().map(|s| s.name).collect();
+        let names: Vec<&str> = g.signals.iter().map(|s| s.name.as_str()).collect();
         out.push_str(&format!(
             "forced past the {} guard(s) of retention.max_removal_fraction; ",
             names.join(", ")
@@ -258,6 +260,37 @@ fn run_note(result: &CleanupResult, figures: &Figures, force: bool) -> String {
         ));
     }
     out
+}
+
+/// The `cleanup` job's report data: `report.figures::<CleanupReport>()`. Each figure
+/// counts what the run did (a dry run: what its plan would do).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct CleanupReport {
+    pub dry_run: bool,
+    pub root: PathBuf,
+    /// The one SPEC the run was limited to.
+    pub spec: Option<String>,
+    /// SPECs left alone, and why.
+    pub exempt_specs: Vec<Exempt>,
+    /// Entries never touched (symlinks, special files...).
+    pub skipped_entries: u64,
+    /// The plan's totals.
+    pub planned: PlanFigures,
+    pub removal_fraction: f64,
+    pub removal_guard: Assessment,
+    /// The removal guard refused the plan; nothing changed.
+    pub refused: bool,
+    /// Stopped at shutdown; a rerun finishes.
+    pub cancelled: bool,
+    pub duration_ms: u64,
+    /// `<root>/cleanup/daily-summaries/<date>.json`, when written.
+    pub summary_file: Option<PathBuf>,
+    pub archive_check: ArchiveHealth,
+    pub errors: Vec<String>,
+    pub warnings: Vec<String>,
+    /// What the run did (all zero in a dry run).
+    #[serde(flatten)]
+    pub figures: Figures,
 }
 
 /// The job report of a cleanup run, and its actions.
@@ -359,28 +392,25 @@ pub fn cleanup_report(
             String::new()
         }
     };
-    let mut data = json!({
-        "dry_run": options.dry_run,
-        "root": plan.root,
-        "spec": options.spec.as_ref().map(|s| s.as_str()),
-        "exempt_specs": plan.exempt,
-        "skipped_entries": plan.skipped.len(),
-        "planned": planned,
-        "removal_fraction": plan.removal_fraction(),
-        "removal_guard": result.guard,
-        "refused": result.refused.is_some() && !options.dry_run,
-        "cancelled": cancelled,
-        "duration_ms": result.duration_ms,
-        "summary_file": result.summary_file,
-        "archive_check": health,
-        "errors": errors,
-        "warnings": warnings,
-    });
-    merge(
-        &mut data,
-        serde_json::to_value(&figures).unwrap_or_default(),
-    );
-    let mut report = JobReport::new(summary, data);
+    let data = CleanupReport {
+        dry_run: options.dry_run,
+        root: plan.root.clone(),
+        spec: options.spec.as_ref().map(|s| s.as_str().to_string()),
+        exempt_specs: plan.exempt.clone(),
+        skipped_entries: plan.skipped.len() as u64,
+        planned,
+        removal_fraction: plan.removal_fraction(),
+        removal_guard: result.guard.clone(),
+        refused: result.refused.is_some() && !options.dry_run,
+        cancelled,
+        duration_ms: result.duration_ms,
+        summary_file: result.summary_file.clone(),
+        archive_check: health.clone(),
+        errors: errors.clone(),
+        warnings: warnings.clone(),
+        figures,
+    };
+    let mut report = JobReport::typed(summary, &data);
     report.errors = errors;
     report.warnings = warnings;
     (report, actions)

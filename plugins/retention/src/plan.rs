@@ -169,7 +169,7 @@ impl Unit {
 }
 
 /// A SPEC left alone, and why.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Exempt {
     pub spec: String,
     pub tracker_id: String,
@@ -275,7 +275,7 @@ impl Action {
 }
 
 /// Planned totals (a dry run reports these).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct PlanFigures {
     pub archive_files: u64,
     pub archive_bytes: u64,

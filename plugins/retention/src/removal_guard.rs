@@ -43,15 +43,15 @@ use crate::schema::ARCHIVES_TABLE;
 pub const MIN_GUARDED: u64 = 3;
 
 /// One reason to refuse.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct Signal {
     /// `purge`, `clock` or `tracker`.
-    pub name: &'static str,
+    pub name: String,
     pub message: String,
 }
 
 /// The guard's view of a plan (the report's `removal_guard`).
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize)]
 pub struct Assessment {
     pub max_removal_fraction: f64,
     /// Evidence files the plan deletes once archived, over all evidence files.
@@ -140,7 +140,7 @@ pub fn assess(
     // purge: irreversible.
     if purge >= MIN_GUARDED && a.purge_fraction > limit {
         a.signals.push(Signal {
-            name: "purge",
+            name: "purge".into(),
             message: format!(
                 "the plan purges {purge} of {archives_before} archive(s) ({:.1}%, {:.1} MiB) older than retention.purge_after_days = {}; a purged archive is the only copy of its evidence and cannot be restored",
                 a.purge_fraction * 100.0,
@@ -155,7 +155,7 @@ pub fn assess(
     if let Some(newest) = plan.newest_mtime.map(DateTime::<Utc>::from) {
         if a.large() && newest < archive_cutoff {
             a.signals.push(Signal {
-                name: "clock",
+                name: "clock".into(),
                 message: format!(
                     "the plan archives {:.1}% of all evidence files ({} of {}), yet no evidence file was modified in the last {} days (retention.archive_after_days; the newest on {}, {} days before now = {}): the clock may have jumped forward or `now` is wrong; if the repository is simply idle, this is expected",
                     a.removal_fraction * 100.0,
@@ -192,7 +192,7 @@ pub fn assess(
                 a.previous_protected = protected;
                 if n >= MIN_GUARDED && fraction(n, protected) > limit {
                     a.signals.push(Signal {
-                        name: "tracker",
+                        name: "tracker".into(),
                         message: format!(
                             "{n} of the {protected} SPEC(s) the previous cleanup (run {}, {}) protected are archived now ({}): the trackers or the statuses in the policy may have changed by accident",
                             prev.id,

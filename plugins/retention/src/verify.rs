@@ -32,7 +32,7 @@ use crate::folder::{NodeKind, Tree};
 const DAY_MS: i64 = 86_400_000;
 
 /// A recorded archive that is not as it was written.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct DamagedArchive {
     pub spec: String,
     /// Relative to the evidence root.
@@ -44,7 +44,7 @@ pub struct DamagedArchive {
 }
 
 /// What checking the recorded archives found.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct ArchiveHealth {
     /// Archives whose size was checked.
     pub checked_archives: u64,

@@ -30,7 +30,7 @@ use crate::request::{host_stage, validate_stage, SpawnRequest};
 use crate::schema::SPAWN_SCHEMA;
 
 /// The figures of one batch, as stored, exported and sent as the `spawn_metrics` event.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct BatchMetrics {
     pub batch_id: String,
     pub spec_id: String,

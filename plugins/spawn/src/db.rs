@@ -114,7 +114,7 @@ pub fn record_completion(tx: &Transaction<'_>, row: &CompletionRow<'_>) -> rusql
 }
 
 /// One agent's spawn measurement.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct AgentMetric {
     pub agent: String,
     pub agent_id: String,

@@ -30,7 +30,7 @@ pub enum SpawnError {
 }
 
 /// Why one agent did not get to running (and ready).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, thiserror::Error)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum FailureCause {
     #[error("cannot write its evidence file {path}: {message}")]
@@ -70,7 +70,7 @@ fn stderr_suffix(tail: &Option<String>) -> String {
 
 /// One agent that failed to initialise. Its process (if one was started) has been killed
 /// and reaped; its `agent_executions` row (if one was written) is marked failed.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, thiserror::Error)]
 #[error("agent {agent:?} failed to spawn: {cause}")]
 pub struct AgentFailure {
     pub agent: String,
@@ -81,7 +81,7 @@ pub struct AgentFailure {
 }
 
 /// Why an agent's run (after a successful spawn) did not succeed.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, thiserror::Error)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum RunFailure {
     #[error("exited with {status}{}", stderr_suffix(stderr_tail))]

@@ -2,16 +2,69 @@
 //! spawn is recorded in the job runs like any other job. It spawns the requested agents,
 //! waits for all of them, and reports the figures.
 //!
-//! Options: [`SpawnOptions`].
+//! Options: [`SpawnOptions`]; report data: [`SpawnJobReport`].
 
+use std::path::PathBuf;
 use tokio::task::JoinSet;
 
 use speckit_engine::{JobContext, JobReport, PluginError, SpecId};
 
-use crate::batch::spawn_agents;
-use crate::error::SpawnError;
+use crate::batch::{spawn_agents, BatchMetrics};
+use crate::error::{AgentFailure, SpawnError};
 use crate::handle::AgentCompletion;
 use crate::request::SpawnRequest;
+
+/// The `spawn` job's report data: `report.figures::<SpawnJobReport>()`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SpawnJobReport {
+    /// The batch as measured (also stored and written to `metrics_file`).
+    pub batch: BatchMetrics,
+    /// `<evidence root>/commands/<SPEC-ID>/spawn_metrics.json`.
+    pub metrics_file: PathBuf,
+    /// Agents that failed to initialise.
+    pub failures: Vec<AgentFailure>,
+    /// Agents that ran, in the order the request named them.
+    pub completions: Vec<CompletionFigures>,
+}
+
+/// How one agent's run ended.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CompletionFigures {
+    pub agent: String,
+    pub agent_id: String,
+    pub pid: u32,
+    /// Exited with status 0 in time.
+    pub ok: bool,
+    /// `exit status 0`, `signal 9`...
+    pub exit: String,
+    pub error: Option<String>,
+    pub run_ms: u64,
+    /// The whole response's size.
+    pub response_bytes: u64,
+    /// Bytes of it stored in the database.
+    pub stored_bytes: u64,
+    pub truncated: bool,
+    /// Where the whole response is.
+    pub response_path: PathBuf,
+}
+
+impl From<&AgentCompletion> for CompletionFigures {
+    fn from(c: &AgentCompletion) -> Self {
+        Self {
+            agent: c.agent.clone(),
+            agent_id: c.agent_id.clone(),
+            pid: c.pid,
+            ok: c.succeeded(),
+            exit: c.exit.clone(),
+            error: c.failure.as_ref().map(ToString::to_string),
+            run_ms: c.run_ms,
+            response_bytes: c.response_bytes,
+            stored_bytes: c.response.len() as u64,
+            truncated: c.truncated,
+            response_path: c.response_path.clone(),
+        }
+    }
+}
 
 /// The prompt used when the job is given none.
 pub fn default_prompt(spec: &SpecId, stage: &str) -> String {
@@ -95,34 +148,14 @@ pub(crate) async fn run(ctx: JobContext) -> Result<JobReport, PluginError> {
         metrics.max_concurrency,
         metrics.agent_count - succeeded,
     );
-    let completion_rows: Vec<serde_json::Value> = completions
-        .iter()
-        .map(|c| {
-            serde_json::json!({
-                "agent": c.agent,
-                "agent_id": c.agent_id,
-                "pid": c.pid,
-                "ok": c.succeeded(),
-                "exit": c.exit,
-                "error": c.failure.as_ref().map(ToString::to_string),
-                "run_ms": c.run_ms,
-                "response_bytes": c.response_bytes,
-                "stored_bytes": c.response.len(),
-                "truncated": c.truncated,
-                "response_path": c.response_path,
-            })
-        })
-        .collect();
-    let data = serde_json::json!({
-        "batch": metrics,
-        "metrics_file": batch.metrics_file,
-        "failures": batch.failures,
-        "completions": completion_rows,
-    });
-    Ok(JobReport {
-        summary,
-        data,
-        warnings: batch.warnings,
-        errors,
-    })
+    let figures = SpawnJobReport {
+        batch: metrics,
+        metrics_file: batch.metrics_file,
+        failures: batch.failures,
+        completions: completions.iter().map(CompletionFigures::from).collect(),
+    };
+    let mut report = JobReport::typed(summary, &figures);
+    report.warnings = batch.warnings;
+    report.errors = errors;
+    Ok(report)
 }

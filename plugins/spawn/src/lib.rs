@@ -45,7 +45,7 @@ pub use batch::{spawn_agents, BatchMetrics, SpawnBatch};
 pub use db::AgentMetric;
 pub use error::{AgentFailure, CompletionError, FailureCause, RunFailure, SpawnError};
 pub use handle::{AgentCompletion, AgentHandle};
-pub use job::{default_prompt, SpawnOptions};
+pub use job::{default_prompt, CompletionFigures, SpawnJobReport, SpawnOptions};
 pub use request::{host_stage, validate_stage, SpawnRequest, DEFAULT_PHASE_TYPE};
 pub use schema::SPAWN_SCHEMA;
 pub use settings::{AgentPolicy, AgentReadiness, SpawnPolicy};

@@ -68,13 +68,16 @@ async fn the_spawn_job_runs_the_policys_agents_and_reports() {
         "{}",
         report.summary
     );
-    let completions = report.data["completions"].as_array().unwrap();
-    assert_eq!(completions.len(), 2);
-    assert_eq!(completions[0]["agent"], "gemini");
-    assert_eq!(report.data["batch"]["agent_count"], 2);
-    let metrics_file = report.data["metrics_file"].as_str().unwrap();
+    // The report as its type, the way the CLI and hosts read it.
+    let figures: speckit_spawn::SpawnJobReport = report.figures().unwrap();
+    assert_eq!(figures.completions.len(), 2);
+    assert_eq!(figures.completions[0].agent, "gemini");
+    assert!(figures.completions.iter().all(|c| c.ok), "{figures:?}");
+    assert_eq!(figures.batch.agent_count, 2);
+    assert_eq!(figures.batch.ok_count, 2);
+    let metrics_file = &figures.metrics_file;
     assert!(metrics_file.ends_with("evidence/commands/SPEC-KIT-901/spawn_metrics.json"));
-    assert!(std::path::Path::new(metrics_file).is_file());
+    assert!(metrics_file.is_file());
     let recorded: i64 = engine
         .storage()
         .read(|c| {

@@ -1,10 +1,20 @@
 //! The `integrity_check` job: `PRAGMA integrity_check` on a read snapshot, reported.
 
 use speckit_engine::{JobContext, JobReport, NoOptions, PluginError};
+use std::path::PathBuf;
 use std::time::Instant;
 
-use crate::check::{run_check, CheckKind};
+use crate::check::{run_check, CheckKind, CheckOutcome};
 use crate::render::thousands;
+
+/// The `integrity_check` job's report data: `report.figures::<IntegrityReport>()`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct IntegrityReport {
+    pub database: PathBuf,
+    pub check: CheckOutcome,
+    /// The whole job, in milliseconds.
+    pub duration_ms: u64,
+}
 
 /// Runs the `integrity_check` job. A database with problems fails the job with SQLite's
 /// own lines as the error; the report keeps them in `data.check.output`.
@@ -26,15 +36,12 @@ pub async fn run(ctx: &JobContext) -> Result<JobReport, PluginError> {
             check.duration_ms
         )
     };
-    let data = serde_json::json!({
-        "database": storage.path(),
-        "check": check,
-        "duration_ms": started.elapsed().as_millis() as u64,
-    });
-    Ok(JobReport {
-        summary,
-        data,
-        warnings: Vec::new(),
-        errors: error.map(|e| e.to_string()).into_iter().collect(),
-    })
+    let figures = IntegrityReport {
+        database: storage.path().to_path_buf(),
+        check,
+        duration_ms: started.elapsed().as_millis() as u64,
+    };
+    let mut report = JobReport::typed(summary, &figures);
+    report.errors = error.map(|e| e.to_string()).into_iter().collect();
+    Ok(report)
 }

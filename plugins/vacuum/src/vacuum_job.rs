@@ -85,13 +85,10 @@ pub async fn run(ctx: &JobContext, free_disk: &FreeDiskProbe) -> Result<JobRepor
     {
         warnings.push(report.reason.clone().unwrap_or_default());
     }
-    Ok(JobReport {
-        summary: report.headline(),
-        data: serde_json::to_value(&report)
-            .map_err(|e| PluginError::Failed(format!("cannot serialise the vacuum report: {e}")))?,
-        warnings,
-        errors,
-    })
+    let mut job = JobReport::typed(report.headline(), &report);
+    job.warnings = warnings;
+    job.errors = errors;
+    Ok(job)
 }
 
 /// A dry run: what a real run would free, and whether the disk would hold a migration.
