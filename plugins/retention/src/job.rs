@@ -503,7 +503,7 @@ pub async fn restore(
     );
     let mut errors = report.errors.clone();
     errors.extend(report.row_conflicts.iter().cloned());
-    let mut job = JobReport::new(summary, serde_json::to_value(&report).unwrap_or_default());
+    let mut job = JobReport::typed(summary, &report);
     job.errors = errors;
     Ok(job)
 }

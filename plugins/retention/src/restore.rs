@@ -42,18 +42,30 @@ pub struct RestoreRequest<'a> {
     pub faults: Option<&'a dyn Faults>,
 }
 
+/// What became of one archived file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RestoreStatus {
+    Restored,
+    /// The same bytes are already at its path.
+    AlreadyPresent,
+    /// Other bytes are at its path: left alone.
+    Conflict,
+    Failed,
+}
+
 /// One restored (or not) file.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct RestoredFile {
     pub path: String,
     pub archive: String,
-    /// `restored`, `already_present`, `conflict` or `failed`.
-    pub status: &'static str,
+    pub status: RestoreStatus,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, Serialize)]
+/// The `restore` job's report data: `report.figures::<RestoreReport>()`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize)]
 pub struct RestoreReport {
     pub archives: Vec<String>,
     pub restored_files: u64,
@@ -244,21 +256,21 @@ pub fn restore(req: &RestoreRequest<'_>) -> Result<RestoreReport, RetentionError
                                 .map(Path::to_path_buf)
                                 .unwrap_or_default(),
                         );
-                        ("restored", None)
+                        (RestoreStatus::Restored, None)
                     }
                     Ok(Put::Identical) => {
                         report.already_present += 1;
-                        ("already_present", None)
+                        (RestoreStatus::AlreadyPresent, None)
                     }
                     Ok(Put::Conflict(why)) => {
                         report.conflicts += 1;
                         report.errors.push(format!("{}: {why}", dest.display()));
-                        ("conflict", Some(why))
+                        (RestoreStatus::Conflict, Some(why))
                     }
                     Err(e) => {
                         let message = format!("{}: {e}", dest.display());
                         report.errors.push(message.clone());
-                        ("failed", Some(message))
+                        (RestoreStatus::Failed, Some(message))
                     }
                 };
                 report.files.push(RestoredFile {

@@ -8,6 +8,7 @@ use cleanup_support::*;
 use serde_json::json;
 use speckit_engine::events::JobOutcome;
 use speckit_engine::{Engine, JobTrigger};
+use speckit_retention::restore::{RestoreReport, RestoreStatus};
 use speckit_retention::RetentionPlugin;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -60,9 +61,13 @@ async fn files_and_rows_come_back_exactly() {
         run.error,
         run.report
     );
-    let data = run.report.unwrap().data;
-    assert!(data["restored_files"].as_u64().unwrap() > 0);
-    assert_eq!(data["rows_inserted"], 6, "2 runs, 2 outputs, 2 executions");
+    let report: RestoreReport = run.report.unwrap().figures().unwrap();
+    assert!(report.restored_files > 0);
+    assert_eq!(report.rows_inserted, 6, "2 runs, 2 outputs, 2 executions");
+    assert!(report
+        .files
+        .iter()
+        .all(|f| f.status == RestoreStatus::Restored));
     let after = tree(&ws.root);
     for (path, sha) in before.iter().filter(|(p, _)| p.contains("SPEC-KIT-100/")) {
         assert_eq!(
@@ -89,9 +94,13 @@ async fn files_and_rows_come_back_exactly() {
     // Restoring again: everything already there, nothing duplicated.
     let again = restore(&engine, json!({ "spec": "SPEC-KIT-100" })).await;
     assert_eq!(again.outcome, JobOutcome::Succeeded);
-    let data = again.report.unwrap().data;
-    assert_eq!(data["restored_files"], 0);
-    assert_eq!(data["rows_identical"], 6);
+    let report: RestoreReport = again.report.unwrap().figures().unwrap();
+    assert_eq!(report.restored_files, 0);
+    assert_eq!(report.rows_identical, 6);
+    assert!(report
+        .files
+        .iter()
+        .all(|f| f.status == RestoreStatus::AlreadyPresent));
     engine.shutdown(std::time::Duration::from_secs(5)).await;
 }
 
