@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 
 /// The SPEC and stage the demo spawns agents for (a SPEC the tracker marks In Progress, so
 /// retention never touches its fresh evidence).
-pub const DEMO_SPAWN_SPEC: &str = "SPEC-KIT-901";
+/// Finished, and over its evidence limit until the demo's cleanup archives its old
+/// evidence: the demo's first spawn is refused, the one after the cleanup runs.
+pub const DEMO_SPAWN_SPEC: &str = "SPEC-KIT-902";
 pub const DEMO_SPAWN_STAGE: &str = "plan";
 
 /// Agent names of the demo (stubs standing in for the real CLIs).

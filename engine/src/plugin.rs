@@ -104,6 +104,10 @@ pub enum PluginError {
     Storage(#[from] StorageError),
     #[error("cancelled")]
     Cancelled,
+    /// A rule of the policy said no (a SPEC over its evidence limit); nothing ran. The
+    /// message says why and what would let it run.
+    #[error("refused: {0}")]
+    Refused(String),
     #[error("{0}")]
     Failed(String),
 }
@@ -119,6 +123,8 @@ pub enum JobErrorKind {
     Storage,
     /// Stopped at shutdown ([`PluginError::Cancelled`]).
     Cancelled,
+    /// A policy rule refused the run ([`PluginError::Refused`]); nothing ran.
+    Refused,
     /// The job failed ([`PluginError::Failed`]), or its task ended abnormally.
     Failed,
     /// The plugin panicked; the engine caught it.
@@ -131,6 +137,7 @@ impl PluginError {
             PluginError::InvalidArgs(_) => JobErrorKind::InvalidOptions,
             PluginError::Storage(_) => JobErrorKind::Storage,
             PluginError::Cancelled => JobErrorKind::Cancelled,
+            PluginError::Refused(_) => JobErrorKind::Refused,
             PluginError::Failed(_) => JobErrorKind::Failed,
         }
     }

@@ -62,13 +62,15 @@ pub async fn demo(_global: &GlobalArgs, args: DemoArgs) -> Result<u8> {
     options.env.retain(|(k, _)| !k.starts_with("SPECKIT_"));
     let engine = Engine::start(options, speckit_hygiene::builtin_plugins()).await?;
     let mut failed = false;
+    // The evidence guard first: the SPEC is over its limit, so spawning is refused.
+    failed |= super::spawn::demo_step(&engine, "spawn (before cleanup)", true).await?;
     for job in ["cleanup", "vacuum"] {
         println!("\n== {job}");
         let run = super::run_job(&engine, job, &serde_json::json!({})).await?;
         failed |= run.outcome == JobOutcome::Failed;
         super::print_job(&run, false);
     }
-    failed |= super::spawn::demo_step(&engine).await?;
+    failed |= super::spawn::demo_step(&engine, "spawn", false).await?;
     // The pass ends with where the evidence stands against the limits (issue 5).
     println!("\n== stats");
     let stats = super::stats::print_table_for(&engine.policy()).await;

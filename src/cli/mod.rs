@@ -210,6 +210,7 @@ pub fn print_job(run: &JobRun, json: bool) -> u8 {
 pub fn exit_status(run: &JobRun) -> u8 {
     match (&run.outcome, run.error_kind) {
         (JobOutcome::Failed, Some(JobErrorKind::InvalidOptions)) => EXIT_USAGE,
+        (JobOutcome::Failed, Some(JobErrorKind::Refused)) => EXIT_BLOCKED,
         (JobOutcome::Failed, _) => EXIT_FAILED,
         (JobOutcome::Succeeded | JobOutcome::Skipped, _) => EXIT_OK,
     }

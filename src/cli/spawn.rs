@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use speckit_engine::engine::JobRun;
 use speckit_engine::events::JobOutcome;
-use speckit_engine::{Engine, SpecId};
+use speckit_engine::{Engine, JobErrorKind, SpecId};
 use speckit_spawn::stats::{Percentiles, SpawnStats};
 use speckit_spawn::{SpawnJobReport, SpawnOptions};
 
@@ -31,6 +31,9 @@ pub struct SpawnArgs {
     /// Comma-separated agent names (default: every agent in the policy).
     #[arg(long, value_delimiter = ',')]
     agents: Vec<String>,
+    /// Spawn even when the SPEC's evidence is over `evidence.limit_mb`.
+    #[arg(long)]
+    ignore_limits: bool,
     #[arg(long)]
     json: bool,
 }
@@ -80,6 +83,7 @@ pub async fn spawn(global: &GlobalArgs, args: SpawnArgs) -> Result<u8> {
             stage,
             prompt,
             agents: args.agents.clone(),
+            ignore_limits: args.ignore_limits,
         },
     )
     .await;
@@ -119,11 +123,12 @@ fn stop_agents_on_signal(engine: &Engine) -> tokio::task::JoinHandle<()> {
     })
 }
 
-/// The demo's spawn step: the demo policy's stub agents for one SPEC. Returns whether it
-/// failed.
-pub async fn demo_step(engine: &Engine) -> Result<bool> {
+/// The demo's spawn step: the demo policy's stub agents for one SPEC. With
+/// `expect_refusal` the evidence guard must refuse it (the SPEC is over its limit). Returns
+/// whether the step went otherwise than expected.
+pub async fn demo_step(engine: &Engine, title: &str, expect_refusal: bool) -> Result<bool> {
     use speckit_hygiene::demo_agents::{DEMO_SPAWN_SPEC, DEMO_SPAWN_STAGE};
-    println!("\n== spawn");
+    println!("\n== {title}");
     let run = run_job(
         engine,
         "spawn",
@@ -134,9 +139,21 @@ pub async fn demo_step(engine: &Engine) -> Result<bool> {
                 "Draft the {DEMO_SPAWN_STAGE} for {DEMO_SPAWN_SPEC} (demo prompt).\n"
             )),
             agents: Vec::new(),
+            ignore_limits: false,
         },
     )
     .await?;
+    if expect_refusal {
+        let refused = run.error_kind == Some(JobErrorKind::Refused);
+        match &run.error {
+            Some(error) if refused => println!("{error}"),
+            _ => {
+                println!("expected the evidence guard to refuse this spawn; it did not:");
+                print_spawn_run(&run);
+            }
+        }
+        return Ok(!refused);
+    }
     Ok(print_spawn_run(&run) != EXIT_OK)
 }
 

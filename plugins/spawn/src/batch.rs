@@ -116,6 +116,7 @@ pub async fn spawn_agents(
         config_dir: policy.source.dir.clone(),
         spawn_timeout: std::time::Duration::from_millis(spawn.spawn_timeout_ms),
         max_response_bytes: spawn.max_response_bytes,
+        environment: spawn.environment.clone(),
         request_start,
         cancel: request.cancel.clone(),
         clock: request.clock.clone(),

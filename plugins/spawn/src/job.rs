@@ -9,6 +9,10 @@ use tokio::task::JoinSet;
 
 use speckit_engine::{JobContext, JobReport, PluginError, SpecId};
 
+use speckit_retention::guard::GuardVerdict;
+use speckit_retention::layout::LayoutError;
+use speckit_retention::stats::StatsError;
+
 use crate::batch::{spawn_agents, BatchMetrics};
 use crate::error::{AgentFailure, SpawnError};
 use crate::handle::AgentCompletion;
@@ -66,6 +70,39 @@ impl From<&AgentCompletion> for CompletionFigures {
     }
 }
 
+/// Refuses a SPEC the evidence guard blocks, saying what cleanup would free; one whose
+/// evidence cannot be measured is refused too (it is not known to be under its limit),
+/// except when the evidence root does not exist yet (nothing to measure: spawn creates it).
+async fn check_evidence_limit(ctx: &JobContext, spec: &SpecId) -> Result<(), PluginError> {
+    let (policy, storage, now, id) = (
+        ctx.policy.clone(),
+        ctx.storage.clone(),
+        ctx.clock.now(),
+        spec.as_str().to_string(),
+    );
+    let verdict = tokio::task::spawn_blocking(move || {
+        speckit_retention::guard::evidence_guard_planned(&policy.policy, &id, Some(&storage), now)
+    })
+    .await
+    .map_err(|e| PluginError::Failed(format!("the evidence guard's task failed: {e}")))?;
+    let advice = "or spawn with --ignore-limits (API: ignore_limits) to start anyway";
+    match verdict {
+        Ok(GuardVerdict::Block { figures, action }) => Err(PluginError::Refused(format!(
+            "{spec}'s evidence is over its limit ({} bytes > limit_mb {} MiB = {} bytes): {}; {advice}",
+            figures.total.bytes, figures.limit_mb, figures.limit_bytes, action.advice
+        ))),
+        Ok(GuardVerdict::Warn { reasons, .. }) => {
+            ctx.progress(format!("{spec}: evidence guard warns: {}", reasons.join("; ")));
+            Ok(())
+        }
+        Ok(GuardVerdict::Allow { .. }) => Ok(()),
+        Err(StatsError::Layout(LayoutError::RootMissing(_))) => Ok(()),
+        Err(e) => Err(PluginError::Refused(format!(
+            "the evidence guard cannot measure {spec}: {e}; {advice}"
+        ))),
+    }
+}
+
 /// The prompt used when the job is given none.
 pub fn default_prompt(spec: &SpecId, stage: &str) -> String {
     format!("Run the {stage} stage of {spec}.\n")
@@ -85,6 +122,10 @@ pub struct SpawnOptions {
     /// Which of the stage's agents to start; all of them when empty.
     #[serde(default)]
     pub agents: Vec<String>,
+    /// Spawn even when the SPEC's evidence is over `evidence.limit_mb` (the evidence
+    /// guard would block it).
+    #[serde(default)]
+    pub ignore_limits: bool,
 }
 
 pub(crate) async fn run(ctx: JobContext) -> Result<JobReport, PluginError> {
@@ -93,7 +134,11 @@ pub(crate) async fn run(ctx: JobContext) -> Result<JobReport, PluginError> {
         stage,
         prompt,
         agents,
+        ignore_limits,
     } = ctx.options()?;
+    if !ignore_limits {
+        check_evidence_limit(&ctx, &spec).await?;
+    }
     let prompt = prompt.unwrap_or_else(|| default_prompt(&spec, &stage));
 
     let request = SpawnRequest::new(spec.clone(), stage.clone(), prompt)

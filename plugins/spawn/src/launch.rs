@@ -40,6 +40,8 @@ pub(crate) struct BatchContext {
     pub config_dir: PathBuf,
     pub spawn_timeout: Duration,
     pub max_response_bytes: u64,
+    /// The rule for the agents' environment.
+    pub environment: crate::EnvironmentPolicy,
     /// When the request arrived: every agent's spawn time is measured from here.
     pub request_start: Instant,
     pub cancel: CancellationToken,
@@ -322,7 +324,12 @@ fn start_process(
     let mut command = tokio::process::Command::new(&program);
     command
         .args(agent.args.iter().map(|a| expand(a, &values)))
-        .envs(&agent.env)
+        .env_clear()
+        .envs(crate::environment::agent_environment(
+            &ctx.environment,
+            &agent.env,
+            std::env::vars_os(),
+        ))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

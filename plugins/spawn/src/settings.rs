@@ -51,7 +51,53 @@ pub struct SpawnPolicy {
     pub spawn_timeout_ms: u64,
     /// Bytes of an agent's response stored in the database; the rest stays in its file.
     pub max_response_bytes: u64,
+    /// `[spawn.environment]`: what agents get of the engine's environment.
+    pub environment: EnvironmentPolicy,
     pub agents: Vec<AgentPolicy>,
+}
+
+/// `[spawn.environment]`: the host's rule for an agent's environment, by default exactly
+/// as upstream applies it (see `environment.rs` for the order).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EnvironmentPolicy {
+    /// Variables of the engine's environment an agent does not get; a trailing `*`
+    /// matches every name starting with what precedes it.
+    pub remove: Vec<String>,
+    /// `NAME = "SOURCE"`: an agent without `NAME` gets the value of `SOURCE`.
+    pub aliases: BTreeMap<String, String>,
+    /// `NAME = "value"`: an agent without `NAME` gets this value.
+    pub defaults: BTreeMap<String, String>,
+}
+
+impl Default for EnvironmentPolicy {
+    fn default() -> Self {
+        let pairs = |list: &[(&str, &str)]| {
+            list.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        Self {
+            remove: ["RUST_LOG", "RUST_BACKTRACE", "RUST_LOG_STYLE", "RUST_LOG_*"]
+                .map(String::from)
+                .to_vec(),
+            aliases: pairs(&[
+                ("GEMINI_API_KEY", "GOOGLE_API_KEY"),
+                ("ANTHROPIC_API_KEY", "CLAUDE_API_KEY"),
+                ("CLAUDE_API_KEY", "ANTHROPIC_API_KEY"),
+                ("CLAUDE_BASE_URL", "ANTHROPIC_BASE_URL"),
+                ("DASHSCOPE_API_KEY", "QWEN_API_KEY"),
+                ("QWEN_API_KEY", "DASHSCOPE_API_KEY"),
+                ("DASHSCOPE_BASE_URL", "QWEN_BASE_URL"),
+                ("QWEN_BASE_URL", "DASHSCOPE_BASE_URL"),
+            ]),
+            defaults: pairs(&[
+                ("DISABLE_AUTOUPDATER", "1"),
+                ("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1"),
+                ("DISABLE_ERROR_REPORTING", "1"),
+            ]),
+        }
+    }
 }
 
 impl Default for SpawnPolicy {
@@ -60,6 +106,7 @@ impl Default for SpawnPolicy {
             max_concurrency: 8,
             spawn_timeout_ms: 10_000,
             max_response_bytes: 64 * 1024,
+            environment: EnvironmentPolicy::default(),
             agents: Vec::new(),
         }
     }
@@ -74,6 +121,30 @@ impl Section for SpawnPolicy {
         }
         if self.spawn_timeout_ms == 0 {
             problems.bad("spawn_timeout_ms", "must be at least 1");
+        }
+        let env_name =
+            |name: &str| !name.is_empty() && !name.contains(['=', '\0']) && !name.contains('*');
+        for (i, pattern) in self.environment.remove.iter().enumerate() {
+            let name = pattern.strip_suffix('*').unwrap_or(pattern);
+            if !(env_name(name) || (pattern.ends_with('*') && name.is_empty())) {
+                problems.bad(
+                    format!("environment.remove.{i}"),
+                    format!("{pattern:?} is not a variable name (a trailing * matches a prefix)"),
+                );
+            }
+        }
+        for (table, map) in [
+            ("aliases", &self.environment.aliases),
+            ("defaults", &self.environment.defaults),
+        ] {
+            for name in map.keys() {
+                if !env_name(name) {
+                    problems.bad(
+                        format!("environment.{table}.{name}"),
+                        format!("{name:?} is not a variable name"),
+                    );
+                }
+            }
         }
         let mut names = std::collections::BTreeSet::new();
         for (i, agent) in self.agents.iter().enumerate() {

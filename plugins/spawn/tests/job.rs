@@ -6,7 +6,7 @@ mod support;
 use std::sync::Arc;
 
 use speckit_engine::events::JobOutcome;
-use speckit_engine::{Engine, EngineError, EngineOptions, JobTrigger};
+use speckit_engine::{Engine, EngineError, EngineOptions, JobErrorKind, JobTrigger};
 use speckit_spawn::SpawnPlugin;
 use support::stub_agent;
 
@@ -166,4 +166,67 @@ async fn a_policy_with_unsafe_agent_names_or_unknown_placeholders_is_rejected() 
         !dir.path().join("db").exists(),
         "a rejected policy opens no database"
     );
+}
+
+/// The evidence guard: a SPEC over `evidence.limit_mb` is not spawned on (nothing starts,
+/// no row is written) and the refusal says what gets it under; `ignore_limits` spawns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spec_over_its_evidence_limit_is_refused_unless_limits_are_ignored() {
+    let dir = tempfile::tempdir().unwrap();
+    let agents = format!(
+        "[evidence]\nroot = \"evidence\"\nwarn_mb = 0.5\nlimit_mb = 1.0\n{}",
+        stub_agent_toml("gemini", "")
+    );
+    let options = {
+        let config = dir.path().join("speckit.toml");
+        std::fs::write(
+            &config,
+            format!("[storage]\ndatabase_path = \"db/consensus.db\"\n{agents}"),
+        )
+        .unwrap();
+        let mut options = EngineOptions::new(config);
+        options.env = Vec::new();
+        options
+    };
+    // 1.5 MiB of evidence: over the 1 MiB limit.
+    let spec_dir = dir.path().join("evidence/commands/SPEC-KIT-950");
+    std::fs::create_dir_all(&spec_dir).unwrap();
+    std::fs::write(spec_dir.join("big.log"), vec![b'x'; 3 * 512 * 1024]).unwrap();
+    let engine = Engine::start(options, vec![Arc::new(SpawnPlugin::new())])
+        .await
+        .unwrap();
+    let spawn = |ignore_limits: bool| {
+        engine.run_job(
+            "spawn",
+            JobTrigger::Manual,
+            serde_json::json!({
+                "spec": "SPEC-KIT-950", "stage": "plan", "ignore_limits": ignore_limits
+            }),
+        )
+    };
+
+    let refused = spawn(false).await.unwrap();
+    assert_eq!(refused.outcome, JobOutcome::Failed);
+    assert_eq!(refused.error_kind, Some(JobErrorKind::Refused));
+    let error = refused.error.unwrap();
+    assert!(
+        error.contains("SPEC-KIT-950's evidence is over its limit (1572864 bytes"),
+        "{error}"
+    );
+    assert!(error.contains("speckit-hygiene cleanup"), "{error}");
+    assert!(error.contains("--ignore-limits"), "{error}");
+    let executions: i64 = engine
+        .storage()
+        .read(|c| c.query_row("SELECT count(*) FROM agent_executions", [], |r| r.get(0)))
+        .await
+        .unwrap();
+    assert_eq!(executions, 0, "no agent was started");
+    let files: Vec<_> = std::fs::read_dir(&spec_dir).unwrap().collect();
+    assert_eq!(files.len(), 1, "nothing written beside the evidence");
+
+    let ran = spawn(true).await.unwrap();
+    assert_eq!(ran.outcome, JobOutcome::Succeeded, "{:?}", ran.error);
+    let figures: speckit_spawn::SpawnJobReport = ran.report.unwrap().figures().unwrap();
+    assert_eq!(figures.batch.ok_count, 1);
+    engine.shutdown(std::time::Duration::from_secs(5)).await;
 }
