@@ -108,6 +108,15 @@ fn main() -> ExitCode {
         eprintln!("{message}");
     }
     let prompt = match &options.prompt {
+        // `-`: the prompt comes on stdin, as the host hands over a long one.
+        Some(path) if path == "-" => {
+            let mut text = String::new();
+            if let Err(e) = std::io::Read::read_to_string(&mut std::io::stdin(), &mut text) {
+                eprintln!("stub_agent: cannot read the prompt from stdin: {e}");
+                return ExitCode::from(4);
+            }
+            text
+        }
         Some(path) => match std::fs::read_to_string(path) {
             Ok(text) => text,
             Err(e) => {

@@ -34,6 +34,9 @@ pub struct SpawnArgs {
     /// Spawn even when the SPEC's evidence is over `evidence.limit_mb`.
     #[arg(long)]
     ignore_limits: bool,
+    /// The stage only reads: agents get their `args_read_only`.
+    #[arg(long)]
+    read_only: bool,
     #[arg(long)]
     json: bool,
 }
@@ -84,6 +87,7 @@ pub async fn spawn(global: &GlobalArgs, args: SpawnArgs) -> Result<u8> {
             prompt,
             agents: args.agents.clone(),
             ignore_limits: args.ignore_limits,
+            read_only: args.read_only,
         },
     )
     .await;
@@ -140,6 +144,7 @@ pub async fn demo_step(engine: &Engine, title: &str, expect_refusal: bool) -> Re
             )),
             agents: Vec::new(),
             ignore_limits: false,
+            read_only: false,
         },
     )
     .await?;

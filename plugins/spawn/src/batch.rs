@@ -117,6 +117,7 @@ pub async fn spawn_agents(
         spawn_timeout: std::time::Duration::from_millis(spawn.spawn_timeout_ms),
         max_response_bytes: spawn.max_response_bytes,
         environment: spawn.environment.clone(),
+        read_only: request.read_only,
         request_start,
         cancel: request.cancel.clone(),
         clock: request.clock.clone(),

@@ -9,8 +9,11 @@ use std::path::{Path, PathBuf};
 
 use crate::AgentPolicy;
 
-/// The placeholders `args` may hold.
+/// The placeholders `args` (and `args_read_only`, `args_write`) may hold.
 pub const PLACEHOLDERS: &[&str] = &["prompt_file", "spec_id", "stage", "output_file"];
+
+/// The placeholder `prompt_args` holds besides those: the prompt itself.
+pub const PROMPT_PLACEHOLDER: &str = "prompt";
 
 /// The values placeholders expand to for one agent.
 #[derive(Debug, Clone)]
@@ -19,6 +22,8 @@ pub struct PlaceholderValues<'a> {
     pub spec_id: &'a str,
     pub stage: &'a str,
     pub output_file: &'a Path,
+    /// Set only while expanding `prompt_args`.
+    pub prompt: Option<&'a str>,
 }
 
 impl PlaceholderValues<'_> {
@@ -28,6 +33,7 @@ impl PlaceholderValues<'_> {
             "spec_id" => self.spec_id.to_string(),
             "stage" => self.stage.to_string(),
             "output_file" => self.output_file.display().to_string(),
+            PROMPT_PLACEHOLDER => self.prompt?.to_string(),
             _ => return None,
         })
     }
@@ -95,22 +101,61 @@ pub fn program_path(command: &str, config_dir: &Path) -> PathBuf {
 /// Problems with one agent's command settings, as (key suffix, message) pairs.
 pub fn check_agent(agent: &AgentPolicy) -> Vec<(String, String)> {
     let mut problems = Vec::new();
-    for (i, arg) in agent.args.iter().enumerate() {
+    let known = |extra: Option<&str>| {
+        PLACEHOLDERS
+            .iter()
+            .copied()
+            .chain(extra)
+            .map(|p| format!("{{{p}}}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let lists = [
+        ("args", Some(&agent.args)),
+        ("args_read_only", agent.args_read_only.as_ref()),
+        ("args_write", agent.args_write.as_ref()),
+    ];
+    for (key, list) in lists {
+        for (i, arg) in list.into_iter().flatten().enumerate() {
+            for name in placeholders_in(arg) {
+                if name == PROMPT_PLACEHOLDER {
+                    problems.push((
+                        format!("{key}.{i}"),
+                        "{prompt} belongs in prompt_args, which are left out when the prompt goes on stdin or in a file".into(),
+                    ));
+                } else if !PLACEHOLDERS.contains(&name) {
+                    problems.push((
+                        format!("{key}.{i}"),
+                        format!("unknown placeholder {{{name}}}; known: {}", known(None)),
+                    ));
+                }
+            }
+        }
+    }
+    let mut prompt_in_args = false;
+    for (i, arg) in agent.prompt_args.iter().enumerate() {
         for name in placeholders_in(arg) {
-            if !PLACEHOLDERS.contains(&name) {
+            prompt_in_args |= name == PROMPT_PLACEHOLDER;
+            if name != PROMPT_PLACEHOLDER && !PLACEHOLDERS.contains(&name) {
                 problems.push((
-                    format!("args.{i}"),
+                    format!("prompt_args.{i}"),
                     format!(
                         "unknown placeholder {{{name}}}; known: {}",
-                        PLACEHOLDERS
-                            .iter()
-                            .map(|p| format!("{{{p}}}"))
-                            .collect::<Vec<_>>()
-                            .join(", ")
+                        known(Some(PROMPT_PLACEHOLDER))
                     ),
                 ));
             }
         }
+    }
+    let may_use_argument = matches!(
+        agent.prompt_via,
+        crate::PromptVia::Auto | crate::PromptVia::Argument
+    );
+    if may_use_argument && !prompt_in_args {
+        problems.push((
+            "prompt_args".into(),
+            "must hold {prompt} when the prompt may go as an argument (prompt_via \"auto\" or \"argument\")".into(),
+        ));
     }
     if let crate::AgentReadiness::Line(line) = &agent.readiness {
         if line.trim().is_empty() {
@@ -141,6 +186,7 @@ mod tests {
             spec_id: "SPEC-KIT-900",
             stage: "plan",
             output_file: Path::new("/e/o.txt"),
+            prompt: None,
         }
     }
 
@@ -167,14 +213,16 @@ mod tests {
             vec!["prompt", "stage"]
         );
         let agent: AgentPolicy = toml::from_str(
-            "name = \"a\"\ncommand = \"x\"\nargs = [\"{prompt}\", \"{stage}\"]\nreadiness = { line = \" \" }\n",
+            "name = \"a\"\ncommand = \"x\"\nargs = [\"{prompt}\", \"{stage}\", \"{promt}\"]\nreadiness = { line = \" \" }\n",
         )
         .unwrap();
         let problems = check_agent(&agent);
-        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert_eq!(problems.len(), 3, "{problems:?}");
         assert_eq!(problems[0].0, "args.0");
-        assert!(problems[0].1.contains("{prompt_file}"));
-        assert_eq!(problems[1].0, "readiness.line");
+        assert!(problems[0].1.contains("belongs in prompt_args"));
+        assert_eq!(problems[1].0, "args.2");
+        assert!(problems[1].1.contains("{prompt_file}"));
+        assert_eq!(problems[2].0, "readiness.line");
     }
 
     #[test]

@@ -63,6 +63,8 @@ pub struct AgentCompletion {
     /// From process start to exit (or kill).
     pub run_ms: u64,
     pub paths: AgentPaths,
+    /// Processes the agent left running (a daemon it started), killed when it ended.
+    pub left_behind: Vec<u32>,
 }
 
 impl AgentCompletion {
@@ -175,6 +177,17 @@ impl AgentHandle {
         stopped: Option<RunFailure>,
     ) -> Result<AgentCompletion, CompletionError> {
         let run_ms = self.started.elapsed().as_millis() as u64;
+        // What the agent left behind outside its group (daemons) goes with it, before its
+        // logs are finished: such a process may hold the log pipes open.
+        let (agent_id, leader) = (self.agent_id.clone(), self.process.pid());
+        let left_behind = tokio::task::spawn_blocking(move || {
+            crate::descendants::stop_left_behind(&agent_id, leader)
+        })
+        .await
+        .unwrap_or_default();
+        if !left_behind.is_empty() {
+            tracing::warn!(agent = %self.agent, pids = ?left_behind, "killed processes the agent left running");
+        }
         let log_errors = self.process.finish_logs().await;
         let exited_badly = stopped.is_none() && !status.success();
         let (paths, max_bytes) = (self.paths.clone(), self.ctx.max_response_bytes);
@@ -247,6 +260,7 @@ impl AgentHandle {
             truncated: response.truncated,
             run_ms,
             paths: self.paths.clone(),
+            left_behind,
         };
         match &completion.failure {
             None => tracing::info!(agent = %completion.agent, run_ms, "agent finished"),

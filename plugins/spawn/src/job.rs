@@ -50,6 +50,9 @@ pub struct CompletionFigures {
     pub truncated: bool,
     /// Where the whole response is.
     pub response_path: PathBuf,
+    /// Processes it left running when it ended, killed then.
+    #[serde(default)]
+    pub left_behind: Vec<u32>,
 }
 
 impl From<&AgentCompletion> for CompletionFigures {
@@ -66,6 +69,7 @@ impl From<&AgentCompletion> for CompletionFigures {
             stored_bytes: c.response.len() as u64,
             truncated: c.truncated,
             response_path: c.response_path.clone(),
+            left_behind: c.left_behind.clone(),
         }
     }
 }
@@ -126,6 +130,10 @@ pub struct SpawnOptions {
     /// guard would block it).
     #[serde(default)]
     pub ignore_limits: bool,
+    /// The stage only reads: agents get their `args_read_only` (default: they write, as
+    /// the host's stages do).
+    #[serde(default)]
+    pub read_only: bool,
 }
 
 pub(crate) async fn run(ctx: JobContext) -> Result<JobReport, PluginError> {
@@ -135,6 +143,7 @@ pub(crate) async fn run(ctx: JobContext) -> Result<JobReport, PluginError> {
         prompt,
         agents,
         ignore_limits,
+        read_only,
     } = ctx.options()?;
     if !ignore_limits {
         check_evidence_limit(&ctx, &spec).await?;
@@ -143,6 +152,7 @@ pub(crate) async fn run(ctx: JobContext) -> Result<JobReport, PluginError> {
 
     let request = SpawnRequest::new(spec.clone(), stage.clone(), prompt)
         .with_agents(agents)
+        .read_only(read_only)
         .with_cancel(ctx.cancel.clone())
         .with_clock(ctx.clock.clone());
     let batch = spawn_agents(&ctx.storage, &ctx.policy, &ctx.events, request)
@@ -179,9 +189,18 @@ pub(crate) async fn run(ctx: JobContext) -> Result<JobReport, PluginError> {
     }
     let rank = |name: &str| metrics.agents.iter().position(|a| a.agent == name);
     completions.sort_by_key(|c| rank(&c.agent));
+    let mut warnings = batch.warnings;
     for c in &completions {
         if let Some(failure) = &c.failure {
             errors.push(format!("agent {:?} run failed: {failure}", c.agent));
+        }
+        if !c.left_behind.is_empty() {
+            warnings.push(format!(
+                "agent {:?} left {} process(es) running when it ended (pids {:?}); they were killed",
+                c.agent,
+                c.left_behind.len(),
+                c.left_behind
+            ));
         }
     }
     let succeeded = completions.iter().filter(|c| c.succeeded()).count();
@@ -200,7 +219,7 @@ pub(crate) async fn run(ctx: JobContext) -> Result<JobReport, PluginError> {
         completions: completions.iter().map(CompletionFigures::from).collect(),
     };
     let mut report = JobReport::typed(summary, &figures);
-    report.warnings = batch.warnings;
+    report.warnings = warnings;
     report.errors = errors;
     Ok(report)
 }

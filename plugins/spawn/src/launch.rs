@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::AgentPolicy;
 use crate::AgentReadiness;
+use crate::PromptVia;
 use speckit_engine::clock::SharedClock;
 use speckit_engine::events::{EngineEvent, EventBus};
 use speckit_engine::{Storage, StorageError};
@@ -42,6 +43,8 @@ pub(crate) struct BatchContext {
     pub max_response_bytes: u64,
     /// The rule for the agents' environment.
     pub environment: crate::EnvironmentPolicy,
+    /// The stage only reads (each agent's `args_read_only`).
+    pub read_only: bool,
     /// When the request arrived: every agent's spawn time is measured from here.
     pub request_start: Instant,
     pub cancel: CancellationToken,
@@ -168,7 +171,7 @@ pub(crate) async fn initialize(
             db::insert_execution(tx, &batch, &id, &name, &phase, &spawned_at).map_err(to_storage)
         })
     };
-    let start = async { start_process(&ctx, &agent, &paths) };
+    let start = async { start_process(&ctx, &agent, &paths, &id) };
     let (row, started) = tokio::join!(row, start);
     let (mut process, watch, process_started) = match (row, started) {
         (Ok(()), Ok(started)) => started,
@@ -309,28 +312,48 @@ fn start_process(
     ctx: &BatchContext,
     agent: &AgentPolicy,
     paths: &AgentPaths,
+    agent_id: &str,
 ) -> Result<(AgentProcess, Option<ReadyWatch>, Instant), FailureCause> {
-    evidence::write_prompt_file(paths, &ctx.prompt).map_err(|e| FailureCause::EvidenceFile {
+    // The agent's own prompt is kept as evidence whichever way it is handed over.
+    let prompt = agent.prompt_for(&ctx.prompt);
+    evidence::write_prompt_file(paths, &prompt).map_err(|e| FailureCause::EvidenceFile {
         path: paths.prompt.display().to_string(),
         message: e.to_string(),
     })?;
     let program = program_path(&agent.command, &ctx.config_dir);
-    let values = PlaceholderValues {
+    let mut values = PlaceholderValues {
         prompt_file: &paths.prompt,
         spec_id: &ctx.batch.spec_id,
         stage: &ctx.request_stage,
         output_file: &paths.output,
+        prompt: None,
     };
+    let via = agent.handover(ctx.read_only, prompt.len());
+    let mut args: Vec<String> = agent
+        .mode_args(ctx.read_only)
+        .iter()
+        .map(|a| expand(a, &values))
+        .collect();
+    if via == PromptVia::Argument {
+        values.prompt = Some(&prompt);
+        args.extend(agent.prompt_args.iter().map(|a| expand(a, &values)));
+    }
     let mut command = tokio::process::Command::new(&program);
     command
-        .args(agent.args.iter().map(|a| expand(a, &values)))
+        .args(args)
         .env_clear()
         .envs(crate::environment::agent_environment(
             &ctx.environment,
             &agent.env,
             std::env::vars_os(),
         ))
-        .stdin(Stdio::null())
+        // Inherited by everything the agent starts: how what it leaves behind is found.
+        .env(crate::descendants::MARKER, agent_id)
+        .stdin(if via == PromptVia::Stdin {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         // Its own process group: killing the group stops whatever the agent started.
@@ -350,6 +373,9 @@ fn start_process(
         message: e.to_string(),
     })?;
     let started = Instant::now();
+    if let Some(stdin) = child.stdin.take() {
+        hand_over_on_stdin(stdin, prompt, agent.name.clone());
+    }
     let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
     let mut process = AgentProcess::new(child);
     let (stderr_log, stderr_task) = spawn_log_writer(paths.stderr.clone());
@@ -372,6 +398,20 @@ fn start_process(
     Ok((process, watch, started))
 }
 
+/// Writes the prompt to the agent's stdin and closes it, off the spawn's path: a prompt
+/// larger than the pipe's buffer is written as the agent reads it. An agent that exits
+/// (or closes stdin) without reading it all is not an error here; its exit says how it
+/// went.
+fn hand_over_on_stdin(mut stdin: tokio::process::ChildStdin, prompt: String, agent: String) {
+    tokio::spawn(async move {
+        use tokio::io::AsyncWriteExt;
+        if let Err(e) = stdin.write_all(prompt.as_bytes()).await {
+            tracing::debug!(agent, "the agent did not read all of its prompt: {e}");
+        }
+        drop(stdin);
+    });
+}
+
 /// What ended the wait for an agent's ready line.
 enum ReadyWait {
     Ready,
@@ -392,6 +432,18 @@ async fn fail(
     has_row: bool,
 ) -> AgentInit {
     let message = cause.to_string();
+    if let Some(leader) = pid {
+        // Its process group is killed; what it started in a session of its own is not.
+        let agent_id = metric.agent_id.clone();
+        let left = tokio::task::spawn_blocking(move || {
+            crate::descendants::stop_left_behind(&agent_id, leader)
+        })
+        .await
+        .unwrap_or_default();
+        if !left.is_empty() {
+            tracing::warn!(agent = %metric.agent, pids = ?left, "killed processes the failed agent left running");
+        }
+    }
     if has_row {
         mark_row_failed(&ctx.storage, &ctx.clock, &metric.agent_id, &message).await;
     }

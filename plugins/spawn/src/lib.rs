@@ -29,6 +29,7 @@
 mod batch;
 pub mod command;
 mod db;
+mod descendants;
 pub mod environment;
 mod error;
 pub mod evidence;
@@ -49,7 +50,10 @@ pub use handle::{AgentCompletion, AgentHandle};
 pub use job::{default_prompt, CompletionFigures, SpawnJobReport, SpawnOptions};
 pub use request::{host_stage, validate_stage, SpawnRequest, DEFAULT_PHASE_TYPE};
 pub use schema::SPAWN_SCHEMA;
-pub use settings::{AgentPolicy, AgentReadiness, EnvironmentPolicy, SpawnPolicy};
+pub use settings::{
+    AgentPolicy, AgentReadiness, EnvironmentPolicy, PromptVia, SpawnPolicy,
+    PROMPT_ARGUMENT_MAX_BYTES,
+};
 
 use speckit_engine::plugin::BoxFuture;
 use speckit_engine::policy::{JobSpec, SectionSpec};

@@ -35,6 +35,9 @@ pub struct SpawnRequest {
     pub cancel: CancellationToken,
     /// Where wall-clock times come from.
     pub clock: SharedClock,
+    /// The stage only reads: agents get `args_read_only` instead of `args_write` (the
+    /// host's stages write; its quality gates read).
+    pub read_only: bool,
 }
 
 impl SpawnRequest {
@@ -45,12 +48,19 @@ impl SpawnRequest {
             prompt: prompt.into(),
             agents: Vec::new(),
             phase_type: DEFAULT_PHASE_TYPE.to_string(),
+            read_only: false,
             cancel: CancellationToken::new(),
             clock: Arc::new(SystemClock),
         }
     }
 
     /// Only these agents (default: all of the policy's).
+    /// Runs the stage read-only (see [`SpawnRequest::read_only`]).
+    pub fn read_only(mut self, read_only: bool) -> Self {
+        self.read_only = read_only;
+        self
+    }
+
     pub fn with_agents<I, S>(mut self, agents: I) -> Self
     where
         I: IntoIterator<Item = S>,

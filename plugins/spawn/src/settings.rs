@@ -35,10 +35,111 @@ pub struct AgentPolicy {
     pub timeout_ms: u64,
     #[serde(default)]
     pub readiness: AgentReadiness,
+    /// How the prompt reaches the agent; see [`PromptVia`].
+    #[serde(default)]
+    pub prompt_via: PromptVia,
+    /// Appended to the arguments when the prompt goes as an argument; `{prompt}` is the
+    /// prompt itself (the host passes `-p <prompt>`).
+    #[serde(default = "default_prompt_args")]
+    pub prompt_args: Vec<String>,
+    /// Put before the stage prompt, a blank line between (the host's `instructions`).
+    #[serde(default)]
+    pub instructions: Option<String>,
+    /// Used instead of `args` when the stage runs read-only (the host's `args-read-only`).
+    #[serde(default)]
+    pub args_read_only: Option<Vec<String>>,
+    /// Used instead of `args` when the stage may write (the host's `args-write`).
+    #[serde(default)]
+    pub args_write: Option<Vec<String>>,
 }
+
+/// How an agent gets its prompt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum PromptVia {
+    /// The host's rule: as a file when `args` name `{prompt_file}`; else on stdin when it
+    /// is over [`PROMPT_ARGUMENT_MAX_BYTES`]; else as an argument (`prompt_args`).
+    #[default]
+    Auto,
+    /// Always as an argument (`prompt_args`): limited by the system's argument length.
+    Argument,
+    /// Always written to the agent's stdin, which is then closed.
+    Stdin,
+    /// Only as the `{prompt_file}` placeholder in `args`.
+    File,
+}
+
+/// The largest prompt `auto` passes as an argument, as the host does (1 KiB).
+pub const PROMPT_ARGUMENT_MAX_BYTES: usize = 1024;
 
 fn default_agent_timeout_ms() -> u64 {
     600_000
+}
+
+fn default_prompt_args() -> Vec<String> {
+    vec!["-p".into(), "{prompt}".into()]
+}
+
+impl Default for AgentPolicy {
+    /// An agent with no name and no command (invalid as it is): a base for building one.
+    fn default() -> Self {
+        Self {
+            name: String::new(),
+            command: String::new(),
+            args: Vec::new(),
+            env: BTreeMap::new(),
+            working_dir: None,
+            timeout_ms: default_agent_timeout_ms(),
+            readiness: AgentReadiness::default(),
+            prompt_via: PromptVia::default(),
+            prompt_args: default_prompt_args(),
+            instructions: None,
+            args_read_only: None,
+            args_write: None,
+        }
+    }
+}
+
+impl AgentPolicy {
+    /// The arguments for a stage in read-only or write mode (before the prompt's).
+    pub fn mode_args(&self, read_only: bool) -> &[String] {
+        let chosen = if read_only {
+            self.args_read_only.as_ref()
+        } else {
+            self.args_write.as_ref()
+        };
+        chosen.unwrap_or(&self.args)
+    }
+
+    /// How a prompt of `prompt_bytes` reaches this agent in that mode.
+    pub fn handover(&self, read_only: bool, prompt_bytes: usize) -> PromptVia {
+        match self.prompt_via {
+            PromptVia::Auto => {
+                let names_file = self
+                    .mode_args(read_only)
+                    .iter()
+                    .any(|a| crate::command::placeholders_in(a).contains(&"prompt_file"));
+                if names_file {
+                    PromptVia::File
+                } else if prompt_bytes > PROMPT_ARGUMENT_MAX_BYTES {
+                    PromptVia::Stdin
+                } else {
+                    PromptVia::Argument
+                }
+            }
+            via => via,
+        }
+    }
+
+    /// This agent's prompt: its `instructions`, a blank line, then the stage prompt.
+    pub fn prompt_for(&self, stage_prompt: &str) -> String {
+        match self.instructions.as_deref().map(str::trim) {
+            Some(instructions) if !instructions.is_empty() => {
+                format!("{instructions}\n\n{stage_prompt}")
+            }
+            _ => stage_prompt.to_string(),
+        }
+    }
 }
 
 /// `[spawn]`: starting a stage's agents.

@@ -369,3 +369,49 @@ async fn a_dropped_handle_kills_its_agent_and_marks_the_row() {
         .expect("row marked");
     assert_eq!(error, "its handle was dropped before it finished; killed");
 }
+
+/// An agent that starts a daemon (its own session, HUP and TERM ignored) and exits: the
+/// daemon is found by the agent's marker and killed when the agent ends, and reported.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daemon_an_agent_leaves_behind_is_killed_when_the_agent_ends() {
+    let fx = Fixture::new();
+    let pid_file = fx.dir.path().join("daemon.pid");
+    let daemonizing = shell(
+        "daemonizing",
+        "setsid sh -c 'trap \"\" HUP TERM; echo $$ > \"$0\"; while :; do sleep 1; done' \"$2\" \
+         </dev/null >/dev/null 2>&1 & \
+         while [ ! -s \"$2\" ]; do sleep 0.01; done; printf started > \"$1\"",
+        &["{output_file}", pid_file.to_str().unwrap()],
+    );
+    let policy = fx.policy(vec![daemonizing], |_| {});
+    let batch = spawn_agents(
+        &fx.storage,
+        &policy,
+        &fx.events,
+        SpawnRequest::new(spec("SPEC-KIT-900"), "plan", "p"),
+    )
+    .await
+    .unwrap();
+    let mut completions = Vec::new();
+    for handle in batch.handles {
+        completions.push(handle.wait().await.unwrap());
+    }
+    let daemon: u32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(completions[0].succeeded(), "{:?}", completions[0].failure);
+    // The daemon, and the `sleep` it may be running at the time.
+    let left = &completions[0].left_behind;
+    assert!(
+        left.contains(&daemon),
+        "{left:?} misses the daemon {daemon}"
+    );
+    for &pid in left {
+        assert!(
+            eventually(Duration::from_secs(5), || process_gone(pid)).await,
+            "{pid} (left by the agent; the daemon is {daemon}) outlived its agent"
+        );
+    }
+}

@@ -142,7 +142,7 @@ async fn the_spawn_job_runs_the_policys_agents_and_reports() {
 #[tokio::test]
 async fn a_policy_with_unsafe_agent_names_or_unknown_placeholders_is_rejected() {
     let dir = tempfile::tempdir().unwrap();
-    let agents = "[[spawn.agents]]\nname = \"../evil\"\ncommand = \"x\"\n[[spawn.agents]]\nname = \"ok\"\ncommand = \"x\"\nargs = [\"{prompt}\"]\n";
+    let agents = "[[spawn.agents]]\nname = \"../evil\"\ncommand = \"x\"\n[[spawn.agents]]\nname = \"ok\"\ncommand = \"x\"\nargs = [\"{promt}\"]\n";
     let Err(err) = Engine::start(
         options(dir.path(), agents),
         vec![Arc::new(SpawnPlugin::new())],
@@ -159,7 +159,7 @@ async fn a_policy_with_unsafe_agent_names_or_unknown_placeholders_is_rejected() 
         "{text}"
     );
     assert!(
-        text.contains("spawn.agents.1.args.0: agent \"ok\": unknown placeholder {prompt}"),
+        text.contains("spawn.agents.1.args.0: agent \"ok\": unknown placeholder {promt}"),
         "{text}"
     );
     assert!(

@@ -270,6 +270,7 @@ async fn placeholders_env_working_dir_and_relative_commands() {
         working_dir: Some(work.clone()),
         timeout_ms: 30_000,
         readiness: AgentReadiness::Started,
+        ..speckit_spawn::AgentPolicy::default()
     };
     let policy = fx.policy(vec![agent], |_| {});
     let batch = spawn_agents(

@@ -99,10 +99,12 @@ pub fn stub(name: &str, extra: &[&str]) -> AgentPolicy {
         working_dir: None,
         timeout_ms: 60_000,
         readiness: AgentReadiness::Line("READY".into()),
+        ..AgentPolicy::default()
     }
 }
 
-/// A `/bin/sh -c SCRIPT` agent; the script's `$1`.. are `args`.
+/// A `/bin/sh -c SCRIPT` agent; the script's `$1`.. are `args`. It gets its prompt as a
+/// file only (`prompt_via = "file"`), so nothing is appended to `args`.
 pub fn shell(name: &str, script: &str, args: &[&str]) -> AgentPolicy {
     let mut all = vec!["-c".to_string(), script.to_string(), name.to_string()];
     all.extend(args.iter().map(|s| s.to_string()));
@@ -114,6 +116,8 @@ pub fn shell(name: &str, script: &str, args: &[&str]) -> AgentPolicy {
         working_dir: None,
         timeout_ms: 60_000,
         readiness: AgentReadiness::Started,
+        prompt_via: speckit_spawn::PromptVia::File,
+        ..AgentPolicy::default()
     }
 }
 
