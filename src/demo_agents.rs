@@ -34,7 +34,7 @@ pub fn agents_toml() -> String {
         .ok()
         .and_then(|exe| find_stub_agent(&exe));
     let mut out = String::from(
-        "\n[spawn]\n# Three stub agents, each ready 50 ms after it starts, started in parallel.\nmax_concurrency = 8\nspawn_timeout_ms = 5000\n",
+        "\n[spawn]\n# Three stub agents, each ready 50 ms after it starts, started in parallel.\nmax_concurrency = 8\nspawn_timeout_ms = 5000\n# Never the real agents of the host's ~/.code/config.toml: the demo spends no API calls.\nhost_config = \"off\"\n",
     );
     for name in DEMO_AGENTS {
         let (command, args): (String, Vec<String>) = match &stub {

@@ -37,6 +37,10 @@ pub struct SpawnArgs {
     /// The stage only reads: agents get their `args_read_only`.
     #[arg(long)]
     read_only: bool,
+    /// List the agents in effect (the host's config and speckit.toml) and where each came
+    /// from, and start nothing; with --stage, which of them that stage starts.
+    #[arg(long)]
+    list_agents: bool,
     #[arg(long)]
     json: bool,
 }
@@ -57,6 +61,9 @@ fn usage(message: impl Into<String>) -> anyhow::Error {
 pub async fn spawn(global: &GlobalArgs, args: SpawnArgs) -> Result<u8> {
     if let Some(SpawnCommand::Stats { json }) = args.command {
         return stats(global, json).await;
+    }
+    if args.list_agents {
+        return list_agents(global, args.stage.as_deref(), args.json);
     }
     let spec = args
         .spec
@@ -100,6 +107,68 @@ pub async fn spawn(global: &GlobalArgs, args: SpawnArgs) -> Result<u8> {
     };
     engine.shutdown(std::time::Duration::from_secs(30)).await;
     Ok(code)
+}
+
+/// `spawn --list-agents`: the agents in effect, where each came from, the host's stage
+/// routing, and the host entries left out (on stderr). Starts nothing, opens no database.
+fn list_agents(global: &GlobalArgs, stage: Option<&str>, json: bool) -> Result<u8> {
+    use speckit_spawn::host_agents::{agents_in_effect, AgentOrigin};
+    let snapshot = super::stats::load_policy(global)?;
+    let spawn = snapshot.policy.section::<speckit_spawn::SpawnPolicy>();
+    let effect = agents_in_effect(&spawn).map_err(anyhow::Error::msg)?;
+    for problem in &effect.problems {
+        eprintln!("warning: {problem}");
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&effect)?);
+        return Ok(EXIT_OK);
+    }
+    match &effect.host_file {
+        Some(file) => println!("host config: {}", file.display()),
+        None => println!(
+            "host config: none ([spawn] host_config = {:?})",
+            spawn.host_config
+        ),
+    }
+    if effect.agents.is_empty() {
+        println!("no agents");
+    }
+    for a in &effect.agents {
+        let origin = match &a.origin {
+            AgentOrigin::Policy => format!("speckit.toml {}", snapshot.source.path.display()),
+            AgentOrigin::Host { file } => format!("host {}", file.display()),
+            AgentOrigin::PolicyOverHost { file } => format!(
+                "speckit.toml {} (over host {})",
+                snapshot.source.path.display(),
+                file.display()
+            ),
+        };
+        let stages: Vec<&str> = effect
+            .stage_agents
+            .iter()
+            .filter(|(_, name)| effect.find(name).map(|e| &e.agent.name) == Some(&a.agent.name))
+            .map(|(stage, _)| stage.as_str())
+            .collect();
+        let routed = if stages.is_empty() {
+            String::new()
+        } else {
+            format!("; host routes {}", stages.join(", "))
+        };
+        println!(
+            "{:<16} {:<24} {origin}{routed}",
+            a.agent.name, a.agent.command
+        );
+    }
+    for disabled in &effect.disabled {
+        println!("(disabled in the host config: {disabled})");
+    }
+    if let Some(stage) = stage {
+        match effect.routed(stage) {
+            Some(a) => println!("stage {stage}: {} (the host's routing)", a.agent.name),
+            None => println!("stage {stage}: every agent above (no routing for it)"),
+        }
+    }
+    Ok(EXIT_OK)
 }
 
 /// On SIGINT or SIGTERM, cancels the job so its agents are killed and recorded, instead of

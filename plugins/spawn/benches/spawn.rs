@@ -44,6 +44,7 @@ impl Bench {
             .sections
             .update::<EvidencePolicy>(|s| s.root = self.root.join("evidence"));
         p.policy.sections.update::<SpawnPolicy>(|s| {
+            s.host_config = "off".into();
             s.agents = agents;
             s.max_concurrency = max_concurrency;
         });

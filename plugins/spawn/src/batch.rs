@@ -79,7 +79,9 @@ pub async fn spawn_agents(
     let started_at = request.clock.now();
     validate_stage(&request.stage)?;
     let spawn = &policy.policy.section::<SpawnPolicy>();
-    let agents = select_agents(spawn, &request.agents, policy)?;
+    let in_effect = crate::host_agents::agents_in_effect(spawn)
+        .map_err(|message| SpawnError::HostConfig { message })?;
+    let agents = select_agents(&in_effect, &request.agents, &request.stage, policy)?;
     // A storage that refuses writes would let every agent start only to fail on its row.
     if let Some(reason) = storage.write_refusal() {
         return Err(SpawnError::Storage(StorageError::NotWritable {
@@ -116,6 +118,7 @@ pub async fn spawn_agents(
         config_dir: policy.source.dir.clone(),
         spawn_timeout: std::time::Duration::from_millis(spawn.spawn_timeout_ms),
         max_response_bytes: spawn.max_response_bytes,
+        max_log_bytes: spawn.max_log_bytes,
         environment: spawn.environment.clone(),
         read_only: request.read_only,
         request_start,
@@ -270,20 +273,27 @@ pub async fn spawn_agents(
     })
 }
 
-/// The policy's agents the request names, in the request's order (all of them when it
-/// names none).
+/// The agents in effect the request names, in the request's order; when it names none,
+/// the agent the host routes the stage to, else all of them.
 fn select_agents(
-    spawn: &SpawnPolicy,
+    in_effect: &crate::host_agents::AgentsInEffect,
     names: &[String],
+    stage: &str,
     policy: &PolicySnapshot,
 ) -> Result<Vec<AgentPolicy>, SpawnError> {
-    if spawn.agents.is_empty() {
+    for problem in &in_effect.problems {
+        tracing::warn!("{problem}");
+    }
+    if in_effect.agents.is_empty() {
         return Err(SpawnError::NoAgents {
             config: policy.source.path.clone(),
         });
     }
     if names.is_empty() {
-        return Ok(spawn.agents.clone());
+        if let Some(routed) = in_effect.routed(stage) {
+            return Ok(vec![routed.agent.clone()]);
+        }
+        return Ok(in_effect.agents.iter().map(|a| a.agent.clone()).collect());
     }
     let mut seen = std::collections::HashSet::new();
     let mut unknown = Vec::new();
@@ -294,15 +304,19 @@ fn select_agents(
                 agent: name.clone(),
             });
         }
-        match spawn.agents.iter().find(|a| &a.name == name) {
-            Some(agent) => selected.push(agent.clone()),
+        match in_effect.find(name) {
+            Some(agent) => selected.push(agent.agent.clone()),
             None => unknown.push(name.clone()),
         }
     }
     if !unknown.is_empty() {
         return Err(SpawnError::UnknownAgents {
             unknown,
-            known: spawn.agents.iter().map(|a| a.name.clone()).collect(),
+            known: in_effect
+                .agents
+                .iter()
+                .map(|a| a.agent.name.clone())
+                .collect(),
         });
     }
     Ok(selected)

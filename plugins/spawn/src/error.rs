@@ -12,8 +12,11 @@ use speckit_engine::StorageError;
 pub enum SpawnError {
     #[error("invalid stage {value:?}: {reason}")]
     InvalidStage { value: String, reason: &'static str },
-    #[error("no agents to spawn: the policy ({config}) has no [[spawn.agents]]")]
+    #[error("no agents to spawn: the policy ({config}) has no [[spawn.agents]] and no host config with [[agents]] is in use ([spawn] host_config)")]
     NoAgents { config: PathBuf },
+    /// The host's config file named by `[spawn] host_config` cannot be read.
+    #[error("{message}")]
+    HostConfig { message: String },
     #[error("unknown agent(s) {}; the policy defines: {}", unknown.join(", "), if known.is_empty() { "none".to_string() } else { known.join(", ") })]
     UnknownAgents {
         unknown: Vec<String>,

@@ -65,6 +65,16 @@ pub struct AgentCompletion {
     pub paths: AgentPaths,
     /// Processes the agent left running (a daemon it started), killed when it ended.
     pub left_behind: Vec<u32>,
+    /// Its logs that were cut at `spawn.max_log_bytes`.
+    pub logs_cut: Vec<LogCut>,
+}
+
+/// A log cut at `spawn.max_log_bytes`: what the agent wrote, what the log kept.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LogCut {
+    pub path: PathBuf,
+    pub total_bytes: u64,
+    pub kept_bytes: u64,
 }
 
 impl AgentCompletion {
@@ -188,7 +198,17 @@ impl AgentHandle {
         if !left_behind.is_empty() {
             tracing::warn!(agent = %self.agent, pids = ?left_behind, "killed processes the agent left running");
         }
-        let log_errors = self.process.finish_logs().await;
+        let logs = self.process.finish_logs().await;
+        let log_errors = logs.errors;
+        let logs_cut: Vec<LogCut> = logs
+            .cut
+            .into_iter()
+            .map(|(path, f)| LogCut {
+                path,
+                total_bytes: f.total_bytes,
+                kept_bytes: f.kept_bytes,
+            })
+            .collect();
         let exited_badly = stopped.is_none() && !status.success();
         let (paths, max_bytes) = (self.paths.clone(), self.ctx.max_response_bytes);
         let read = tokio::task::spawn_blocking(move || {
@@ -261,6 +281,7 @@ impl AgentHandle {
             run_ms,
             paths: self.paths.clone(),
             left_behind,
+            logs_cut,
         };
         match &completion.failure {
             None => tracing::info!(agent = %completion.agent, run_ms, "agent finished"),

@@ -53,6 +53,9 @@ pub struct CompletionFigures {
     /// Processes it left running when it ended, killed then.
     #[serde(default)]
     pub left_behind: Vec<u32>,
+    /// Its logs cut at `spawn.max_log_bytes` (with the true sizes).
+    #[serde(default)]
+    pub logs_cut: Vec<crate::handle::LogCut>,
 }
 
 impl From<&AgentCompletion> for CompletionFigures {
@@ -70,6 +73,7 @@ impl From<&AgentCompletion> for CompletionFigures {
             truncated: c.truncated,
             response_path: c.response_path.clone(),
             left_behind: c.left_behind.clone(),
+            logs_cut: c.logs_cut.clone(),
         }
     }
 }
@@ -193,6 +197,15 @@ pub(crate) async fn run(ctx: JobContext) -> Result<JobReport, PluginError> {
     for c in &completions {
         if let Some(failure) = &c.failure {
             errors.push(format!("agent {:?} run failed: {failure}", c.agent));
+        }
+        for cut in &c.logs_cut {
+            warnings.push(format!(
+                "agent {:?} wrote {} bytes to {}; the log kept {} (spawn.max_log_bytes)",
+                c.agent,
+                cut.total_bytes,
+                cut.path.display(),
+                cut.kept_bytes
+            ));
         }
         if !c.left_behind.is_empty() {
             warnings.push(format!(

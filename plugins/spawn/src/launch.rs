@@ -41,6 +41,8 @@ pub(crate) struct BatchContext {
     pub config_dir: PathBuf,
     pub spawn_timeout: Duration,
     pub max_response_bytes: u64,
+    /// Bytes kept of each of an agent's two logs.
+    pub max_log_bytes: u64,
     /// The rule for the agents' environment.
     pub environment: crate::EnvironmentPolicy,
     /// The stage only reads (each agent's `args_read_only`).
@@ -269,7 +271,7 @@ pub(crate) async fn initialize(
             if let Err(e) = process.kill().await {
                 tracing::warn!(pid, agent = %agent.name, "reaping the failed agent failed: {e}");
             }
-            for error in process.finish_logs().await {
+            for error in process.finish_logs().await.errors {
                 tracing::warn!(pid, agent = %agent.name, "{error}");
             }
             if let FailureCause::ExitedBeforeReady { stderr_tail, .. } = &mut cause {
@@ -378,10 +380,10 @@ fn start_process(
     }
     let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
     let mut process = AgentProcess::new(child);
-    let (stderr_log, stderr_task) = spawn_log_writer(paths.stderr.clone());
-    let (stdout_log, stdout_task) = spawn_log_writer(paths.stdout.clone());
-    process.add_log(stderr_task);
-    process.add_log(stdout_task);
+    let (stderr_log, stderr_task) = spawn_log_writer(paths.stderr.clone(), ctx.max_log_bytes);
+    let (stdout_log, stdout_task) = spawn_log_writer(paths.stdout.clone(), ctx.max_log_bytes);
+    process.add_log(paths.stderr.clone(), stderr_task);
+    process.add_log(paths.stdout.clone(), stdout_task);
     if let Some(stderr) = stderr {
         stderr_log.try_send(LogInput::Rest(Box::new(stderr)));
     }

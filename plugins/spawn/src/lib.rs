@@ -34,6 +34,7 @@ pub mod environment;
 mod error;
 pub mod evidence;
 mod handle;
+pub mod host_agents;
 mod job;
 mod launch;
 mod logs;

@@ -6,6 +6,10 @@
 //! queue behind each other). Whatever the agent writes meanwhile waits in the pipe, or in
 //! the bounded channel from the task watching for the ready line.
 //!
+//! A log keeps at most `max_bytes` (`[spawn] max_log_bytes`); the rest is read and dropped
+//! (so the agent never blocks on a full pipe), and a last line says how much the agent
+//! wrote in all and how much was dropped.
+//!
 //! A log that cannot be created or written is never silent: the task ends with the error,
 //! which the agent's completion (or spawn failure) reports; the pipe's read end closes, so
 //! an agent writing more gets `EPIPE`.
@@ -31,8 +35,16 @@ pub struct LogSender {
     path: PathBuf,
 }
 
+/// What a log task did: every byte the agent wrote to the stream, and how many of them the
+/// log kept (fewer when it was cut at its cap).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LogFigures {
+    pub total_bytes: u64,
+    pub kept_bytes: u64,
+}
+
 /// How a log task ended, for error messages.
-pub type LogResult = Result<u64, String>;
+pub type LogResult = Result<LogFigures, String>;
 
 impl LogSender {
     /// Sends input to the log task; on failure, the task's own error.
@@ -59,8 +71,9 @@ impl LogSender {
 
 /// Starts a task that creates `path` (`create_new`: never through an existing file or
 /// symlink) and writes what it is sent, in order, until every sender is gone and the last
-/// stream ended. Returns the bytes written, or the error naming the file.
-pub fn spawn_log_writer(path: PathBuf) -> (LogSender, JoinHandle<LogResult>) {
+/// stream ended, keeping at most `max_bytes`. Returns its figures, or the error naming the
+/// file.
+pub fn spawn_log_writer(path: PathBuf, max_bytes: u64) -> (LogSender, JoinHandle<LogResult>) {
     // 64 chunks of at most 8 KiB: what an agent prints before it is ready is held in
     // memory only this far; then reading its stdout waits for the file.
     let (tx, mut rx) = mpsc::channel::<LogInput>(64);
@@ -71,26 +84,34 @@ pub fn spawn_log_writer(path: PathBuf) -> (LogSender, JoinHandle<LogResult>) {
         path: path.clone(),
     };
     let task = tokio::spawn(async move {
-        let result: std::io::Result<u64> = async {
-            let mut file = tokio::fs::OpenOptions::new()
+        let result: std::io::Result<LogFigures> = async {
+            let file = tokio::fs::OpenOptions::new()
                 .write(true)
                 .create_new(true)
                 .open(&path)
                 .await?;
-            let mut written = 0u64;
+            let mut log = CappedLog {
+                file,
+                max_bytes,
+                figures: LogFigures::default(),
+            };
             while let Some(input) = rx.recv().await {
                 match input {
-                    LogInput::Bytes(bytes) => {
-                        file.write_all(&bytes).await?;
-                        written += bytes.len() as u64;
-                    }
+                    LogInput::Bytes(bytes) => log.write(&bytes).await?,
                     LogInput::Rest(mut stream) => {
-                        written += tokio::io::copy(&mut stream, &mut file).await?;
+                        use tokio::io::AsyncReadExt;
+                        let mut buffer = vec![0u8; 64 * 1024];
+                        loop {
+                            let n = stream.read(&mut buffer).await?;
+                            if n == 0 {
+                                break;
+                            }
+                            log.write(&buffer[..n]).await?;
+                        }
                     }
                 }
             }
-            file.flush().await?;
-            Ok(written)
+            log.finish().await
         }
         .await;
         result.map_err(|e| {
@@ -104,6 +125,42 @@ pub fn spawn_log_writer(path: PathBuf) -> (LogSender, JoinHandle<LogResult>) {
     (sender, task)
 }
 
+/// A log file that keeps at most `max_bytes` and counts the rest.
+struct CappedLog {
+    file: tokio::fs::File,
+    max_bytes: u64,
+    figures: LogFigures,
+}
+
+impl CappedLog {
+    async fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.figures.total_bytes += bytes.len() as u64;
+        let room = self.max_bytes.saturating_sub(self.figures.kept_bytes);
+        let kept = &bytes[..bytes.len().min(room as usize)];
+        if !kept.is_empty() {
+            self.file.write_all(kept).await?;
+            self.figures.kept_bytes += kept.len() as u64;
+        }
+        Ok(())
+    }
+
+    /// Ends the log with the marker when it was cut.
+    async fn finish(mut self) -> std::io::Result<LogFigures> {
+        let f = self.figures;
+        if f.total_bytes > f.kept_bytes {
+            let marker = format!(
+                "\n[speckit-hygiene: log cut at spawn.max_log_bytes = {} bytes; the agent wrote {} bytes, {} dropped]\n",
+                self.max_bytes,
+                f.total_bytes,
+                f.total_bytes - f.kept_bytes
+            );
+            self.file.write_all(marker.as_bytes()).await?;
+        }
+        self.file.flush().await?;
+        Ok(f)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -112,7 +169,7 @@ mod tests {
     async fn writes_bytes_then_the_rest_in_order() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("out.log");
-        let (sender, task) = spawn_log_writer(path.clone());
+        let (sender, task) = spawn_log_writer(path.clone(), 1 << 20);
         sender
             .send(LogInput::Bytes(b"one\n".to_vec()))
             .await
@@ -122,7 +179,13 @@ mod tests {
             .await
             .unwrap();
         drop(sender);
-        assert_eq!(task.await.unwrap(), Ok(14));
+        assert_eq!(
+            task.await.unwrap(),
+            Ok(LogFigures {
+                total_bytes: 14,
+                kept_bytes: 14
+            })
+        );
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "one\ntwo\nthree\n");
     }
 
@@ -133,7 +196,7 @@ mod tests {
         let victim = dir.path().join("victim");
         std::fs::write(&victim, "keep").unwrap();
         std::os::unix::fs::symlink(&victim, &path).unwrap();
-        let (sender, task) = spawn_log_writer(path.clone());
+        let (sender, task) = spawn_log_writer(path.clone(), 1 << 20);
         let error = task.await.unwrap().unwrap_err();
         assert!(
             error.contains("taken.log") && error.contains("exists"),
@@ -142,5 +205,32 @@ mod tests {
         let sent = sender.send(LogInput::Bytes(b"x".to_vec())).await;
         assert_eq!(sent, Err(error));
         assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep");
+    }
+
+    #[tokio::test]
+    async fn a_log_is_cut_at_its_cap_with_a_marker_and_the_true_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("flood.log");
+        let (sender, task) = spawn_log_writer(path.clone(), 10);
+        sender
+            .send(LogInput::Bytes(b"0123".to_vec()))
+            .await
+            .unwrap();
+        let flood = vec![b'x'; 300_000];
+        sender
+            .send(LogInput::Rest(Box::new(std::io::Cursor::new(flood))))
+            .await
+            .unwrap();
+        drop(sender);
+        let figures = task.await.unwrap().unwrap();
+        assert_eq!(
+            figures,
+            LogFigures {
+                total_bytes: 300_004,
+                kept_bytes: 10
+            }
+        );
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.starts_with("0123xxxxxx\n[speckit-hygiene: log cut at spawn.max_log_bytes = 10 bytes; the agent wrote 300004 bytes, 299994 dropped]"), "{text}");
     }
 }

@@ -14,15 +14,23 @@ use tokio::io::AsyncReadExt;
 use tokio::process::{Child, ChildStdout};
 use tokio::task::JoinHandle;
 
-use crate::logs::{LogInput, LogResult, LogSender};
+use crate::logs::{LogFigures, LogInput, LogResult, LogSender};
+
+/// What finishing an agent's logs found.
+#[derive(Debug, Default)]
+pub struct LogsFinished {
+    pub errors: Vec<String>,
+    /// Each log that was cut at `max_log_bytes`: its path and figures.
+    pub cut: Vec<(std::path::PathBuf, LogFigures)>,
+}
 
 /// A running agent process, leader of its own process group.
 #[derive(Debug)]
 pub struct AgentProcess {
     child: Child,
     pid: u32,
-    /// The tasks writing its stdout and stderr logs.
-    logs: Vec<JoinHandle<LogResult>>,
+    /// The tasks writing its stdout and stderr logs, with their files.
+    logs: Vec<(std::path::PathBuf, JoinHandle<LogResult>)>,
     reaped: bool,
 }
 
@@ -39,8 +47,8 @@ impl AgentProcess {
     }
 
     /// Hands over a task writing one of its logs, so finishing the process finishes it.
-    pub fn add_log(&mut self, log: JoinHandle<LogResult>) {
-        self.logs.push(log);
+    pub fn add_log(&mut self, path: std::path::PathBuf, log: JoinHandle<LogResult>) {
+        self.logs.push((path, log));
     }
 
     pub fn pid(&self) -> u32 {
@@ -88,13 +96,17 @@ impl AgentProcess {
     /// Waits for the log tasks to reach the end of their pipes (bounded: a process the
     /// agent left outside its group may hold a pipe open), so the logs are complete before
     /// they are read. Returns what went wrong with them.
-    pub async fn finish_logs(&mut self) -> Vec<String> {
-        let mut errors = Vec::new();
-        for mut log in std::mem::take(&mut self.logs) {
+    pub async fn finish_logs(&mut self) -> LogsFinished {
+        let mut finished = LogsFinished::default();
+        for (path, mut log) in std::mem::take(&mut self.logs) {
             match tokio::time::timeout(Duration::from_secs(5), &mut log).await {
-                Ok(Ok(Ok(_))) => {}
-                Ok(Ok(Err(e))) => errors.push(e),
-                Ok(Err(e)) => errors.push(format!("a log task failed: {e}")),
+                Ok(Ok(Ok(figures))) => {
+                    if figures.total_bytes > figures.kept_bytes {
+                        finished.cut.push((path, figures));
+                    }
+                }
+                Ok(Ok(Err(e))) => finished.errors.push(e),
+                Ok(Err(e)) => finished.errors.push(format!("a log task failed: {e}")),
                 Err(_) => {
                     log.abort();
                     tracing::warn!(
@@ -104,7 +116,7 @@ impl AgentProcess {
                 }
             }
         }
-        errors
+        finished
     }
 }
 
@@ -113,7 +125,7 @@ impl Drop for AgentProcess {
         if !self.reaped {
             self.kill_group();
         }
-        for log in self.logs.drain(..) {
+        for (_, log) in self.logs.drain(..) {
             log.abort();
         }
     }

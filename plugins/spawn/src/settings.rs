@@ -51,6 +51,9 @@ pub struct AgentPolicy {
     /// Used instead of `args` when the stage may write (the host's `args-write`).
     #[serde(default)]
     pub args_write: Option<Vec<String>>,
+    /// Always run read-only, whatever the stage's mode (the host's `read-only`).
+    #[serde(default)]
+    pub read_only: bool,
 }
 
 /// How an agent gets its prompt.
@@ -96,6 +99,7 @@ impl Default for AgentPolicy {
             instructions: None,
             args_read_only: None,
             args_write: None,
+            read_only: false,
         }
     }
 }
@@ -103,7 +107,7 @@ impl Default for AgentPolicy {
 impl AgentPolicy {
     /// The arguments for a stage in read-only or write mode (before the prompt's).
     pub fn mode_args(&self, read_only: bool) -> &[String] {
-        let chosen = if read_only {
+        let chosen = if read_only || self.read_only {
             self.args_read_only.as_ref()
         } else {
             self.args_write.as_ref()
@@ -152,8 +156,15 @@ pub struct SpawnPolicy {
     pub spawn_timeout_ms: u64,
     /// Bytes of an agent's response stored in the database; the rest stays in its file.
     pub max_response_bytes: u64,
+    /// Bytes kept of each of an agent's logs (stdout, stderr); the rest is dropped and the
+    /// log ends with a line giving the true size. At least 1024.
+    pub max_log_bytes: u64,
     /// `[spawn.environment]`: what agents get of the engine's environment.
     pub environment: EnvironmentPolicy,
+    /// The host's config file whose `[[agents]]` and `[speckit.stage_agents]` spawn uses
+    /// (the agents below add to or override them by name): `"auto"` (`$CODE_HOME/config.toml`,
+    /// else `~/.code/config.toml`, when present), `"off"`, or a path (relative to this file).
+    pub host_config: String,
     pub agents: Vec<AgentPolicy>,
 }
 
@@ -207,7 +218,9 @@ impl Default for SpawnPolicy {
             max_concurrency: 8,
             spawn_timeout_ms: 10_000,
             max_response_bytes: 64 * 1024,
+            max_log_bytes: 16 * 1024 * 1024,
             environment: EnvironmentPolicy::default(),
+            host_config: "auto".into(),
             agents: Vec::new(),
         }
     }
@@ -222,6 +235,12 @@ impl Section for SpawnPolicy {
         }
         if self.spawn_timeout_ms == 0 {
             problems.bad("spawn_timeout_ms", "must be at least 1");
+        }
+        if self.max_log_bytes < 1024 {
+            problems.bad(
+                "max_log_bytes",
+                format!("must be at least 1024, got {}", self.max_log_bytes),
+            );
         }
         let env_name =
             |name: &str| !name.is_empty() && !name.contains(['=', '\0']) && !name.contains('*');
@@ -282,6 +301,9 @@ impl Section for SpawnPolicy {
     }
 
     fn resolve_paths(&mut self, resolve: &dyn Fn(&Path) -> PathBuf) {
+        if !matches!(self.host_config.trim(), "auto" | "off") {
+            self.host_config = resolve(Path::new(&self.host_config)).display().to_string();
+        }
         for agent in &mut self.agents {
             if let Some(wd) = &mut agent.working_dir {
                 *wd = resolve(wd);

@@ -415,3 +415,37 @@ async fn a_daemon_an_agent_leaves_behind_is_killed_when_the_agent_ends() {
         );
     }
 }
+
+/// An agent flooding its stdout: the log keeps `max_log_bytes`, ends with a line giving
+/// the true size, and the completion reports both; the agent never blocks on the pipe.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flooding_agents_log_is_cut_at_its_cap_and_the_true_size_reported() {
+    let fx = Fixture::new();
+    let flood = shell("flood", "head -c 3145728 /dev/zero | tr '\\0' x", &[]);
+    let policy = fx.policy(vec![flood], |s| s.max_log_bytes = 1024 * 1024);
+    let batch = spawn_agents(
+        &fx.storage,
+        &policy,
+        &fx.events,
+        SpawnRequest::new(spec("SPEC-KIT-900"), "plan", "p"),
+    )
+    .await
+    .unwrap();
+    let mut completions = Vec::new();
+    for handle in batch.handles {
+        completions.push(handle.wait().await.unwrap());
+    }
+    let c = &completions[0];
+    assert!(c.succeeded(), "{:?}", c.failure);
+    assert_eq!(c.logs_cut.len(), 1, "{:?}", c.logs_cut);
+    let cut = &c.logs_cut[0];
+    assert_eq!(cut.path, c.paths.stdout);
+    assert_eq!(
+        (cut.total_bytes, cut.kept_bytes),
+        (3 * 1024 * 1024, 1024 * 1024)
+    );
+    let log = std::fs::read(&c.paths.stdout).unwrap();
+    let marker = "[speckit-hygiene: log cut at spawn.max_log_bytes = 1048576 bytes; the agent wrote 3145728 bytes, 2097152 dropped]\n";
+    assert!(log.ends_with(marker.as_bytes()));
+    assert_eq!(log.len(), 1024 * 1024 + 1 + marker.len());
+}

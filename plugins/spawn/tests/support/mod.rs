@@ -53,6 +53,8 @@ impl Fixture {
             .update::<EvidencePolicy>(|s| s.root = self.evidence_root.clone());
         snapshot.policy.storage.database_path = self.storage.path().to_path_buf();
         snapshot.policy.sections.update::<SpawnPolicy>(|s| {
+            // Only the test's agents, whatever this machine's ~/.code/config.toml says.
+            s.host_config = "off".into();
             s.agents = agents;
             tune(s);
         });
