@@ -25,6 +25,12 @@ if [ -z "$prompt" ]; then prompt=$(cat); fi
 printf 'agent=%s args=%s bytes=%s prompt=%s' "$STAND_IN" "$args" "${#prompt}" "$prompt"
 "#;
 
+/// A stand-in that floods its stdout with 3 MiB.
+const FLOODING: &str = r#"#!/bin/sh
+cat >/dev/null
+head -c 3145728 /dev/zero | tr '\0' y
+"#;
+
 /// A stand-in that starts a daemon (own session, HUP and TERM ignored) and exits.
 const DAEMONIZING: &str = r#"#!/bin/sh
 setsid sh -c 'trap "" HUP TERM; echo $$ > "$0"; while :; do sleep 1; done' "$DAEMON_PID_FILE" </dev/null >/dev/null 2>&1 &
@@ -44,7 +50,11 @@ impl Home {
         };
         let bin = home.path().join("bin");
         fs::create_dir_all(&bin).unwrap();
-        for (name, text) in [("stand-in", STAND_IN), ("daemonizing", DAEMONIZING)] {
+        for (name, text) in [
+            ("stand-in", STAND_IN),
+            ("daemonizing", DAEMONIZING),
+            ("flooding", FLOODING),
+        ] {
             let file = bin.join(name);
             fs::write(&file, text).unwrap();
             fs::set_permissions(&file, fs::Permissions::from_mode(0o755)).unwrap();
@@ -52,6 +62,7 @@ impl Home {
         fs::create_dir_all(home.path().join(".code")).unwrap();
         let stand_in = bin.join("stand-in").display().to_string();
         let daemonizing = bin.join("daemonizing").display().to_string();
+        let flooding = bin.join("flooding").display().to_string();
         let pid_file = home.daemon_pid_file().display().to_string();
         fs::write(
             home.path().join(".code/config.toml"),
@@ -81,6 +92,10 @@ command = {daemonizing:?}
 env = {{ DAEMON_PID_FILE = {pid_file:?} }}
 
 [[agents]]
+name = "flood"
+command = {flooding:?}
+
+[[agents]]
 name = "retired"
 command = {stand_in:?}
 enabled = false
@@ -97,7 +112,8 @@ plan = "gemini"
         .unwrap();
         fs::write(
             home.path().join("speckit.toml"),
-            "[storage]\ndatabase_path = \"db.sqlite\"\n[evidence]\nroot = \"evidence\"\n",
+            "[storage]\ndatabase_path = \"db.sqlite\"\n[evidence]\nroot = \"evidence\"\n\
+             [spawn]\nmax_log_bytes = 1048576\n",
         )
         .unwrap();
         home
@@ -177,7 +193,7 @@ fn list_agents_shows_the_hosts_agents_their_origin_and_what_was_left_out() {
     }
     assert!(listed.contains("host routes plan"), "{listed}");
     assert!(
-        listed.contains("disabled in the host config: [[agents]] #4 (\"retired\")"),
+        listed.contains("disabled in the host config: [[agents]] #5 (\"retired\")"),
         "{listed}"
     );
     assert!(
@@ -187,7 +203,7 @@ fn list_agents_shows_the_hosts_agents_their_origin_and_what_was_left_out() {
     let warnings = text(&out.stderr);
     assert!(
         warnings.contains(&format!(
-            "{}: [[agents]] #5 (\"../escape\"): name:",
+            "{}: [[agents]] #6 (\"../escape\"): name:",
             host_file.display()
         )),
         "{warnings}"
@@ -284,5 +300,23 @@ fn a_daemon_a_host_agent_leaves_behind_is_stopped_and_reported() {
     assert!(
         stat.is_empty() || state == Some("Z"),
         "the daemon runs on: {stat}"
+    );
+}
+
+#[test]
+fn a_flooding_host_agents_log_is_cut_and_its_true_size_reported() {
+    let home = Home::new();
+    let (data, _) = home.spawn(&["--stage", "tasks", "--agents", "flood"]);
+    let cut = &data["completions"][0]["logs_cut"][0];
+    assert_eq!(cut["total_bytes"], 3 * 1024 * 1024, "{data}");
+    assert_eq!(cut["kept_bytes"], 1024 * 1024);
+    let log = fs::metadata(cut["path"].as_str().unwrap()).unwrap().len();
+    assert!(log < 1024 * 1024 + 200, "the log holds {log} bytes");
+    let warnings = data["warnings"].as_array().unwrap();
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.as_str().unwrap().contains("wrote 3145728 bytes")),
+        "{warnings:?}"
     );
 }
