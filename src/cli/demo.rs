@@ -1,4 +1,6 @@
-//! `demo`: an example workspace in a temporary folder and one full pass over it.
+//! `demo`: an example workspace in a new folder and one full pass over it. The workspace
+//! is kept for the user to look at (the pass ends with what to try there), unless
+//! `--remove` says otherwise.
 
 use anyhow::{Context, Result};
 use clap::Args;
@@ -10,13 +12,17 @@ use speckit_engine::{Engine, EngineOptions};
 
 #[derive(Debug, Args)]
 pub struct DemoArgs {
-    /// Create the workspace here (must be empty or absent) and keep it afterwards.
+    /// Create the workspace here (must be empty or absent) instead of a new folder in the
+    /// temporary folder.
     #[arg(long, value_name = "DIR")]
     keep: Option<PathBuf>,
+    /// Delete the workspace when the pass ends.
+    #[arg(long, conflicts_with = "keep")]
+    remove: bool,
 }
 
 pub async fn demo(_global: &GlobalArgs, args: DemoArgs) -> Result<u8> {
-    let temp;
+    let mut temp = None;
     let dir = match &args.keep {
         Some(dir) => {
             if dir.exists() && std::fs::read_dir(dir)?.next().is_some() {
@@ -29,8 +35,10 @@ pub async fn demo(_global: &GlobalArgs, args: DemoArgs) -> Result<u8> {
             dir.clone()
         }
         None => {
-            temp = tempfile::Builder::new().prefix("speckit-demo-").tempdir()?;
-            temp.path().to_path_buf()
+            let folder = tempfile::Builder::new().prefix("speckit-demo-").tempdir()?;
+            let path = folder.path().to_path_buf();
+            temp = Some(folder);
+            path
         }
     };
     println!("Creating the demo workspace in {} ...", dir.display());
@@ -86,8 +94,25 @@ pub async fn demo(_global: &GlobalArgs, args: DemoArgs) -> Result<u8> {
         }
     );
     failed |= host_version_after != host_version_before;
-    if args.keep.is_some() {
-        println!("\nWorkspace kept in {}", dir.display());
+    if args.remove {
+        println!("\nWorkspace {} removed (--remove).", dir.display());
+    } else {
+        // Kept: a `TempDir` deletes its folder when dropped.
+        if let Some(folder) = temp.take() {
+            let _ = folder.keep();
+        }
+        print_next_steps(&dir);
     }
     Ok(if failed { EXIT_FAILED } else { EXIT_OK })
+}
+
+/// What to try in the kept workspace (its `speckit.toml` is what commands read there).
+fn print_next_steps(dir: &std::path::Path) {
+    println!("\nThe workspace is kept in {}. Next steps:", dir.display());
+    println!("  cd {}", dir.display());
+    println!("  speckit-hygiene stats                  # evidence per SPEC against the limits");
+    println!("  speckit-hygiene jobs                   # the runs this pass recorded");
+    println!("  speckit-hygiene cleanup --dry-run      # what a cleanup would do now");
+    println!("  speckit-hygiene restore SPEC-KIT-900   # put archived evidence back");
+    println!("Remove it with: rm -rf {}", dir.display());
 }

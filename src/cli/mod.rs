@@ -3,6 +3,7 @@
 mod check;
 mod cleanup;
 mod demo;
+mod docs;
 mod jobs;
 mod run;
 mod spawn;
@@ -68,6 +69,10 @@ pub enum Command {
     Guard(stats::GuardArgs),
     /// Start a stage's agents in parallel, or show spawn metrics (`spawn stats`).
     Spawn(spawn::SpawnArgs),
+    /// Write a shell completion script to stdout (bash, zsh, fish, elvish, powershell).
+    Completions(docs::CompletionsArgs),
+    /// Write the man page (roff) to stdout.
+    Man(docs::ManArgs),
 }
 
 pub fn init_tracing(verbose: u8) {
@@ -99,6 +104,8 @@ pub async fn dispatch(cli: Cli) -> ExitCode {
         Command::Stats(a) => stats::stats(&global, a).await,
         Command::Guard(a) => stats::guard(&global, a).await,
         Command::Spawn(a) => spawn::spawn(&global, a).await,
+        Command::Completions(a) => docs::completions(a),
+        Command::Man(a) => docs::man(a),
     };
     match result {
         Ok(code) => ExitCode::from(code),
