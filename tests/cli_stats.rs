@@ -437,3 +437,48 @@ fn prometheus_output_exits_0_when_a_spec_is_blocked() {
     let out = run(&config, &["stats"]);
     assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
 }
+
+/// `--output FILE` writes the metrics atomically whatever the verdict and keeps the
+/// verdict's exit status; `--exit-zero` exits 0 with the data on stdout.
+#[test]
+fn output_writes_the_file_whatever_the_verdict_and_exit_zero_always_exits_0() {
+    let (dir, config) = workspace(None);
+    let evidence = dir.path().join("evidence");
+    sparse(&evidence.join("commands/SPEC-KIT-1/a.log"), 60 * MIB);
+    let textfile = dir.path().join("collector").join("evidence.prom");
+    fs::create_dir_all(textfile.parent().unwrap()).unwrap();
+    fs::write(&textfile, "old metrics\n").unwrap();
+    let out = run(
+        &config,
+        &[
+            "stats",
+            "--format",
+            "prometheus",
+            "--output",
+            textfile.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "over its limit: {}",
+        text(&out.stderr)
+    );
+    assert!(out.stdout.is_empty(), "the metrics go to the file only");
+    let body = fs::read_to_string(&textfile).unwrap();
+    assert!(body.contains("spec=\"SPEC-KIT-1\"} 2"), "{body}");
+    // No temporary file left beside it for the collector to read.
+    let names: Vec<_> = fs::read_dir(textfile.parent().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, ["evidence.prom"], "{names:?}");
+
+    let out = run(&config, &["stats", "--json", "--exit-zero"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(json(&out)["counts"]["block"], 1);
+
+    // Bad input still exits 2 with --exit-zero.
+    let out = run(&config, &["stats", "--spec", "../x", "--exit-zero"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+}

@@ -32,9 +32,10 @@ pub enum StatsFormat {
     bounds), 2 bad input (SPEC-ID, config, missing evidence root). With --format prometheus \
     the status is 0 whenever the metrics were written (verdicts and completeness are in \
     them), 2 on bad input.\n\
-    For the textfile collector, write to a temporary file and rename it into place:\n  \
-    speckit-hygiene stats --format prometheus > dir/evidence.prom.tmp && \
-    mv dir/evidence.prom.tmp dir/evidence.prom"
+    For the textfile collector (node_exporter --collector.textfile.directory=dir), from cron:\n  \
+    speckit-hygiene stats --format prometheus --output dir/evidence.prom\n\
+    --output writes atomically whatever the verdict and keeps the verdict's exit status \
+    (3 when a SPEC is over); --exit-zero exits 0 whatever the verdict."
 )]
 pub struct StatsArgs {
     /// Only this SPEC (its folders only; the root totals are not measured).
@@ -45,6 +46,14 @@ pub struct StatsArgs {
     json: bool,
     #[arg(long, value_enum, default_value_t = StatsFormat::Table)]
     format: StatsFormat,
+    /// Write the output to FILE (atomically: a temporary file renamed over it, whatever
+    /// the verdict) instead of stdout; the exit status still gives the verdict.
+    #[arg(long, value_name = "FILE")]
+    output: Option<std::path::PathBuf>,
+    /// Exit 0 whatever the verdict (2 on bad input still): for scripts that only want
+    /// the data.
+    #[arg(long)]
+    exit_zero: bool,
 }
 
 #[derive(Debug, Args)]
@@ -131,12 +140,30 @@ pub async fn stats(global: &GlobalArgs, args: StatsArgs) -> Result<u8> {
     } else {
         args.format
     };
-    match format {
-        StatsFormat::Table => print!("{}", table(&report, colour_for_stdout())),
-        StatsFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
-        StatsFormat::Prometheus => print!("{}", prometheus(&report)),
+    let text = match format {
+        StatsFormat::Table if args.output.is_some() => table(&report, Colour::Plain),
+        StatsFormat::Table => table(&report, colour_for_stdout()),
+        StatsFormat::Json => format!("{}\n", serde_json::to_string_pretty(&report)?),
+        StatsFormat::Prometheus => prometheus(&report),
+    };
+    match &args.output {
+        Some(file) => speckit_retention::fsutil::write_atomic(file, text.as_bytes())
+            .with_context(|| format!("writing {}", file.display()))?,
+        None => print!("{text}"),
     }
-    Ok(if format == StatsFormat::Prometheus {
+    let verdict = if report.counts.block > 0 {
+        EXIT_BLOCKED
+    } else if !report.complete {
+        EXIT_FAILED
+    } else {
+        EXIT_OK
+    };
+    Ok(if args.exit_zero {
+        EXIT_OK
+    } else if args.output.is_some() {
+        // The file is written whatever the verdict: the status can tell it.
+        verdict
+    } else if format == StatsFormat::Prometheus {
         // The metrics carry the verdicts and `speckit_evidence_complete`; a non-zero exit
         // would stop `stats > f.tmp && mv f.tmp f` from publishing exactly when an alert
         // is due.

@@ -137,9 +137,17 @@ pub fn meta_mtime_ns(meta: &fs::Metadata) -> i64 {
 /// Writes `bytes` to `path` atomically: a temporary file beside it, fsync, rename, fsync
 /// of the folder. A crash leaves the old file or the new one, never a mix.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let dir = path
-        .parent()
-        .ok_or_else(|| io::Error::other(format!("{} has no folder", path.display())))?;
+    let dir = match path.parent() {
+        // A bare file name is in the working folder.
+        Some(dir) if dir.as_os_str().is_empty() => Path::new("."),
+        Some(dir) => dir,
+        None => {
+            return Err(io::Error::other(format!(
+                "{} has no folder",
+                path.display()
+            )))
+        }
+    };
     let mut temp = tempfile::Builder::new()
         .prefix(".speckit-")
         .suffix(".tmp")
