@@ -80,6 +80,12 @@ pub fn parse(expression: &str) -> Result<CronSchedule, String> {
     let fields: Vec<&str> = expression.split_whitespace().collect();
     let translated = match fields.len() {
         5 => {
+            // Checked here, in the user's own fields: the `cron` crate would report its
+            // errors against the 6-field rewrite ("0 61 * * * *").
+            for (field, (name, low, high)) in fields[..4].iter().zip(CRONTAB_FIELDS) {
+                check_crontab_field(field, name, low, high)
+                    .map_err(|e| format!("cron expression {expression:?}: {e}"))?;
+            }
             let dow = crontab_dow_to_names(fields[4])
                 .map_err(|e| format!("cron expression {expression:?}: {e}"))?;
             format!(
@@ -108,6 +114,63 @@ pub fn parse(expression: &str) -> Result<CronSchedule, String> {
         expression: expression.to_string(),
         schedule,
     })
+}
+
+/// The first four crontab fields: name and range.
+const CRONTAB_FIELDS: [(&str, u32, u32); 4] = [
+    ("minute", 0, 59),
+    ("hour", 0, 23),
+    ("day-of-month", 1, 31),
+    ("month", 1, 12),
+];
+
+const MONTH_NAMES: [&str; 12] = [
+    "JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC",
+];
+
+/// Checks one crontab field (`*`, `n`, `a-b`, lists, `/step`) against its range.
+fn check_crontab_field(field: &str, name: &str, low: u32, high: u32) -> Result<(), String> {
+    let value = |token: &str| -> Result<u32, String> {
+        let n = match token.parse::<u32>() {
+            Ok(n) => n,
+            Err(_) if name == "month" => MONTH_NAMES
+                .iter()
+                .position(|m| m.eq_ignore_ascii_case(token))
+                .map(|i| i as u32 + 1)
+                .ok_or_else(|| format!("unknown month {token:?}"))?,
+            Err(_) => return Err(format!("{name} {token:?} is not a number")),
+        };
+        if (low..=high).contains(&n) {
+            Ok(n)
+        } else {
+            Err(format!("{name} {n} is out of range {low}-{high}"))
+        }
+    };
+    for part in field.split(',') {
+        let (range, step) = match part.split_once('/') {
+            Some((range, step)) => (range, Some(step)),
+            None => (part, None),
+        };
+        if let Some(step) = step {
+            match step.parse::<u32>() {
+                Ok(s) if s > 0 => {}
+                _ => return Err(format!("bad step {step:?} in the {name} field")),
+            }
+        }
+        match range.split_once('-') {
+            _ if range == "*" || range == "?" => {}
+            Some((a, b)) => {
+                let (a, b) = (value(a)?, value(b)?);
+                if a > b {
+                    return Err(format!("{name} range {range:?} runs backwards"));
+                }
+            }
+            None => {
+                value(range)?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Turns a crontab day-of-week field (0-7, names, ranges, lists, steps) into an explicit
@@ -168,6 +231,25 @@ fn day_number(token: &str) -> Result<usize, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn errors_speak_of_the_users_own_five_fields() {
+        for (expression, wanted) in [
+            ("61 * * * *", "minute 61 is out of range 0-59"),
+            ("0 24 * * *", "hour 24 is out of range 0-23"),
+            ("0 3 0 * *", "day-of-month 0 is out of range 1-31"),
+            ("0 3 * 13 *", "month 13 is out of range 1-12"),
+            ("0 3 * FOO *", "unknown month \"FOO\""),
+            ("*/0 * * * *", "bad step \"0\" in the minute field"),
+            ("30-10 * * * *", "minute range \"30-10\" runs backwards"),
+            ("x * * * *", "minute \"x\" is not a number"),
+        ] {
+            let error = parse(expression).unwrap_err();
+            assert!(error.contains(wanted), "{expression}: {error}");
+            assert!(!error.contains("0 61"), "{error}");
+        }
+        assert!(parse("*/15 0-6,22,23 1-7 JAN-MAR,12 1-5").is_ok());
+    }
     use chrono::{Datelike, Weekday};
 
     fn fires(expr: &str, n: usize) -> Vec<DateTime<Utc>> {
