@@ -239,9 +239,12 @@ pub async fn spawn_agents(
     }
     let metrics_file = spec_dir.join(evidence::METRICS_FILE);
     let exported = {
-        let (path, unique) = (metrics_file.clone(), batch.batch_id.clone());
+        let path = metrics_file.clone();
         let json = serde_json::to_vec_pretty(&metrics).unwrap_or_default();
-        tokio::task::spawn_blocking(move || evidence::write_atomic(&path, &unique, &json)).await
+        // The one atomic write of the workspace (temporary name, fsync, rename, fsync of
+        // the folder): a reader sees the old metrics or the new, never a mix.
+        tokio::task::spawn_blocking(move || speckit_retention::fsutil::write_atomic(&path, &json))
+            .await
     };
     match exported {
         Ok(Ok(())) => {}

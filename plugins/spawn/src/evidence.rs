@@ -147,30 +147,6 @@ pub fn read_response(paths: &AgentPaths, max_bytes: u64) -> std::io::Result<Resp
     })
 }
 
-/// Writes `bytes` to `path` atomically: a temporary file beside it, fsync, rename. A
-/// reader sees the old file or the new one, never a mix.
-pub fn write_atomic(path: &Path, unique: &str, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let temp = dir.join(format!(".{name}.{unique}.tmp"));
-    let result = (|| {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&temp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        std::fs::rename(&temp, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&temp);
-    }
-    result
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
