@@ -40,7 +40,7 @@ impl Workspace {
             "speckit_digest",
             "libspeckit_digest.so",
         );
-        small_evidence(&ws.path().join("evidence"));
+        speckit_testkit::evidence::small_consensus_tree(&ws.path().join("evidence"));
         let conn = Connection::open(ws.database()).unwrap();
         speckit_testkit::database::create_upstream_schema(&conn).unwrap();
         conn.execute_batch(
@@ -174,31 +174,6 @@ impl Workspace {
             .collect::<Result<_, _>>()
             .unwrap()
     }
-}
-
-/// The two-SPEC evidence tree of tests/dynamic_plugins.rs, in upstream's shapes.
-fn small_evidence(root: &Path) {
-    let c = root.join("consensus");
-    fs::create_dir_all(c.join("SPEC-KIT-101")).unwrap();
-    fs::create_dir_all(c.join("SPEC-KIT-102")).unwrap();
-    fs::write(
-        c.join("SPEC-KIT-101/spec-plan_synthesis.json"),
-        r#"{"specId":"SPEC-KIT-101","stage":"spec-plan","timestamp":"2025-10-12T14:44:00Z","status":"ok",
-            "agents":{"active":[{"model":"gemini"},{"model":"claude"}],"degraded":["gpt_pro"]},
-            "consensus":{"agreements":["Vacuum in chunks"],"conflicts_resolved":["Chunk size"]}}"#,
-    )
-    .unwrap();
-    fs::write(
-        c.join("SPEC-KIT-101/spec-unlock_synthesis.json"),
-        r#"{"stage":"spec-unlock","status":"hold","consensus":{"agreements":["Wait for lint"]}}"#,
-    )
-    .unwrap();
-    fs::write(
-        c.join("SPEC-KIT-102/plan_synthesis.json"),
-        r#"{"spec_id":"SPEC-KIT-102","stage":"spec-plan","artifacts_count":3,"status":"ok",
-            "created_at":"2025-11-11 02:33:20","run_id":"run_102"}"#,
-    )
-    .unwrap();
 }
 
 fn sha256_of(path: &Path) -> String {

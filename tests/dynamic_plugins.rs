@@ -83,31 +83,6 @@ fn digest_section(schedule: &str) -> String {
     )
 }
 
-/// A small evidence tree in upstream's shapes.
-fn small_evidence(root: &Path) {
-    let c = root.join("consensus");
-    fs::create_dir_all(c.join("SPEC-KIT-101")).unwrap();
-    fs::create_dir_all(c.join("SPEC-KIT-102")).unwrap();
-    fs::write(
-        c.join("SPEC-KIT-101/spec-plan_synthesis.json"),
-        r#"{"specId":"SPEC-KIT-101","stage":"spec-plan","timestamp":"2025-10-12T14:44:00Z","status":"ok",
-            "agents":{"active":[{"model":"gemini"},{"model":"claude"}],"degraded":["gpt_pro"]},
-            "consensus":{"agreements":["Vacuum in chunks"],"conflicts_resolved":["Chunk size"]}}"#,
-    )
-    .unwrap();
-    fs::write(
-        c.join("SPEC-KIT-101/spec-unlock_synthesis.json"),
-        r#"{"stage":"spec-unlock","status":"hold","consensus":{"agreements":["Wait for lint"]}}"#,
-    )
-    .unwrap();
-    fs::write(
-        c.join("SPEC-KIT-102/plan_synthesis.json"),
-        r#"{"spec_id":"SPEC-KIT-102","stage":"spec-plan","artifacts_count":3,"status":"ok",
-            "created_at":"2025-11-11 02:33:20","run_id":"run_102"}"#,
-    )
-    .unwrap();
-}
-
 fn stdout_json(output: &Output) -> serde_json::Value {
     serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
         panic!(
@@ -123,7 +98,7 @@ fn the_example_plugin_is_listed_and_run_by_the_command_line() {
     let ws = Workspace::new();
     ws.drop_in("speckit_digest", "libspeckit_digest.so");
     let evidence = ws.path().join("evidence");
-    small_evidence(&evidence);
+    speckit_testkit::evidence::small_consensus_tree(&evidence);
     ws.write(&evidence, &digest_section("0 5 * * *"));
 
     let listed = ws.cli(&["plugins", "--json"]);
@@ -232,7 +207,7 @@ fn bad_plugins_are_listed_with_their_errors_and_contained_while_the_rest_runs() 
     fs::write(&script, "echo not a library\n").unwrap();
     ws.drop_in("speckit_test_probe", "libprobe.so");
     let evidence = ws.path().join("evidence");
-    small_evidence(&evidence);
+    speckit_testkit::evidence::small_consensus_tree(&evidence);
     ws.write(
         &evidence,
         &format!(
@@ -322,7 +297,7 @@ fn run_once_reports_each_crashing_plugin_and_runs_the_rest() {
     let ws = Workspace::new();
     ws.drop_in("speckit_test_probe", "libprobe.so");
     let evidence = ws.path().join("evidence");
-    small_evidence(&evidence);
+    speckit_testkit::evidence::small_consensus_tree(&evidence);
     ws.write(&evidence, &crashing_sections("0 5 * * *"));
     let ran = ws.cli(&["run", "--once", "--json"]);
     let stderr = String::from_utf8_lossy(&ran.stderr);
@@ -355,7 +330,7 @@ fn the_daemon_outlives_crashing_plugins_and_runs_its_other_jobs_on_time() {
     let ws = Workspace::new();
     ws.drop_in("speckit_test_probe", "libprobe.so");
     let evidence = ws.path().join("evidence");
-    small_evidence(&evidence);
+    speckit_testkit::evidence::small_consensus_tree(&evidence);
     ws.write(&evidence, &crashing_sections("* * * * * *"));
     let mut daemon = Command::new(BIN)
         .arg("--config")

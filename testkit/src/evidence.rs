@@ -115,3 +115,29 @@ fn write_file(
         made_at,
     })
 }
+
+/// Two SPECs' consensus synthesis files in upstream's shapes (both of its field-name
+/// styles), for the digest plugin's tests.
+pub fn small_consensus_tree(root: &Path) {
+    let c = root.join("consensus");
+    fs::create_dir_all(c.join("SPEC-KIT-101")).unwrap();
+    fs::create_dir_all(c.join("SPEC-KIT-102")).unwrap();
+    fs::write(
+        c.join("SPEC-KIT-101/spec-plan_synthesis.json"),
+        r#"{"specId":"SPEC-KIT-101","stage":"spec-plan","timestamp":"2025-10-12T14:44:00Z","status":"ok",
+            "agents":{"active":[{"model":"gemini"},{"model":"claude"}],"degraded":["gpt_pro"]},
+            "consensus":{"agreements":["Vacuum in chunks"],"conflicts_resolved":["Chunk size"]}}"#,
+    )
+    .unwrap();
+    fs::write(
+        c.join("SPEC-KIT-101/spec-unlock_synthesis.json"),
+        r#"{"stage":"spec-unlock","status":"hold","consensus":{"agreements":["Wait for lint"]}}"#,
+    )
+    .unwrap();
+    fs::write(
+        c.join("SPEC-KIT-102/plan_synthesis.json"),
+        r#"{"spec_id":"SPEC-KIT-102","stage":"spec-plan","artifacts_count":3,"status":"ok",
+            "created_at":"2025-11-11 02:33:20","run_id":"run_102"}"#,
+    )
+    .unwrap();
+}

@@ -6,7 +6,6 @@ mod support;
 
 use std::collections::BTreeMap;
 
-use speckit_spawn::{spawn_agents, SpawnRequest};
 use support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -20,17 +19,8 @@ async fn an_agent_gets_the_engines_environment_by_the_hosts_rule() {
     let mut agent = shell("printenv", "env > \"$1\"", &["{output_file}"]);
     agent.env = BTreeMap::from([("DISABLE_ERROR_REPORTING".to_string(), "0".to_string())]);
     let policy = fx.policy(vec![agent], |_| {});
-    let batch = spawn_agents(
-        &fx.storage,
-        &policy,
-        &fx.events,
-        SpawnRequest::new(spec("SPEC-KIT-900"), "plan", "p"),
-    )
-    .await
-    .unwrap();
     let mut outputs = Vec::new();
-    for handle in batch.handles {
-        let completion = handle.wait().await.unwrap();
+    for completion in fx.run_batch(&policy, "p").await {
         assert!(completion.succeeded(), "{:?}", completion.failure);
         outputs.push(std::fs::read_to_string(&completion.response_path).unwrap());
     }

@@ -384,18 +384,7 @@ async fn a_daemon_an_agent_leaves_behind_is_killed_when_the_agent_ends() {
         &["{output_file}", pid_file.to_str().unwrap()],
     );
     let policy = fx.policy(vec![daemonizing], |_| {});
-    let batch = spawn_agents(
-        &fx.storage,
-        &policy,
-        &fx.events,
-        SpawnRequest::new(spec("SPEC-KIT-900"), "plan", "p"),
-    )
-    .await
-    .unwrap();
-    let mut completions = Vec::new();
-    for handle in batch.handles {
-        completions.push(handle.wait().await.unwrap());
-    }
+    let completions = fx.run_batch(&policy, "p").await;
     let daemon: u32 = std::fs::read_to_string(&pid_file)
         .unwrap()
         .trim()
@@ -423,18 +412,7 @@ async fn a_flooding_agents_log_is_cut_at_its_cap_and_the_true_size_reported() {
     let fx = Fixture::new();
     let flood = shell("flood", "head -c 3145728 /dev/zero | tr '\\0' x", &[]);
     let policy = fx.policy(vec![flood], |s| s.max_log_bytes = 1024 * 1024);
-    let batch = spawn_agents(
-        &fx.storage,
-        &policy,
-        &fx.events,
-        SpawnRequest::new(spec("SPEC-KIT-900"), "plan", "p"),
-    )
-    .await
-    .unwrap();
-    let mut completions = Vec::new();
-    for handle in batch.handles {
-        completions.push(handle.wait().await.unwrap());
-    }
+    let completions = fx.run_batch(&policy, "p").await;
     let c = &completions[0];
     assert!(c.succeeded(), "{:?}", c.failure);
     assert_eq!(c.logs_cut.len(), 1, "{:?}", c.logs_cut);

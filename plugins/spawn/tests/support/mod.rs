@@ -61,6 +61,29 @@ impl Fixture {
         snapshot
     }
 
+    /// Spawns `policy`'s agents for SPEC-KIT-900's `plan` with `prompt`, expecting every
+    /// one to start, and waits for all of them: their completions, in the batch's order.
+    pub async fn run_batch(
+        &self,
+        policy: &PolicySnapshot,
+        prompt: &str,
+    ) -> Vec<speckit_spawn::AgentCompletion> {
+        let batch = speckit_spawn::spawn_agents(
+            &self.storage,
+            policy,
+            &self.events,
+            speckit_spawn::SpawnRequest::new(spec("SPEC-KIT-900"), "plan", prompt),
+        )
+        .await
+        .unwrap();
+        assert!(batch.failures.is_empty(), "{:?}", batch.failures);
+        let mut completions = Vec::new();
+        for handle in batch.handles {
+            completions.push(handle.wait().await.unwrap());
+        }
+        completions
+    }
+
     pub fn spec_dir(&self, spec: &str) -> PathBuf {
         self.evidence_root.join("commands").join(spec)
     }
