@@ -165,6 +165,9 @@ async fn exercise(dir: &std::path::Path) -> Result<(), String> {
                 panicked = Some(format!("{job} panicked: {:?}", run.error));
                 break;
             }
+            if job == "spawn" && run.outcome == speckit_engine::events::JobOutcome::Succeeded {
+                SPAWNED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
         }
     }
     let policy = engine.policy().policy.clone();
@@ -226,6 +229,9 @@ fn try_policy(entries: &[(usize, String)]) -> Result<bool, TestCaseError> {
     Ok(true)
 }
 
+/// Policies whose spawn started its agent and saw it through: the spawn path really ran.
+static SPAWNED: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
 /// Panics anywhere in the process (jobs, blocking tasks the engine or a plugin spawned),
 /// caught or not, with their messages.
 static PANICS: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
@@ -260,5 +266,13 @@ fn every_policy_check_accepts_runs_without_a_panic() {
         "only {} of 240 random policies were accepted",
         accepted.get()
     );
-    println!("{} of 240 random policies accepted and run", accepted.get());
+    let spawned = SPAWNED.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        spawned > 0,
+        "no accepted policy got as far as running its agent"
+    );
+    println!(
+        "{} of 240 random policies accepted and run; {spawned} spawned their agent",
+        accepted.get()
+    );
 }

@@ -14,7 +14,6 @@ use speckit_hygiene::embed::EngineBuilder;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::mpsc;
 use std::time::Duration;
 
 const BIN: &str = env!("CARGO_BIN_EXE_speckit-hygiene");
@@ -103,30 +102,31 @@ impl Workspace {
         run
     }
 
+    /// The host records one successful consensus run of `spec` at `stage`.
+    fn host_records_run(&self, spec: &str, stage: &str, at_ms: i64) {
+        Connection::open(self.database())
+            .unwrap()
+            .execute(
+                "INSERT INTO consensus_runs (spec_id, stage, run_timestamp, consensus_ok, degraded) \
+                 VALUES (?1, ?2, ?3, 1, 0)",
+                rusqlite::params![spec, stage, at_ms],
+            )
+            .unwrap();
+    }
+
     fn cli(&self, args: &[&str]) -> Output {
-        let child = Command::new(BIN)
+        let mut command = Command::new(BIN);
+        command
             .arg("--config")
             .arg(self.config())
             .args(args)
             .env_remove("SPECKIT_CONFIG")
-            .env("RUST_LOG", "warn")
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let pid = child.id();
-        let (sender, receiver) = mpsc::channel();
-        std::thread::spawn(move || {
-            let _ = sender.send(child.wait_with_output());
-        });
-        match receiver.recv_timeout(Duration::from_secs(60)) {
-            Ok(output) => output.unwrap(),
-            Err(_) => {
-                // SAFETY: plain kill(2) of the child we started.
-                unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-                panic!("speckit-hygiene {args:?} did not finish within 60 s");
-            }
-        }
+            .env("RUST_LOG", "warn");
+        speckit_testkit::process::output_within(
+            &mut command,
+            Duration::from_secs(60),
+            &format!("speckit-hygiene {args:?}"),
+        )
     }
 
     /// The digest job with `{"dry_run": true}`, through the embedding API (the same engine,
@@ -295,14 +295,7 @@ fn the_digest_keeps_one_row_per_spec_in_its_own_table_matching_the_files() {
 
     // The host records another run: the second run rewrites that digest and updates both
     // rows in place (same keys, this run's id), with no duplicate.
-    Connection::open(ws.database())
-        .unwrap()
-        .execute(
-            "INSERT INTO consensus_runs (spec_id, stage, run_timestamp, consensus_ok, degraded) \
-             VALUES ('SPEC-KIT-102', 'spec-tasks', 1762900000000, 1, 0)",
-            [],
-        )
-        .unwrap();
+    ws.host_records_run("SPEC-KIT-102", "spec-tasks", 1762900000000);
     let second = ws.run_once();
     let data = &second["report"]["data"];
     assert_eq!(data["digests_written"], 1, "{data}");
@@ -320,14 +313,7 @@ fn the_digest_keeps_one_row_per_spec_in_its_own_table_matching_the_files() {
 
     // A dry run after a further host run: it would rewrite SPEC-KIT-102, but neither the
     // file nor any row changes.
-    Connection::open(ws.database())
-        .unwrap()
-        .execute(
-            "INSERT INTO consensus_runs (spec_id, stage, run_timestamp, consensus_ok, degraded) \
-             VALUES ('SPEC-KIT-102', 'spec-unlock', 1762990000000, 1, 0)",
-            [],
-        )
-        .unwrap();
+    ws.host_records_run("SPEC-KIT-102", "spec-unlock", 1762990000000);
     let rows_before = ws.rows();
     let file_before = fs::read(ws.digest("SPEC-KIT-102")).unwrap();
     let dry = ws.dry_run();

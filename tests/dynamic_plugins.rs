@@ -7,7 +7,6 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::mpsc;
 use std::time::Duration;
 
 const BIN: &str = env!("CARGO_BIN_EXE_speckit-hygiene");
@@ -50,29 +49,18 @@ impl Workspace {
 
     /// Runs the CLI on this workspace; fails the test if it takes over a minute.
     fn cli(&self, args: &[&str]) -> Output {
-        let child = Command::new(BIN)
+        let mut command = Command::new(BIN);
+        command
             .arg("--config")
             .arg(self.path().join("speckit.toml"))
             .args(args)
             .env_remove("SPECKIT_CONFIG")
-            .env("RUST_LOG", "warn")
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let pid = child.id();
-        let (sender, receiver) = mpsc::channel();
-        std::thread::spawn(move || {
-            let _ = sender.send(child.wait_with_output());
-        });
-        match receiver.recv_timeout(Duration::from_secs(60)) {
-            Ok(output) => output.unwrap(),
-            Err(_) => {
-                // SAFETY: plain kill(2) of the child we started.
-                unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-                panic!("speckit-hygiene {args:?} did not finish within 60 s");
-            }
-        }
+            .env("RUST_LOG", "warn");
+        speckit_testkit::process::output_within(
+            &mut command,
+            Duration::from_secs(60),
+            &format!("speckit-hygiene {args:?}"),
+        )
     }
 }
 

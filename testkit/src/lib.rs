@@ -8,4 +8,5 @@ pub mod bulk;
 pub mod database;
 pub mod evidence;
 pub mod fixtures;
+pub mod process;
 pub mod tracker;
