@@ -7,7 +7,7 @@ use std::process::Command;
 
 const BIN: &str = env!("CARGO_BIN_EXE_speckit-hygiene");
 
-fn demo(args: &[&str]) -> (bool, String) {
+fn demo(args: &[&str]) -> (bool, String, String) {
     let out = Command::new(BIN)
         .arg("demo")
         .args(args)
@@ -17,13 +17,23 @@ fn demo(args: &[&str]) -> (bool, String) {
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
 
 #[test]
 fn the_demo_refuses_then_cleans_then_spawns_and_keeps_its_workspace() {
-    let (ok, stdout) = demo(&[]);
+    let (ok, stdout, stderr) = demo(&[]);
     assert!(ok, "{stdout}");
+    // The refusal is said once, on stdout; logs into a pipe carry no colour codes.
+    assert!(
+        !stderr.contains('\x1b'),
+        "ANSI escapes in piped logs: {stderr:?}"
+    );
+    assert!(
+        !stderr.contains("refused"),
+        "the refusal said twice: {stderr}"
+    );
     let refused = stdout
         .split("== spawn (before cleanup)\n")
         .nth(1)
@@ -70,7 +80,7 @@ fn the_demo_refuses_then_cleans_then_spawns_and_keeps_its_workspace() {
 
 #[test]
 fn the_demo_with_remove_leaves_nothing() {
-    let (ok, stdout) = demo(&["--remove"]);
+    let (ok, stdout, _) = demo(&["--remove"]);
     assert!(ok, "{stdout}");
     let line = stdout
         .lines()

@@ -458,9 +458,24 @@ impl Engine {
         {
             tracing::error!(job, run_id, "could not record the job's report: {e}");
         }
-        match &outcome {
-            JobOutcome::Failed => {
-                tracing::warn!(job, run_id, duration_ms, error = ?error, "job failed")
+        match (&outcome, error_kind, &error) {
+            // Nothing ran: the caller's options or a policy rule said no. The caller shows
+            // the reason; a warning on top would say it a second time.
+            (
+                JobOutcome::Failed,
+                Some(JobErrorKind::Refused | JobErrorKind::InvalidOptions),
+                Some(error),
+            ) => tracing::info!(job, run_id, "job refused: {error}"),
+            (JobOutcome::Failed, _, Some(error)) => {
+                tracing::warn!(job, run_id, duration_ms, "job failed: {error}")
+            }
+            (JobOutcome::Failed, _, None) => {
+                tracing::warn!(
+                    job,
+                    run_id,
+                    duration_ms,
+                    "job failed: its report lists errors"
+                )
             }
             _ => tracing::info!(job, run_id, duration_ms, "job finished"),
         }
