@@ -63,6 +63,9 @@ impl Home {
         let stand_in = bin.join("stand-in").display().to_string();
         let daemonizing = bin.join("daemonizing").display().to_string();
         let flooding = bin.join("flooding").display().to_string();
+        // A CLI the host knows by its name: it adds its default arguments.
+        std::os::unix::fs::symlink(bin.join("stand-in"), bin.join("qwen")).unwrap();
+        let qwen = bin.join("qwen").display().to_string();
         let pid_file = home.daemon_pid_file().display().to_string();
         fs::write(
             home.path().join(".code/config.toml"),
@@ -103,6 +106,11 @@ enabled = false
 [[agents]]
 name = "../escape"
 command = {stand_in:?}
+
+[[agents]]
+name = "qwen"
+command = {qwen:?}
+env = {{ STAND_IN = "qwen" }}
 
 [speckit.stage_agents]
 plan = "gemini"
@@ -261,6 +269,23 @@ fn the_hosts_routing_picks_the_agent_and_the_prompt_goes_as_the_host_passes_it()
         "{}",
         &answer[..answer.len().min(200)]
     );
+
+    // A CLI the host knows (qwen): its default arguments for the mode before the prompt.
+    let (_, answers) = home.spawn(&[
+        "--stage",
+        "tasks",
+        "--agents",
+        "qwen",
+        "--prompt",
+        prompt_file.to_str().unwrap(),
+    ]);
+    assert!(
+        answers[0]
+            .1
+            .starts_with("agent=qwen args=-y -p Plan SPEC-KIT-070."),
+        "{}",
+        answers[0].1
+    );
 }
 
 #[test]
@@ -319,4 +344,63 @@ fn a_flooding_host_agents_log_is_cut_and_its_true_size_reported() {
             .any(|w| w.as_str().unwrap().contains("wrote 3145728 bytes")),
         "{warnings:?}"
     );
+}
+
+#[test]
+fn the_hosts_stage_prompts_build_each_agents_prompt_and_chain_earlier_outputs() {
+    let home = Home::new();
+    // The host's prompt file where upstream keeps it, next to speckit.toml: nothing in
+    // speckit.toml names it. Claude's template asks for gemini's output.
+    fs::create_dir_all(home.path().join("docs/spec-kit")).unwrap();
+    fs::write(
+        home.path().join("docs/spec-kit/prompts.json"),
+        serde_json::json!({
+            "spec-tasks": {
+                "version": "20251129-tasks-a",
+                "gemini": { "role": "Planner", "prompt": "Tasks for ${SPEC_ID} (${PROMPT_VERSION}, ${MODEL_ID}): ${CONTEXT}" },
+                "claude": { "prompt": "Check: ${PREVIOUS_OUTPUTS.gemini}" }
+            }
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let listed = home.run(&["spawn", "--list-agents", "--stage", "tasks"]);
+    let listed = text(&listed.stdout);
+    assert!(
+        listed.contains("spec-tasks.gemini (version 20251129-tasks-a)"),
+        "{listed}"
+    );
+    assert!(
+        listed.contains("spec-tasks.claude (version 20251129-tasks-a); uses ${PREVIOUS_OUTPUTS}"),
+        "{listed}"
+    );
+    assert!(
+        listed.contains("daemon") && listed.contains("no template"),
+        "{listed}"
+    );
+
+    let prompt_file = home.path().join("ctx.md");
+    fs::write(&prompt_file, "the SPEC's context").unwrap();
+    let (data, answers) = home.spawn(&[
+        "--stage",
+        "tasks",
+        "--agents",
+        "gemini,claude",
+        "--prompt",
+        prompt_file.to_str().unwrap(),
+    ]);
+    let gemini = "agent=gemini args=--yolo -p You are Gemini, the planner.\n\n\
+                  Tasks for SPEC-KIT-070 (20251129-tasks-a, gemini-2.5-flash): the SPEC's context";
+    assert!(answers[0].1.starts_with(gemini), "{}", answers[0].1);
+    // Claude ran after gemini ended, with gemini's answer (not JSON: as it was) in its prompt.
+    assert_eq!(answers[1].0, "claude");
+    assert!(
+        answers[1]
+            .1
+            .starts_with("agent=claude args=--print -p Check: agent=gemini args=--yolo"),
+        "{}",
+        answers[1].1
+    );
+    let sources = data["prompts"].as_array().unwrap();
+    assert!(sources.iter().all(|s| s["chained"] == true), "{sources:?}");
 }

@@ -167,8 +167,46 @@ fn list_agents(global: &GlobalArgs, stage: Option<&str>, json: bool) -> Result<u
             Some(a) => println!("stage {stage}: {} (the host's routing)", a.agent.name),
             None => println!("stage {stage}: every agent above (no routing for it)"),
         }
+        print_stage_prompts(&spawn, &snapshot.source.dir, stage, &effect)?;
     }
     Ok(EXIT_OK)
+}
+
+/// Where each agent's prompt for `stage` would come from: its template in the host's
+/// stage prompt file, or the prompt given to spawn.
+fn print_stage_prompts(
+    spawn: &speckit_spawn::SpawnPolicy,
+    config_dir: &std::path::Path,
+    stage: &str,
+    effect: &speckit_spawn::host_agents::AgentsInEffect,
+) -> Result<()> {
+    let templates = speckit_spawn::stage_prompts::load(&spawn.prompts, config_dir)
+        .map_err(anyhow::Error::msg)?;
+    let Some(templates) = templates else {
+        println!(
+            "stage prompts: none ([spawn] prompts = {:?}); every agent gets the prompt given",
+            spawn.prompts
+        );
+        return Ok(());
+    };
+    println!("stage prompts: {}", templates.file.display());
+    for a in &effect.agents {
+        match templates.template(stage, a) {
+            Some(t) => {
+                let chained = if t.needs_previous_outputs() {
+                    "; uses ${PREVIOUS_OUTPUTS}: the stage's agents run one after the other"
+                } else {
+                    ""
+                };
+                println!(
+                    "  {:<16} {}.{} (version {}){chained}",
+                    a.agent.name, t.stage_key, t.agent_key, t.version
+                );
+            }
+            None => println!("  {:<16} no template: the prompt given", a.agent.name),
+        }
+    }
+    Ok(())
 }
 
 /// On SIGINT or SIGTERM, cancels the job so its agents are killed and recorded, instead of

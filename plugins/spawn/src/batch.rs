@@ -16,18 +16,21 @@ use chrono::{DateTime, Utc};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-use crate::AgentPolicy;
 use crate::SpawnPolicy;
 use speckit_engine::events::EventBus;
 use speckit_engine::{PolicySnapshot, Storage, StorageError};
 
 use crate::db::{self, AgentMetric, BatchRow};
-use crate::error::{AgentFailure, FailureCause, SpawnError};
+use crate::error::{AgentFailure, CompletionError, FailureCause, SpawnError};
 use crate::evidence;
-use crate::handle::AgentHandle;
-use crate::launch::{agent_id, emit, initialize, mark_row_failed, AgentInit, BatchContext};
+use crate::handle::{AgentCompletion, AgentHandle};
+use crate::host_agents::EffectiveAgent;
+use crate::launch::{
+    agent_id, emit, initialize, mark_row_failed, not_started, AgentInit, BatchContext,
+};
 use crate::request::{host_stage, validate_stage, SpawnRequest};
 use crate::schema::SPAWN_SCHEMA;
+use crate::stage_prompts::{self, PreviousOutput, PromptTemplates, PromptValues, Template};
 
 /// The figures of one batch, as stored, exported and sent as the `spawn_metrics` event.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -65,6 +68,23 @@ pub struct SpawnBatch {
     pub metrics_file: PathBuf,
     /// Problems that did not stop the batch (the metrics could not be stored or exported).
     pub warnings: Vec<String>,
+    /// A chained batch's agents (their prompts need the outputs before them): each ran to
+    /// its end before the next started, so they are here, not in `handles`. In request
+    /// order; empty for a batch that is not chained.
+    pub finished: Vec<Result<AgentCompletion, CompletionError>>,
+    /// Where each agent's prompt came from, in request order.
+    pub prompts: Vec<PromptSource>,
+}
+
+/// Where one agent's prompt came from.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PromptSource {
+    pub agent: String,
+    /// `<file>: spec-plan.gemini (version ...)` when the host's stage prompt file had a
+    /// template for it; `None`: the prompt given to spawn.
+    pub template: Option<String>,
+    /// It got the outputs of the agents before it (a chained batch).
+    pub chained: bool,
 }
 
 /// Starts a stage's agents for a SPEC under `policy` (the snapshot the caller runs on) and
@@ -82,6 +102,10 @@ pub async fn spawn_agents(
     let in_effect = crate::host_agents::agents_in_effect(spawn)
         .map_err(|message| SpawnError::HostConfig { message })?;
     let agents = select_agents(&in_effect, &request.agents, &request.stage, policy)?;
+    let templates = stage_prompts::load(&spawn.prompts, &policy.source.dir)
+        .map_err(|message| SpawnError::StagePrompts { message })?;
+    let planned = plan_prompts(templates.as_ref(), &request.stage, agents);
+    let chained = planned.iter().any(PlannedAgent::needs_previous_outputs);
     // A storage that refuses writes would let every agent start only to fail on its row.
     if let Some(reason) = storage.write_refusal() {
         return Err(SpawnError::Storage(StorageError::NotWritable {
@@ -103,7 +127,7 @@ pub async fn spawn_agents(
         batch_id: new_batch_id(started_at),
         spec_id: request.spec_id.to_string(),
         stage: host_stage(&request.stage).to_string(),
-        agent_count: agents.len(),
+        agent_count: planned.len(),
         max_concurrency,
         started_at_ms: started_at.timestamp_millis(),
     });
@@ -113,7 +137,6 @@ pub async fn spawn_agents(
         batch: batch.clone(),
         request_stage: request.stage.clone(),
         phase_type: request.phase_type.clone(),
-        prompt: Arc::from(request.prompt.as_str()),
         spec_dir: spec_dir.clone(),
         config_dir: policy.source.dir.clone(),
         spawn_timeout: std::time::Duration::from_millis(spawn.spawn_timeout_ms),
@@ -125,72 +148,36 @@ pub async fn spawn_agents(
         cancel: request.cancel.clone(),
         clock: request.clock.clone(),
     });
-    tracing::info!(batch_id = %batch.batch_id, spec = %batch.spec_id, stage = %batch.stage, agents = agents.len(), max_concurrency, "spawning agents");
+    tracing::info!(batch_id = %batch.batch_id, spec = %batch.spec_id, stage = %batch.stage, agents = planned.len(), max_concurrency, chained, "spawning agents");
 
     let slots = Arc::new(Semaphore::new(max_concurrency));
-    let order: HashMap<String, usize> = agents
+    let order: HashMap<String, usize> = planned
         .iter()
         .enumerate()
-        .map(|(i, a)| (a.name.clone(), i))
+        .map(|(i, p)| (p.agent.agent.name.clone(), i))
         .collect();
-    let mut tasks = JoinSet::new();
-    let mut task_agents = HashMap::new();
-    for agent in agents {
-        let name = agent.name.clone();
-        let task = tasks.spawn(initialize(ctx.clone(), agent, slots.clone()));
-        task_agents.insert(task.id(), name);
-    }
-    let mut ready: Vec<(AgentHandle, AgentMetric)> = Vec::new();
-    let mut failed: Vec<(AgentFailure, AgentMetric)> = Vec::new();
-    while let Some(joined) = tasks.join_next_with_id().await {
-        match joined {
-            Ok((_, AgentInit::Ready { handle, metric })) => ready.push((*handle, metric)),
-            Ok((_, AgentInit::Failed { failure, metric })) => failed.push((failure, metric)),
-            Err(e) => {
-                // A bug in initialisation (a panic): its process was killed when the task
-                // unwound (`AgentProcess` kills its group on drop); report the agent failed.
-                let name = task_agents.get(&e.id()).cloned().unwrap_or_default();
-                let id = agent_id(&batch.batch_id, &name);
-                let cause = FailureCause::Start {
-                    command: name.clone(),
-                    working_dir: String::new(),
-                    message: format!("internal error while starting it: {e}"),
-                };
-                mark_row_failed(storage, &request.clock, &id, &cause.to_string()).await;
-                let metric = AgentMetric {
-                    agent: name.clone(),
-                    agent_id: id.clone(),
-                    queued_us: 0,
-                    spawn_us: request_start.elapsed().as_micros() as u64,
-                    ok: false,
-                    pid: None,
-                    error: Some(cause.to_string()),
-                };
-                failed.push((
-                    AgentFailure {
-                        agent: name,
-                        agent_id: id,
-                        pid: None,
-                        cause,
-                    },
-                    metric,
-                ));
-            }
-        }
-    }
+    let prompts: Vec<PromptSource> = planned.iter().map(|p| p.source(chained)).collect();
+    let renderer = Renderer {
+        spec_id: request.spec_id.as_str(),
+        context: &request.prompt,
+        config_dir: &policy.source.dir,
+    };
+    let Initialised {
+        mut handles,
+        mut agent_metrics,
+        mut failures,
+        finished,
+    } = if chained {
+        run_chained(&ctx, &renderer, planned, &slots).await
+    } else {
+        initialize_concurrently(&ctx, &renderer, planned, &slots).await
+    };
     let total_us = request_start.elapsed().as_micros() as u64;
 
     let rank = |name: &str| order.get(name).copied().unwrap_or(usize::MAX);
-    ready.sort_by_key(|(h, _)| rank(h.agent()));
-    failed.sort_by_key(|(f, _)| rank(&f.agent));
-    let mut agent_metrics: Vec<AgentMetric> = ready
-        .iter()
-        .map(|(_, m)| m.clone())
-        .chain(failed.iter().map(|(_, m)| m.clone()))
-        .collect();
+    handles.sort_by_key(|h| rank(h.agent()));
+    failures.sort_by_key(|f| rank(&f.agent));
     agent_metrics.sort_by_key(|m| rank(&m.agent));
-    let handles: Vec<AgentHandle> = ready.into_iter().map(|(h, _)| h).collect();
-    let failures: Vec<AgentFailure> = failed.into_iter().map(|(f, _)| f).collect();
 
     let cancelled = request.cancel.is_cancelled();
     let started_processes = agent_metrics.iter().filter(|m| m.pid.is_some()).count();
@@ -273,7 +260,223 @@ pub async fn spawn_agents(
         failures,
         metrics_file,
         warnings,
+        finished,
+        prompts,
     })
+}
+
+/// One agent to start, with its template from the host's stage prompt file, if any.
+struct PlannedAgent<'t> {
+    agent: EffectiveAgent,
+    template: Option<Template<'t>>,
+    file: Option<&'t std::path::Path>,
+}
+
+impl PlannedAgent<'_> {
+    fn needs_previous_outputs(&self) -> bool {
+        self.template.is_some_and(|t| t.needs_previous_outputs())
+    }
+
+    fn source(&self, chained: bool) -> PromptSource {
+        PromptSource {
+            agent: self.agent.agent.name.clone(),
+            template: self.template.zip(self.file).map(|(t, file)| {
+                format!(
+                    "{}: {}.{} (version {})",
+                    file.display(),
+                    t.stage_key,
+                    t.agent_key,
+                    t.version
+                )
+            }),
+            chained,
+        }
+    }
+}
+
+fn plan_prompts<'t>(
+    templates: Option<&'t PromptTemplates>,
+    stage: &str,
+    agents: Vec<EffectiveAgent>,
+) -> Vec<PlannedAgent<'t>> {
+    agents
+        .into_iter()
+        .map(|agent| PlannedAgent {
+            template: templates.and_then(|t| t.template(stage, &agent)),
+            file: templates.map(|t| t.file.as_path()),
+            agent,
+        })
+        .collect()
+}
+
+/// What every agent's prompt is built from.
+struct Renderer<'a> {
+    spec_id: &'a str,
+    /// The prompt given to spawn (a template's `${CONTEXT}`).
+    context: &'a str,
+    config_dir: &'a std::path::Path,
+}
+
+impl Renderer<'_> {
+    /// The agent's whole prompt: its `instructions`, then its rendered template (else the
+    /// prompt given to spawn).
+    fn prompt(&self, planned: &PlannedAgent<'_>, previous: &[PreviousOutput]) -> Arc<str> {
+        let agent = &planned.agent.agent;
+        let stage_prompt = match &planned.template {
+            Some(template) => std::borrow::Cow::Owned(stage_prompts::render(
+                template,
+                &PromptValues {
+                    spec_id: self.spec_id,
+                    context: self.context,
+                    family: stage_prompts::Family::of(&planned.agent),
+                    config_dir: self.config_dir,
+                    previous,
+                },
+            )),
+            None => std::borrow::Cow::Borrowed(self.context),
+        };
+        Arc::from(agent.prompt_for(&stage_prompt))
+    }
+}
+
+/// How a batch's agents ended their initialisation (in no particular order).
+#[derive(Default)]
+struct Initialised {
+    handles: Vec<AgentHandle>,
+    agent_metrics: Vec<AgentMetric>,
+    failures: Vec<AgentFailure>,
+    finished: Vec<Result<AgentCompletion, CompletionError>>,
+}
+
+impl Initialised {
+    fn failed(&mut self, failure: AgentFailure, metric: AgentMetric) {
+        self.failures.push(failure);
+        self.agent_metrics.push(metric);
+    }
+}
+
+/// Every agent initialised at once, at most `max_concurrency` at a time (the slots).
+async fn initialize_concurrently(
+    ctx: &Arc<BatchContext>,
+    renderer: &Renderer<'_>,
+    planned: Vec<PlannedAgent<'_>>,
+    slots: &Arc<Semaphore>,
+) -> Initialised {
+    let mut tasks = JoinSet::new();
+    let mut task_agents = HashMap::new();
+    for p in &planned {
+        let prompt = renderer.prompt(p, &[]);
+        let name = p.agent.agent.name.clone();
+        let task = tasks.spawn(initialize(
+            ctx.clone(),
+            p.agent.agent.clone(),
+            prompt,
+            slots.clone(),
+        ));
+        task_agents.insert(task.id(), name);
+    }
+    let mut out = Initialised::default();
+    while let Some(joined) = tasks.join_next_with_id().await {
+        match joined {
+            Ok((_, AgentInit::Ready { handle, metric })) => {
+                out.handles.push(*handle);
+                out.agent_metrics.push(metric);
+            }
+            Ok((_, AgentInit::Failed { failure, metric })) => out.failed(failure, metric),
+            Err(e) => {
+                let name = task_agents.get(&e.id()).cloned().unwrap_or_default();
+                let (failure, metric) = initialisation_panicked(ctx, name, &e).await;
+                out.failed(failure, metric);
+            }
+        }
+    }
+    out
+}
+
+/// A bug in initialisation (a panic): its process was killed when the task unwound
+/// (`AgentProcess` kills its group on drop); the agent is reported failed.
+async fn initialisation_panicked(
+    ctx: &BatchContext,
+    name: String,
+    e: &tokio::task::JoinError,
+) -> (AgentFailure, AgentMetric) {
+    let id = agent_id(&ctx.batch.batch_id, &name);
+    let cause = FailureCause::Start {
+        command: name.clone(),
+        working_dir: String::new(),
+        message: format!("internal error while starting it: {e}"),
+    };
+    mark_row_failed(&ctx.storage, &ctx.clock, &id, &cause.to_string()).await;
+    let metric = AgentMetric {
+        agent: name.clone(),
+        agent_id: id.clone(),
+        queued_us: 0,
+        spawn_us: ctx.request_start.elapsed().as_micros() as u64,
+        ok: false,
+        pid: None,
+        error: Some(cause.to_string()),
+    };
+    let failure = AgentFailure {
+        agent: name,
+        agent_id: id,
+        pid: None,
+        cause,
+    };
+    (failure, metric)
+}
+
+/// A chained batch: each agent starts when the one before it has ended, with the outputs
+/// (stored responses) of those before it. After an agent that did not complete, the rest
+/// are not started: their prompts would lack what they ask for.
+async fn run_chained(
+    ctx: &Arc<BatchContext>,
+    renderer: &Renderer<'_>,
+    planned: Vec<PlannedAgent<'_>>,
+    slots: &Arc<Semaphore>,
+) -> Initialised {
+    let mut out = Initialised::default();
+    let mut previous: Vec<PreviousOutput> = Vec::new();
+    let mut broken: Option<String> = None;
+    for p in &planned {
+        let name = p.agent.agent.name.clone();
+        let skip = if ctx.cancel.is_cancelled() {
+            Some(FailureCause::Cancelled)
+        } else {
+            broken
+                .clone()
+                .map(|agent| FailureCause::PredecessorFailed { agent })
+        };
+        if let Some(cause) = skip {
+            let (failure, metric) = not_started(ctx, &name, cause).await;
+            out.failed(failure, metric);
+            continue;
+        }
+        let prompt = renderer.prompt(p, &previous);
+        let init = initialize(ctx.clone(), p.agent.agent.clone(), prompt, slots.clone()).await;
+        let handle = match init {
+            AgentInit::Ready { handle, metric } => {
+                out.agent_metrics.push(metric);
+                handle
+            }
+            AgentInit::Failed { failure, metric } => {
+                out.failed(failure, metric);
+                broken = Some(name);
+                continue;
+            }
+        };
+        let completion = handle.wait().await;
+        match &completion {
+            Ok(c) if c.succeeded() => previous.push(PreviousOutput {
+                names: std::iter::once(name)
+                    .chain(p.agent.canonical_name.clone())
+                    .collect(),
+                output: c.response.clone(),
+            }),
+            _ => broken = Some(name),
+        }
+        out.finished.push(completion);
+    }
+    out
 }
 
 /// The agents in effect the request names, in the request's order; when it names none,
@@ -283,7 +486,7 @@ fn select_agents(
     names: &[String],
     stage: &str,
     policy: &PolicySnapshot,
-) -> Result<Vec<AgentPolicy>, SpawnError> {
+) -> Result<Vec<EffectiveAgent>, SpawnError> {
     for problem in &in_effect.problems {
         tracing::warn!("{problem}");
     }
@@ -294,9 +497,9 @@ fn select_agents(
     }
     if names.is_empty() {
         if let Some(routed) = in_effect.routed(stage) {
-            return Ok(vec![routed.agent.clone()]);
+            return Ok(vec![routed.clone()]);
         }
-        return Ok(in_effect.agents.iter().map(|a| a.agent.clone()).collect());
+        return Ok(in_effect.agents.clone());
     }
     let mut seen = std::collections::HashSet::new();
     let mut unknown = Vec::new();
@@ -308,7 +511,7 @@ fn select_agents(
             });
         }
         match in_effect.find(name) {
-            Some(agent) => selected.push(agent.agent.clone()),
+            Some(agent) => selected.push(agent.clone()),
             None => unknown.push(name.clone()),
         }
     }

@@ -17,6 +17,9 @@ pub enum SpawnError {
     /// The host's config file named by `[spawn] host_config` cannot be read.
     #[error("{message}")]
     HostConfig { message: String },
+    /// The stage prompt file named by `[spawn] prompts` cannot be read or parsed.
+    #[error("{message}")]
+    StagePrompts { message: String },
     #[error("unknown agent(s) {}; the policy defines: {}", unknown.join(", "), if known.is_empty() { "none".to_string() } else { known.join(", ") })]
     UnknownAgents {
         unknown: Vec<String>,
@@ -62,6 +65,10 @@ pub enum FailureCause {
     NotReady { timeout_ms: u64, line: String },
     #[error("cancelled before it was ready")]
     Cancelled,
+    /// In a chained batch (its prompt needs the outputs before it), an earlier agent did
+    /// not complete, so this one was never started.
+    #[error("not started: its prompt needs the output of agent {agent:?}, which did not complete")]
+    PredecessorFailed { agent: String },
 }
 
 fn stderr_suffix(tail: &Option<String>) -> String {

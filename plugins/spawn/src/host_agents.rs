@@ -9,6 +9,10 @@
 //! (never written). An entry we cannot use (no name, a name that cannot be part of a file
 //! name, a key of the wrong type) is left out and reported with the file, the entry and
 //! the key.
+//!
+//! An entry runs with the arguments the host gives it: its own for the mode, then the
+//! host's defaults for its known CLIs (`claude`, `gemini`, `qwen`, `code`, `codex`, by the
+//! command's file name), then the prompt (`-p PROMPT`, bare for `code`/`codex`, or stdin).
 
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -236,6 +240,62 @@ pub fn read_host_file(file: &Path) -> Result<AgentsInEffect, String> {
     Ok(effect)
 }
 
+/// A mode's arguments as the host assembles them (`agent_tool.rs`): the entry's own (the
+/// mode's, else `args`), then upstream's `default_params_for` the CLI: always for
+/// `claude`, `gemini` and `qwen`; for `code` and `codex` only when the entry has no
+/// arguments for the mode. `None` (the entry's `args`) when nothing is added.
+fn with_host_defaults(
+    program: &str,
+    read_only: bool,
+    args: &[String],
+    mode_args: Option<Vec<String>>,
+) -> Option<Vec<String>> {
+    let defaults = match program {
+        "code" | "codex" if mode_args.is_some() => Vec::new(),
+        program => host_default_args(program, read_only),
+    };
+    if defaults.is_empty() {
+        return mode_args;
+    }
+    let mut all = mode_args.unwrap_or_else(|| args.to_vec());
+    all.extend(defaults);
+    Some(all)
+}
+
+/// Upstream's `agent_defaults::default_params_for`: the arguments the host adds for its
+/// known CLIs, by access mode (the prompt flag excluded).
+fn host_default_args(program: &str, read_only: bool) -> Vec<String> {
+    let args: &[&str] = match (program, read_only) {
+        ("claude", true) => &[
+            "--allowedTools",
+            "Bash(ls:*), Bash(cat:*), Bash(grep:*), Bash(git status:*), Bash(git log:*), \
+             Bash(find:*), Read, Grep, Glob, LS, WebFetch, TodoRead, TodoWrite, WebSearch",
+        ],
+        ("claude", false) => &["--dangerously-skip-permissions"],
+        ("gemini", true) => &["-m", "gemini-2.5-flash"],
+        ("gemini", false) => &["-m", "gemini-2.5-flash", "-y"],
+        ("qwen", false) => &["-y"],
+        ("code" | "codex", true) => &[
+            "-s",
+            "read-only",
+            "-a",
+            "never",
+            "exec",
+            "--skip-git-repo-check",
+        ],
+        ("code" | "codex", false) => &[
+            "-s",
+            "workspace-write",
+            "-a",
+            "never",
+            "exec",
+            "--skip-git-repo-check",
+        ],
+        _ => &[],
+    };
+    args.iter().map(|a| a.to_string()).collect()
+}
+
 /// A host entry as an agent of ours; `None` when it is disabled; `Err((key, why))` when
 /// it cannot be used.
 fn to_agent(host: HostAgent) -> Result<Option<EffectiveAgent>, (&'static str, String)> {
@@ -261,6 +321,8 @@ fn to_agent(host: HostAgent) -> Result<Option<EffectiveAgent>, (&'static str, St
     } else {
         vec!["-p".to_string(), "{prompt}".to_string()]
     };
+    let args_read_only = with_host_defaults(program, true, &host.args, host.args_read_only);
+    let args_write = with_host_defaults(program, false, &host.args, host.args_write);
     let agent = AgentPolicy {
         name: host.name,
         command,
@@ -268,8 +330,8 @@ fn to_agent(host: HostAgent) -> Result<Option<EffectiveAgent>, (&'static str, St
         env: host.env.unwrap_or_default(),
         prompt_args,
         instructions: host.instructions,
-        args_read_only: host.args_read_only,
-        args_write: host.args_write,
+        args_read_only,
+        args_write,
         read_only: host.read_only,
         ..AgentPolicy::default()
     };
@@ -290,4 +352,39 @@ fn to_agent(host: HostAgent) -> Result<Option<EffectiveAgent>, (&'static str, St
         canonical_name: host.canonical_name,
         model: host.model,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strings(args: &[&str]) -> Vec<String> {
+        args.iter().map(|a| a.to_string()).collect()
+    }
+
+    #[test]
+    fn the_hosts_default_arguments_follow_its_own_entries() {
+        let own = strings(&["--yolo"]);
+        // gemini: always, after the entry's own arguments.
+        assert_eq!(
+            with_host_defaults("gemini", false, &[], Some(own.clone())),
+            Some(strings(&["--yolo", "-m", "gemini-2.5-flash", "-y"]))
+        );
+        assert_eq!(
+            with_host_defaults("gemini", true, &strings(&["--debug"]), None),
+            Some(strings(&["--debug", "-m", "gemini-2.5-flash"]))
+        );
+        // code: only when the entry has none for the mode.
+        assert_eq!(
+            with_host_defaults("code", false, &[], Some(own.clone())),
+            Some(own.clone())
+        );
+        assert_eq!(
+            with_host_defaults("codex", true, &[], None).unwrap()[..2],
+            strings(&["-s", "read-only"])[..]
+        );
+        // qwen reads without extra arguments; unknown CLIs get nothing.
+        assert_eq!(with_host_defaults("qwen", true, &[], None), None);
+        assert_eq!(with_host_defaults("my-cli", false, &own, None), None);
+    }
 }

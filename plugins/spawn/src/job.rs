@@ -29,6 +29,10 @@ pub struct SpawnJobReport {
     pub failures: Vec<AgentFailure>,
     /// Agents that ran, in the order the request named them.
     pub completions: Vec<CompletionFigures>,
+    /// Where each agent's prompt came from (the host's stage prompt file or the prompt
+    /// given), in request order.
+    #[serde(default)]
+    pub prompts: Vec<crate::batch::PromptSource>,
 }
 
 /// How one agent's run ended.
@@ -178,8 +182,24 @@ pub(crate) async fn run(ctx: JobContext) -> Result<JobReport, PluginError> {
         metrics.total_us as f64 / 1000.0
     ));
 
+    for source in &batch.prompts {
+        if let Some(template) = &source.template {
+            let chained = if source.chained { ", chained" } else { "" };
+            ctx.progress(format!(
+                "agent {:?}: prompt from {template}{chained}",
+                source.agent
+            ));
+        }
+    }
     let mut errors: Vec<String> = batch.failures.iter().map(ToString::to_string).collect();
     let mut completions: Vec<AgentCompletion> = Vec::new();
+    // A chained batch's agents already ran to their end inside the batch.
+    for finished in batch.finished {
+        match finished {
+            Ok(completion) => completions.push(completion),
+            Err(e) => errors.push(e.to_string()),
+        }
+    }
     let mut waiting = JoinSet::new();
     for handle in batch.handles {
         waiting.spawn(handle.wait());
@@ -218,11 +238,15 @@ pub(crate) async fn run(ctx: JobContext) -> Result<JobReport, PluginError> {
     }
     let succeeded = completions.iter().filter(|c| c.succeeded()).count();
     let summary = format!(
-        "{spec} {stage}: {}/{} agents spawned in {:.1} ms (max_concurrency {}); {succeeded} completed, {} failed",
+        "{spec} {stage}: {}/{} agents spawned in {:.1} ms ({}); {succeeded} completed, {} failed",
         metrics.ok_count,
         metrics.agent_count,
         metrics.total_us as f64 / 1000.0,
-        metrics.max_concurrency,
+        if batch.prompts.iter().any(|p| p.chained) {
+            "chained: each after the one before, with its output".to_string()
+        } else {
+            format!("max_concurrency {}", metrics.max_concurrency)
+        },
         metrics.agent_count - succeeded,
     );
     let figures = SpawnJobReport {
@@ -230,6 +254,7 @@ pub(crate) async fn run(ctx: JobContext) -> Result<JobReport, PluginError> {
         metrics_file: batch.metrics_file,
         failures: batch.failures,
         completions: completions.iter().map(CompletionFigures::from).collect(),
+        prompts: batch.prompts,
     };
     let mut report = JobReport::typed(summary, &figures);
     report.warnings = warnings;

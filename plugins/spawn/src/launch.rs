@@ -36,7 +36,6 @@ pub(crate) struct BatchContext {
     /// rows use the host's name, `batch.stage`).
     pub request_stage: String,
     pub phase_type: String,
-    pub prompt: Arc<str>,
     pub spec_dir: PathBuf,
     pub config_dir: PathBuf,
     pub spawn_timeout: Duration,
@@ -120,22 +119,16 @@ pub(crate) async fn mark_row_failed(
 }
 
 /// Initialises one agent. Never panics on bad input; every error becomes a failure.
+/// `prompt` is the agent's whole prompt (instructions included).
 pub(crate) async fn initialize(
     ctx: Arc<BatchContext>,
     agent: AgentPolicy,
+    prompt: Arc<str>,
     slots: Arc<Semaphore>,
 ) -> AgentInit {
     let id = agent_id(&ctx.batch.batch_id, &agent.name);
     let queue_start = Instant::now();
-    let mut metric = AgentMetric {
-        agent: agent.name.clone(),
-        agent_id: id.clone(),
-        queued_us: 0,
-        spawn_us: 0,
-        ok: false,
-        pid: None,
-        error: None,
-    };
+    let mut metric = new_metric(&agent.name, &id);
     let _slot = tokio::select! {
         biased;
         _ = ctx.cancel.cancelled() => {
@@ -173,7 +166,7 @@ pub(crate) async fn initialize(
             db::insert_execution(tx, &batch, &id, &name, &phase, &spawned_at).map_err(to_storage)
         })
     };
-    let start = async { start_process(&ctx, &agent, &paths, &id) };
+    let start = async { start_process(&ctx, &agent, prompt, &paths, &id) };
     let (row, started) = tokio::join!(row, start);
     let (mut process, watch, process_started) = match (row, started) {
         (Ok(()), Ok(started)) => started,
@@ -307,17 +300,39 @@ pub(crate) async fn initialize(
     }
 }
 
+fn new_metric(agent: &str, agent_id: &str) -> AgentMetric {
+    AgentMetric {
+        agent: agent.to_string(),
+        agent_id: agent_id.to_string(),
+        queued_us: 0,
+        spawn_us: 0,
+        ok: false,
+        pid: None,
+        error: None,
+    }
+}
+
+/// An agent never started (nothing of it exists: no row, no process), reported failed.
+pub(crate) async fn not_started(
+    ctx: &BatchContext,
+    agent: &str,
+    cause: FailureCause,
+) -> (AgentFailure, AgentMetric) {
+    let metric = new_metric(agent, &agent_id(&ctx.batch.batch_id, agent));
+    failed(ctx, metric, None, cause, false).await
+}
+
 /// Writes the agent's prompt file and starts its process with stdout and stderr piped to
 /// log tasks (which create the log files meanwhile). Runs inline on the agent's task: one
 /// small file write and a `posix_spawn`, each cheaper than a hand-off to the blocking pool.
 fn start_process(
     ctx: &BatchContext,
     agent: &AgentPolicy,
+    prompt: Arc<str>,
     paths: &AgentPaths,
     agent_id: &str,
 ) -> Result<(AgentProcess, Option<ReadyWatch>, Instant), FailureCause> {
     // The agent's own prompt is kept as evidence whichever way it is handed over.
-    let prompt = agent.prompt_for(&ctx.prompt);
     evidence::write_prompt_file(paths, &prompt).map_err(|e| FailureCause::EvidenceFile {
         path: paths.prompt.display().to_string(),
         message: e.to_string(),
@@ -337,7 +352,7 @@ fn start_process(
         .map(|a| expand(a, &values))
         .collect();
     if via == PromptVia::Argument {
-        values.prompt = Some(&prompt);
+        values.prompt = Some(&*prompt);
         args.extend(agent.prompt_args.iter().map(|a| expand(a, &values)));
     }
     let mut command = tokio::process::Command::new(&program);
@@ -404,7 +419,7 @@ fn start_process(
 /// larger than the pipe's buffer is written as the agent reads it. An agent that exits
 /// (or closes stdin) without reading it all is not an error here; its exit says how it
 /// went.
-fn hand_over_on_stdin(mut stdin: tokio::process::ChildStdin, prompt: String, agent: String) {
+fn hand_over_on_stdin(mut stdin: tokio::process::ChildStdin, prompt: Arc<str>, agent: String) {
     tokio::spawn(async move {
         use tokio::io::AsyncWriteExt;
         if let Err(e) = stdin.write_all(prompt.as_bytes()).await {
@@ -428,11 +443,23 @@ enum ReadyWait {
 /// event, and the metric.
 async fn fail(
     ctx: &BatchContext,
-    mut metric: AgentMetric,
+    metric: AgentMetric,
     pid: Option<u32>,
     cause: FailureCause,
     has_row: bool,
 ) -> AgentInit {
+    let (failure, metric) = failed(ctx, metric, pid, cause, has_row).await;
+    AgentInit::Failed { failure, metric }
+}
+
+/// Undoes what a failed agent left (its processes, its row) and reports it.
+async fn failed(
+    ctx: &BatchContext,
+    mut metric: AgentMetric,
+    pid: Option<u32>,
+    cause: FailureCause,
+    has_row: bool,
+) -> (AgentFailure, AgentMetric) {
     let message = cause.to_string();
     if let Some(leader) = pid {
         // Its process group is killed; what it started in a session of its own is not.
@@ -458,13 +485,11 @@ async fn fail(
         "agent_failed",
         serde_json::json!({ "batch_id": ctx.batch.batch_id, "agent": metric.agent, "agent_id": metric.agent_id, "pid": pid, "error": message }),
     );
-    AgentInit::Failed {
-        failure: AgentFailure {
-            agent: metric.agent.clone(),
-            agent_id: metric.agent_id.clone(),
-            pid,
-            cause,
-        },
-        metric,
-    }
+    let failure = AgentFailure {
+        agent: metric.agent.clone(),
+        agent_id: metric.agent_id.clone(),
+        pid,
+        cause,
+    };
+    (failure, metric)
 }

@@ -42,9 +42,10 @@ mod process;
 mod request;
 pub mod schema;
 pub mod settings;
+pub mod stage_prompts;
 pub mod stats;
 
-pub use batch::{spawn_agents, BatchMetrics, SpawnBatch};
+pub use batch::{spawn_agents, BatchMetrics, PromptSource, SpawnBatch};
 pub use db::AgentMetric;
 pub use error::{AgentFailure, CompletionError, FailureCause, RunFailure, SpawnError};
 pub use handle::{AgentCompletion, AgentHandle};

@@ -165,6 +165,11 @@ pub struct SpawnPolicy {
     /// (the agents below add to or override them by name): `"auto"` (`$CODE_HOME/config.toml`,
     /// else `~/.code/config.toml`, when present), `"off"`, or a path (relative to this file).
     pub host_config: String,
+    /// The host's stage prompt file, whose per-agent templates build each agent's prompt
+    /// (the request's prompt becomes their `${CONTEXT}`): `"auto"`
+    /// (`docs/spec-kit/prompts.json` next to this file, when present), `"off"` (every
+    /// agent gets the request's prompt), or a path (relative to this file; must exist).
+    pub prompts: String,
     pub agents: Vec<AgentPolicy>,
 }
 
@@ -221,6 +226,7 @@ impl Default for SpawnPolicy {
             max_log_bytes: 16 * 1024 * 1024,
             environment: EnvironmentPolicy::default(),
             host_config: "auto".into(),
+            prompts: "auto".into(),
             agents: Vec::new(),
         }
     }
@@ -303,6 +309,9 @@ impl Section for SpawnPolicy {
     fn resolve_paths(&mut self, resolve: &dyn Fn(&Path) -> PathBuf) {
         if !matches!(self.host_config.trim(), "auto" | "off") {
             self.host_config = resolve(Path::new(&self.host_config)).display().to_string();
+        }
+        if !matches!(self.prompts.trim(), "auto" | "off") {
+            self.prompts = resolve(Path::new(&self.prompts)).display().to_string();
         }
         for agent in &mut self.agents {
             if let Some(wd) = &mut agent.working_dir {
