@@ -1,15 +1,18 @@
-//! Drives the embedding example's terminal UI (`examples/tui_startup.rs`) under tmux on a
-//! generated demo workspace: the screen must show the policy, the per-SPEC evidence bars,
-//! and, after the vacuum key, the vacuum's job report; the quit key must end it cleanly.
+//! Drives the embedding example's terminal UI (`examples/tui_startup/`) under tmux on a
+//! generated demo workspace: at 120 x 40 the screen must show the policy and the per-SPEC
+//! evidence bars, the vacuum key must ask first (`n` runs nothing, `y` runs it and its
+//! report appears); with 100 SPECs at 80 x 24 the blocked SPECs come first, the position
+//! is shown, End scrolls to the last, `s` sorts, Enter shows a SPEC's details and `?` the
+//! keys; the quit key must end each run cleanly.
 //!
 //! A custom harness (`harness = false`): this binary is also the program under test. Run
 //! normally it starts a tmux server and, in its pane, runs itself again with
 //! `SPECKIT_TUI_TEST_CONFIG` set, which runs the example's code (compiled in from its
 //! source file, so it is always the current code) instead of the check. Without tmux the
-//! check is skipped with a note.
+//! check is skipped with a note, except in CI (`CI` set), where it fails.
 
 #[allow(dead_code)]
-#[path = "../examples/tui_startup.rs"]
+#[path = "../examples/tui_startup/main.rs"]
 mod tui_startup;
 
 use std::path::{Path, PathBuf};
@@ -18,7 +21,7 @@ use std::time::{Duration, Instant};
 
 const CHILD_CONFIG: &str = "SPECKIT_TUI_TEST_CONFIG";
 const CHILD_LOG: &str = "SPECKIT_TUI_TEST_LOG";
-const TEST_NAME: &str = "tui_shows_policy_bars_and_a_vacuum_report_then_quits";
+const TEST_NAME: &str = "tui_shows_the_policy_scrolls_100_specs_and_confirms_a_vacuum";
 const SCREEN_WAIT: Duration = Duration::from_secs(90);
 
 fn main() -> ExitCode {
@@ -151,9 +154,105 @@ fn shell_quote(value: &str) -> String {
     format!("'{}'", value.replace('\'', r"'\''"))
 }
 
+/// One run of the UI in a tmux pane of `width` x `height` on the workspace's config.
+struct Session {
+    tmux: Tmux,
+    log: PathBuf,
+    status_file: PathBuf,
+}
+
+impl Session {
+    fn start(
+        dir: &Path,
+        name: &str,
+        config: &Path,
+        width: u16,
+        height: u16,
+    ) -> Result<Self, String> {
+        let log = dir.join(format!("{name}.log"));
+        let tmux_config = dir.join(format!("{name}.tmux.conf"));
+        // Keep the pane after the program exits, so its exit status can be read.
+        std::fs::write(&tmux_config, "set -g remain-on-exit on\n").map_err(|e| e.to_string())?;
+        let tmux = Tmux {
+            socket: dir.join(format!("{name}.sock")),
+            config: tmux_config,
+        };
+        let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+        // The shell records the program's exit status in a file: tmux 3.3 sometimes marks a
+        // pane dead (its terminal closed) without ever recording the status.
+        let status_file = dir.join(format!("{name}.exit-status"));
+        let program = format!(
+            "env {CHILD_CONFIG}={} {CHILD_LOG}={} {}; echo $? > {}",
+            shell_quote(&config.to_string_lossy()),
+            shell_quote(&log.to_string_lossy()),
+            shell_quote(&exe.to_string_lossy()),
+            shell_quote(&status_file.to_string_lossy()),
+        );
+        let (width, height) = (width.to_string(), height.to_string());
+        tmux.run(&[
+            "new-session",
+            "-d",
+            "-s",
+            "tui",
+            "-x",
+            &width,
+            "-y",
+            &height,
+            &program,
+        ])?;
+        Ok(Self {
+            tmux,
+            log,
+            status_file,
+        })
+    }
+
+    fn wait(&self, what: &str, done: impl Fn(&str) -> bool) -> Result<String, String> {
+        wait_for_screen(&self.tmux, &self.log, what, done)
+    }
+
+    fn keys(&self, keys: &[&str]) -> Result<(), String> {
+        let mut args = vec!["send-keys", "-t", "tui"];
+        args.extend(keys);
+        self.tmux.run(&args).map(|_| ())
+    }
+
+    fn fail(&self, what: &str, screen: &str) -> String {
+        failure(what, screen, &self.log)
+    }
+
+    /// The quit key ends it, with status 0, after a graceful shutdown.
+    fn quit(&self) -> Result<(), String> {
+        self.keys(&["q"])?;
+        let deadline = Instant::now() + SCREEN_WAIT;
+        let status = loop {
+            if let Ok(text) = std::fs::read_to_string(&self.status_file) {
+                if text.ends_with('\n') {
+                    break text.trim().to_string();
+                }
+            }
+            if Instant::now() > deadline {
+                return Err(self.fail("q did not end the program", &self.tmux.screen()?));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        if status != "0" {
+            return Err(self.fail(
+                &format!("the program exited with status {status}"),
+                &self.tmux.screen()?,
+            ));
+        }
+        Ok(())
+    }
+}
+
 fn tui_check() -> Result<Checked, String> {
     match Command::new("tmux").arg("-V").output() {
         Ok(output) if output.status.success() => {}
+        // In CI the test must run: .ci/run installs tmux, and a skip would hide that it did not.
+        _ if std::env::var_os("CI").is_some() => {
+            return Err("tmux is not installed in CI (.ci/run installs it)".into())
+        }
         _ => {
             return Ok(Checked::Skipped(
                 "tmux is not installed (CI installs it: see .ci/run)".into(),
@@ -163,46 +262,42 @@ fn tui_check() -> Result<Checked, String> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let workspace = speckit_hygiene::demo::create_workspace(&dir.path().join("ws"))
         .map_err(|e| format!("cannot create the demo workspace: {e}"))?;
-    let log = dir.path().join("tui.log");
-    let tmux_config = dir.path().join("tmux.conf");
-    // Keep the pane after the program exits, so its exit status can be read.
-    std::fs::write(&tmux_config, "set -g remain-on-exit on\n").map_err(|e| e.to_string())?;
-    let tmux = Tmux {
-        socket: dir.path().join("tmux.sock"),
-        config: tmux_config,
-    };
-    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    // The shell records the program's exit status in a file: tmux 3.3 sometimes marks a
-    // pane dead (its terminal closed) without ever recording the status.
-    let status_file = dir.path().join("exit-status");
-    let program = format!(
-        "env {CHILD_CONFIG}={} {CHILD_LOG}={} {}; echo $? > {}",
-        shell_quote(&workspace.config_path.to_string_lossy()),
-        shell_quote(&log.to_string_lossy()),
-        shell_quote(&exe.to_string_lossy()),
-        shell_quote(&status_file.to_string_lossy()),
-    );
-    tmux.run(&[
-        "new-session",
-        "-d",
-        "-s",
-        "tui",
-        "-x",
-        "120",
-        "-y",
-        "40",
-        &program,
-    ])?;
+    policy_bars_and_a_confirmed_vacuum(dir.path(), &workspace.config_path)?;
+    // The same workspace with 96 more SPECs, on a terminal of 80 x 24.
+    for i in 0..96 {
+        let spec = dir.path().join(format!(
+            "ws/{}/commands/SPEC-KIT-{}",
+            relative_root(&workspace),
+            100 + i
+        ));
+        std::fs::create_dir_all(&spec).map_err(|e| e.to_string())?;
+        std::fs::write(spec.join("run.json"), "{}").map_err(|e| e.to_string())?;
+    }
+    a_hundred_specs_on_a_small_terminal(dir.path(), &workspace.config_path)?;
+    Ok(Checked::Passed)
+}
 
+/// The evidence root below the workspace folder.
+fn relative_root(workspace: &speckit_hygiene::demo::DemoWorkspace) -> String {
+    workspace
+        .evidence_root
+        .strip_prefix(&workspace.dir)
+        .expect("the root is in the workspace")
+        .display()
+        .to_string()
+}
+
+fn policy_bars_and_a_confirmed_vacuum(dir: &Path, config: &Path) -> Result<(), String> {
+    let ui = Session::start(dir, "demo", config, 120, 40)?;
     // The policy and the bars, once the first measurement is in.
-    let screen = wait_for_screen(&tmux, &log, "the policy and SPEC bars did not show", |s| {
+    let screen = ui.wait("the policy and SPEC bars did not show", |s| {
         s.contains("Policy in effect") && lines_with(s, "SPEC-KIT-90").len() >= 4
     })?;
     let expect = |ok: bool, what: &str| {
         if ok {
             Ok(())
         } else {
-            Err(failure(what, &screen, &log))
+            Err(ui.fail(what, &screen))
         }
     };
     expect(
@@ -230,9 +325,28 @@ fn tui_check() -> Result<Checked, String> {
     }
     expect(screen.contains("vacuum"), "the next runs are not shown")?;
 
-    // The vacuum key runs a vacuum; its report appears.
-    tmux.run(&["send-keys", "-t", "tui", "v"])?;
-    let screen = wait_for_screen(&tmux, &log, "no vacuum report after the v key", |s| {
+    // The vacuum key asks first; "n" changes nothing.
+    ui.keys(&["v"])?;
+    ui.wait("v did not ask before vacuuming", |s| {
+        s.contains("Vacuum the database now?")
+    })?;
+    ui.keys(&["n"])?;
+    let screen = ui.wait("n did not cancel the vacuum", |s| {
+        s.contains("vacuum cancelled") && !s.contains("Vacuum the database now?")
+    })?;
+    if lines_with(&screen, " vacuum ")
+        .iter()
+        .any(|l| l.contains("manual"))
+    {
+        return Err(ui.fail("a cancelled vacuum ran", &screen));
+    }
+    // "y" runs it; its report appears.
+    ui.keys(&["v"])?;
+    ui.wait("v did not ask again", |s| {
+        s.contains("Vacuum the database now?")
+    })?;
+    ui.keys(&["y"])?;
+    let screen = ui.wait("no vacuum report after v y", |s| {
         lines_with(s, " vacuum ")
             .iter()
             .any(|l| l.contains("manual") && (l.contains("succeeded") || l.contains("failed")))
@@ -243,35 +357,63 @@ fn tui_check() -> Result<Checked, String> {
         .unwrap_or_default()
         .to_string();
     if !report.contains("succeeded") {
-        return Err(failure(
-            &format!("the vacuum did not succeed: {report}"),
-            &screen,
-            &log,
-        ));
+        return Err(ui.fail(&format!("the vacuum did not succeed: {report}"), &screen));
     }
+    ui.quit()
+}
 
-    // The quit key ends it, with status 0, after a graceful shutdown.
-    tmux.run(&["send-keys", "-t", "tui", "q"])?;
-    let deadline = Instant::now() + SCREEN_WAIT;
-    let status = loop {
-        if let Ok(text) = std::fs::read_to_string(&status_file) {
-            if text.ends_with('\n') {
-                break text.trim().to_string();
-            }
-        }
-        if Instant::now() > deadline {
-            let screen = tmux.screen()?;
-            return Err(failure("q did not end the program", &screen, &log));
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    if status != "0" {
-        let screen = tmux.screen()?;
-        return Err(failure(
-            &format!("the program exited with status {status}"),
+/// 100 SPECs at 80 x 24: the blocked ones first, the position shown, scrolling to the last
+/// one, sorting by name, the help and a SPEC's details.
+fn a_hundred_specs_on_a_small_terminal(dir: &Path, config: &Path) -> Result<(), String> {
+    let ui = Session::start(dir, "many", config, 80, 24)?;
+    let screen = ui.wait("the SPEC list did not show 100 SPECs", |s| {
+        s.contains("of 100, by state")
+    })?;
+    // The demo's blocked SPECs are the first rows, whatever the terminal's size.
+    let first_spec_row = screen
+        .lines()
+        .find(|l| l.contains("SPEC-KIT-") && (l.contains('█') || l.contains('░')))
+        .unwrap_or_default();
+    if !first_spec_row.contains("block") {
+        return Err(ui.fail("the first SPEC shown is not a blocked one", &screen));
+    }
+    let drawn = screen
+        .lines()
+        .filter(|l| l.contains("SPEC-KIT-") && (l.contains('█') || l.contains('░')))
+        .count();
+    if drawn < 3 || !screen.contains(&format!("1-{drawn} of 100")) {
+        return Err(ui.fail(
+            &format!("{drawn} SPEC rows drawn; the position does not say so"),
             &screen,
-            &log,
         ));
     }
-    Ok(Checked::Passed)
+    // End: the last SPEC (by state: the smallest fine one, the last by name among equals).
+    ui.keys(&["End"])?;
+    ui.wait("End did not scroll to the last SPEC", |s| {
+        s.contains(" of 100, by state") && s.contains("-100 of 100") && s.contains("SPEC-KIT-195")
+    })?;
+    // Sorted by name (s twice: size, then name), Home: SPEC-KIT-100 first.
+    ui.keys(&["s", "s", "Home"])?;
+    ui.wait("sorting by name did not put SPEC-KIT-100 first", |s| {
+        s.contains("1-") && s.contains("of 100, by name") && s.contains("›SPEC-KIT-100")
+    })?;
+    // Details of the selected SPEC, then the help; Esc closes each.
+    ui.keys(&["Enter"])?;
+    ui.wait("Enter did not show the SPEC's details", |s| {
+        s.contains("SPEC-KIT-100 (Esc closes)") && s.contains("consensus")
+    })?;
+    // Esc alone: sent with the next key, a terminal reads the pair as Alt+key.
+    ui.keys(&["Escape"])?;
+    ui.wait("Esc did not close the details", |s| {
+        !s.contains("(Esc closes)")
+    })?;
+    ui.keys(&["?"])?;
+    ui.wait("? did not list the keys", |s| {
+        s.contains("Keys (Esc closes)") && s.contains("vacuum the database (asks first)")
+    })?;
+    ui.keys(&["Escape"])?;
+    ui.wait("Esc did not close the help", |s| {
+        !s.contains("Keys (Esc closes)")
+    })?;
+    ui.quit()
 }

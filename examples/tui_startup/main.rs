@@ -6,12 +6,24 @@
 //! cargo run --example tui_startup -- --config FILE [--log FILE]
 //! ```
 //!
-//! Keys: `c` cleanup dry run, `v` vacuum, `r` reload the policy, `q` (or Esc, Ctrl-C) quit.
-//! Logs go to `--log FILE`, or nowhere: nothing may draw over the UI.
+//! Keys: arrows (or `j`/`k`), PgUp/PgDn, Home/End move through the SPECs, `s` changes
+//! their order (state, size, name), Enter shows the selected SPEC's details, `c` runs a
+//! cleanup dry run, `v` a vacuum (after `y` confirms it: it changes the database), `r`
+//! reloads the policy, `?` lists the keys, `q` (or Esc, Ctrl-C) quits. Logs go to
+//! `--log FILE`, or nowhere: nothing may draw over the UI.
+//!
+//! `main.rs` holds the state and what keys and events do; `view.rs` draws it;
+//! `spec_list.rs` orders, selects and scrolls the SPECs.
+
+#[path = "spec_list.rs"]
+mod spec_list;
+#[path = "view.rs"]
+mod view;
 
 use speckit_retention::EvidencePolicy;
 use speckit_retention::RetentionPolicy;
 use speckit_vacuum::VacuumPolicy;
+use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -116,22 +128,67 @@ async fn async_main(options: Options) -> Result<()> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Action {
     CleanupDryRun,
-    Vacuum,
+    /// Ask before the vacuum (it changes the database).
+    AskVacuum,
+    /// The answer to that question.
+    ConfirmVacuum(bool),
     Reload,
+    Select(spec_list::Move),
+    CycleSort,
+    ShowDetails,
+    ShowHelp,
+    /// Back from an overlay to the panels.
+    Close,
     Quit,
 }
 
-fn action_for(key: &crossterm::event::KeyEvent) -> Option<Action> {
+/// What is drawn over the panels, and so what the keys mean.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Overlay {
+    None,
+    Help,
+    Details,
+    ConfirmVacuum,
+}
+
+fn action_for(key: &crossterm::event::KeyEvent, overlay: Overlay) -> Option<Action> {
+    use spec_list::Move;
     if key.kind != KeyEventKind::Press {
         return None;
     }
-    match key.code {
-        KeyCode::Char('c') if key.modifiers.contains(KeyModifiers::CONTROL) => Some(Action::Quit),
-        KeyCode::Char('c') => Some(Action::CleanupDryRun),
-        KeyCode::Char('v') => Some(Action::Vacuum),
-        KeyCode::Char('r') => Some(Action::Reload),
-        KeyCode::Char('q') | KeyCode::Esc => Some(Action::Quit),
-        _ => None,
+    if key.code == KeyCode::Char('c') && key.modifiers.contains(KeyModifiers::CONTROL) {
+        return Some(Action::Quit);
+    }
+    match overlay {
+        Overlay::ConfirmVacuum => match key.code {
+            KeyCode::Char('y') | KeyCode::Char('Y') => Some(Action::ConfirmVacuum(true)),
+            KeyCode::Char('n') | KeyCode::Char('N') | KeyCode::Esc => {
+                Some(Action::ConfirmVacuum(false))
+            }
+            _ => None,
+        },
+        Overlay::Help | Overlay::Details => match key.code {
+            KeyCode::Esc | KeyCode::Enter | KeyCode::Char('q') | KeyCode::Char('?') => {
+                Some(Action::Close)
+            }
+            _ => None,
+        },
+        Overlay::None => match key.code {
+            KeyCode::Char('c') => Some(Action::CleanupDryRun),
+            KeyCode::Char('v') => Some(Action::AskVacuum),
+            KeyCode::Char('r') => Some(Action::Reload),
+            KeyCode::Char('s') => Some(Action::CycleSort),
+            KeyCode::Char('?') => Some(Action::ShowHelp),
+            KeyCode::Enter => Some(Action::ShowDetails),
+            KeyCode::Up | KeyCode::Char('k') => Some(Action::Select(Move::Up)),
+            KeyCode::Down | KeyCode::Char('j') => Some(Action::Select(Move::Down)),
+            KeyCode::PageUp => Some(Action::Select(Move::PageUp)),
+            KeyCode::PageDown => Some(Action::Select(Move::PageDown)),
+            KeyCode::Home | KeyCode::Char('g') => Some(Action::Select(Move::First)),
+            KeyCode::End | KeyCode::Char('G') => Some(Action::Select(Move::Last)),
+            KeyCode::Char('q') | KeyCode::Esc => Some(Action::Quit),
+            _ => None,
+        },
     }
 }
 
@@ -183,6 +240,11 @@ struct App {
     updates: mpsc::UnboundedSender<Update>,
     evidence_in_flight: bool,
     evidence_stale: bool,
+    /// The SPEC list's order, selection and scroll (scrolled while drawing).
+    specs: RefCell<spec_list::SpecList>,
+    /// Rows of the SPEC list at the last draw: a page for PgUp/PgDn.
+    spec_rows: std::cell::Cell<usize>,
+    overlay: Overlay,
 }
 
 impl App {
@@ -206,6 +268,9 @@ impl App {
             updates,
             evidence_in_flight: false,
             evidence_stale: false,
+            specs: RefCell::new(spec_list::SpecList::default()),
+            spec_rows: std::cell::Cell::new(1),
+            overlay: Overlay::None,
         };
         (app, updates_rx)
     }
@@ -229,7 +294,7 @@ impl App {
             }
             tokio::select! {
                 key = keys.recv() => match key {
-                    Some(Ok(Event::Key(key))) => match action_for(&key) {
+                    Some(Ok(Event::Key(key))) => match action_for(&key, self.overlay) {
                         Some(Action::Quit) => break Ok(()),
                         Some(action) => self.act(action),
                         None => {}
@@ -266,7 +331,34 @@ impl App {
             Action::CleanupDryRun => {
                 self.run_job("cleanup", serde_json::json!({ "dry_run": true }))
             }
-            Action::Vacuum => self.run_job("vacuum", serde_json::json!({})),
+            Action::AskVacuum => self.overlay = Overlay::ConfirmVacuum,
+            Action::ConfirmVacuum(yes) => {
+                self.overlay = Overlay::None;
+                if yes {
+                    self.run_job("vacuum", serde_json::json!({}));
+                } else {
+                    self.status = "vacuum cancelled: nothing changed".into();
+                }
+            }
+            Action::Select(step) => {
+                if let Measured::Ready(report) = &self.evidence {
+                    let mut list = self.specs.borrow_mut();
+                    let ordered = list.ordered(&report.specs);
+                    list.move_selection(&ordered, step, self.spec_rows.get());
+                }
+            }
+            Action::CycleSort => {
+                let mut list = self.specs.borrow_mut();
+                list.cycle_sort();
+                self.status = format!("SPECs sorted by {}", list.sort.label());
+            }
+            Action::ShowDetails => {
+                if matches!(&self.evidence, Measured::Ready(r) if !r.specs.is_empty()) {
+                    self.overlay = Overlay::Details;
+                }
+            }
+            Action::ShowHelp => self.overlay = Overlay::Help,
+            Action::Close => self.overlay = Overlay::None,
             Action::Reload => {
                 self.status = "reloading the policy".into();
                 let (engine, updates) = (self.engine.clone(), self.updates.clone());
@@ -513,318 +605,6 @@ impl App {
             let _ = updates.send(Update::Spawn(stats.map_err(|e| e.to_string())));
         });
     }
-
-    fn draw(&self, frame: &mut Frame) {
-        let [top, middle, bottom, keys] = Layout::vertical([
-            Constraint::Length(12),
-            Constraint::Min(6),
-            Constraint::Length(10),
-            Constraint::Length(1),
-        ])
-        .areas(frame.area());
-        let [policy, schedule] =
-            Layout::horizontal([Constraint::Percentage(58), Constraint::Percentage(42)]).areas(top);
-        let [jobs, spawn] =
-            Layout::horizontal([Constraint::Percentage(65), Constraint::Percentage(35)])
-                .areas(bottom);
-        self.draw_policy(frame, policy);
-        self.draw_schedule(frame, schedule);
-        self.draw_evidence(frame, middle);
-        self.draw_jobs(frame, jobs);
-        self.draw_spawn(frame, spawn);
-        let help = Line::from(vec![
-            Span::styled(" c ", key_style()),
-            Span::raw(" cleanup dry run  "),
-            Span::styled(" v ", key_style()),
-            Span::raw(" vacuum  "),
-            Span::styled(" r ", key_style()),
-            Span::raw(" reload  "),
-            Span::styled(" q ", key_style()),
-            Span::raw(" quit   "),
-            Span::styled(self.status.clone(), Style::new().fg(Color::Cyan)),
-        ]);
-        frame.render_widget(Paragraph::new(help), keys);
-    }
-
-    fn draw_policy(&self, frame: &mut Frame, area: Rect) {
-        let p = &self.policy.policy;
-        // Room for a value after its 10-column label, inside the borders.
-        let width = (area.width as usize).saturating_sub(12);
-        let mut lines = vec![
-            field("config", left_truncate(&self.policy.source.path, width)),
-            field(
-                "database",
-                left_truncate(self.engine.database_path(), width),
-            ),
-            Line::from(vec![
-                Span::styled(format!("{:<10}", "loaded"), label_style()),
-                Span::raw(format!(
-                    "{} ",
-                    self.policy.loaded_at.format("%Y-%m-%d %H:%M:%S UTC")
-                )),
-                Span::styled(
-                    format!("({})", self.reload.applied),
-                    Style::new().fg(Color::Green),
-                ),
-            ]),
-            field(
-                "limits",
-                format!(
-                    "warn {} MiB, limit {} MiB per SPEC",
-                    p.section::<EvidencePolicy>().warn_mb,
-                    p.section::<EvidencePolicy>().limit_mb
-                ),
-            ),
-            field(
-                "evidence",
-                left_truncate(&p.section::<EvidencePolicy>().root, width),
-            ),
-            field(
-                "retention",
-                format!(
-                    "archive after {} d, purge after {} d; active: {}",
-                    p.section::<RetentionPolicy>().archive_after_days,
-                    p.section::<RetentionPolicy>().purge_after_days,
-                    p.section::<RetentionPolicy>().active_statuses.join(", ")
-                ),
-            ),
-            field(
-                "vacuum",
-                format!(
-                    "at {:.0}% free pages, {} pages a chunk",
-                    p.section::<VacuumPolicy>().free_fraction_threshold * 100.0,
-                    p.section::<VacuumPolicy>().chunk_pages
-                ),
-            ),
-        ];
-        if let Some((at, error)) = &self.reload.rejected {
-            lines.push(Line::from(vec![
-                Span::styled(format!("{:<10}", "rejected"), label_style()),
-                Span::styled(
-                    format!("{} {error}", at.format("%H:%M:%S")),
-                    Style::new().fg(Color::Red),
-                ),
-            ]));
-        }
-        let title = format!(" Policy in effect (generation {}) ", self.policy.generation);
-        frame.render_widget(
-            Paragraph::new(lines)
-                .block(Block::bordered().title(title))
-                .wrap(Wrap { trim: true }),
-            area,
-        );
-    }
-
-    fn draw_schedule(&self, frame: &mut Frame, area: Rect) {
-        let now = self.engine.engine().clock().now();
-        // Shown in the zone the expressions are read in, as the user wrote them.
-        let tz = cron_expr::parse_timezone(&self.policy.policy.schedule.timezone)
-            .unwrap_or(ScheduleTz::Utc);
-        let mut lines: Vec<Line> = self
-            .engine
-            .next_runs()
-            .into_iter()
-            .map(|run| {
-                let when = match run.next_at {
-                    Some(at) => format!("{}  in {}", zoned(at, tz), human_duration(at - now)),
-                    None => "never".into(),
-                };
-                let mut spans = vec![
-                    Span::styled(format!("{:<16}", run.job), label_style()),
-                    Span::raw(when),
-                ];
-                if !run.has_plugin {
-                    spans.push(Span::styled(" (no plugin)", Style::new().fg(Color::Red)));
-                }
-                Line::from(spans)
-            })
-            .collect();
-        if lines.is_empty() {
-            lines.push(Line::raw("no job is scheduled"));
-        }
-        let title = format!(" Next runs ({}) ", self.policy.policy.schedule.timezone);
-        frame.render_widget(
-            Paragraph::new(lines).block(Block::bordered().title(title)),
-            area,
-        );
-    }
-
-    fn draw_evidence(&self, frame: &mut Frame, area: Rect) {
-        let p = &self.policy.policy.section::<EvidencePolicy>();
-        let title = format!(
-            " Evidence per SPEC (warn {} MiB, limit {} MiB) ",
-            p.warn_mb, p.limit_mb
-        );
-        let block = Block::bordered().title(title);
-        let inner = block.inner(area);
-        frame.render_widget(block, area);
-        let report = match &self.evidence {
-            Measured::Pending => {
-                frame.render_widget(Paragraph::new("measuring..."), inner);
-                return;
-            }
-            Measured::Failed(e) => {
-                frame.render_widget(
-                    Paragraph::new(format!("cannot measure evidence: {e}"))
-                        .style(Style::new().fg(Color::Red))
-                        .wrap(Wrap { trim: true }),
-                    inner,
-                );
-                return;
-            }
-            Measured::Ready(report) => report,
-        };
-        let warning_rows = self.warnings.len().min(2) as u16;
-        let [bars, summary] =
-            Layout::vertical([Constraint::Min(1), Constraint::Length(1 + warning_rows)])
-                .areas(inner);
-        let limit = report.limits.limit_bytes.max(1) as f64;
-        let rows = Layout::vertical(vec![Constraint::Length(1); report.specs.len()]).split(bars);
-        let shown = rows.len().min(bars.height as usize);
-        for (spec, row) in report.specs.iter().zip(rows.iter()).take(shown) {
-            let [name, bar] =
-                Layout::horizontal([Constraint::Length(46), Constraint::Min(10)]).areas(*row);
-            let color = match spec.verdict.as_str() {
-                "block" => Color::Red,
-                "warn" => Color::Yellow,
-                _ => Color::Green,
-            };
-            frame.render_widget(
-                Paragraph::new(format!(
-                    "{:<24} {:>9} {:>5} files",
-                    truncate(&spec.spec, 24),
-                    human_bytes(spec.total.bytes),
-                    spec.total.files
-                )),
-                name,
-            );
-            frame.render_widget(
-                LineGauge::default()
-                    .ratio((spec.total.bytes as f64 / limit).clamp(0.0, 1.0))
-                    .label(format!(
-                        "{:>4.0}% {:<5}",
-                        spec.limit_fraction * 100.0,
-                        spec.verdict.as_str()
-                    ))
-                    .filled_symbol("█")
-                    .unfilled_symbol("░")
-                    .filled_style(Style::new().fg(color))
-                    .unfilled_style(Style::new().fg(Color::DarkGray)),
-                bar,
-            );
-        }
-        let mut lines = vec![Line::raw(format!(
-            "{} SPECs: {} ok, {} warn, {} block{}{}",
-            report.specs.len(),
-            report.counts.ok,
-            report.counts.warn,
-            report.counts.block,
-            report
-                .root_total
-                .map(|t| format!("; root {} in {} files", human_bytes(t.bytes), t.files))
-                .unwrap_or_default(),
-            if report.specs.len() > shown {
-                format!("; {} more not shown", report.specs.len() - shown)
-            } else {
-                String::new()
-            }
-        ))];
-        lines.extend(
-            self.warnings
-                .iter()
-                .take(warning_rows as usize)
-                .map(|w| Line::styled(w.clone(), Style::new().fg(Color::Yellow))),
-        );
-        frame.render_widget(Paragraph::new(lines), summary);
-    }
-
-    fn draw_jobs(&self, frame: &mut Frame, area: Rect) {
-        let lines: Vec<Line> = self
-            .jobs
-            .iter()
-            .map(|l| {
-                let color = match l.outcome.as_str() {
-                    "succeeded" => Color::Green,
-                    "failed" => Color::Red,
-                    "running" => Color::Cyan,
-                    _ => Color::Yellow,
-                };
-                Line::from(vec![
-                    Span::raw(format!(
-                        "{} {:<15} {:<8} ",
-                        l.at.map(|t| t.format("%H:%M:%S").to_string())
-                            .unwrap_or_else(|| "--:--:--".into()),
-                        truncate(&l.job, 15),
-                        l.trigger
-                    )),
-                    Span::styled(format!("{:<9}", l.outcome), Style::new().fg(color)),
-                    Span::raw(format!(
-                        " {:>7}  {}",
-                        l.duration_ms
-                            .map(|ms| format!("{:.1} s", ms as f64 / 1000.0))
-                            .unwrap_or_default(),
-                        l.summary
-                    )),
-                ])
-            })
-            .collect();
-        let body = if lines.is_empty() {
-            vec![Line::raw("no job has run yet: press v or c")]
-        } else {
-            lines
-        };
-        frame.render_widget(
-            Paragraph::new(body).block(Block::bordered().title(" Last job reports ")),
-            area,
-        );
-    }
-
-    fn draw_spawn(&self, frame: &mut Frame, area: Rect) {
-        let mut lines = match &self.spawn {
-            Measured::Pending => vec![Line::raw("reading...")],
-            Measured::Failed(e) => vec![Line::styled(
-                format!("cannot read spawn metrics: {e}"),
-                Style::new().fg(Color::Red),
-            )],
-            Measured::Ready(stats) if stats.batches == 0 => {
-                vec![Line::raw("no spawn batch recorded yet")]
-            }
-            Measured::Ready(stats) => {
-                let mut lines = vec![Line::raw(format!(
-                    "{} batches ({} ok), {} agents ({} ok)",
-                    stats.batches, stats.batches_ok, stats.agents, stats.agents_ok
-                ))];
-                if let Some(p) = &stats.agent_spawn {
-                    lines.push(field(
-                        "agent",
-                        format!("p50 {:.1} ms, p95 {:.1} ms", p.p50_ms, p.p95_ms),
-                    ));
-                }
-                if let Some(p) = &stats.batch_total {
-                    lines.push(field(
-                        "batch",
-                        format!("p50 {:.1} ms, p95 {:.1} ms", p.p50_ms, p.p95_ms),
-                    ));
-                }
-                for c in stats.comparisons.iter().take(3) {
-                    lines.push(Line::raw(format!(
-                        "{} agents: parallel {:.1} ms vs sequential {:.1} ms (x{:.1})",
-                        c.agents, c.parallel.p50_ms, c.sequential.p50_ms, c.speedup_p50
-                    )));
-                }
-                lines
-            }
-        };
-        if let Some(batch) = &self.last_batch {
-            lines.push(Line::raw(batch.clone()));
-        }
-        frame.render_widget(
-            Paragraph::new(lines)
-                .block(Block::bordered().title(" Spawn metrics "))
-                .wrap(Wrap { trim: true }),
-            area,
-        );
-    }
 }
 
 /// Reads the keyboard on a thread of its own (crossterm's reads block) until `stop` is set
@@ -860,61 +640,5 @@ fn outcome_label(outcome: &JobOutcome) -> &'static str {
         JobOutcome::Succeeded => "succeeded",
         JobOutcome::Failed => "failed",
         JobOutcome::Skipped => "skipped",
-    }
-}
-
-fn field(name: &str, value: String) -> Line<'static> {
-    Line::from(vec![
-        Span::styled(format!("{name:<10}"), label_style()),
-        Span::raw(value),
-    ])
-}
-
-fn label_style() -> Style {
-    Style::new().fg(Color::Blue).add_modifier(Modifier::BOLD)
-}
-
-fn key_style() -> Style {
-    Style::new().fg(Color::Black).bg(Color::Gray)
-}
-
-fn truncate(text: &str, width: usize) -> String {
-    if text.chars().count() <= width {
-        text.to_string()
-    } else {
-        let mut cut: String = text.chars().take(width.saturating_sub(1)).collect();
-        cut.push('…');
-        cut
-    }
-}
-
-/// A fire time in the schedule's time zone: `11-30 03:00 CET`.
-fn zoned(at: DateTime<Utc>, tz: ScheduleTz) -> String {
-    const FORMAT: &str = "%m-%d %H:%M %Z";
-    match tz {
-        ScheduleTz::Utc => at.format(FORMAT).to_string(),
-        ScheduleTz::Local => at.with_timezone(&chrono::Local).format(FORMAT).to_string(),
-        ScheduleTz::Named(zone) => at.with_timezone(&zone).format(FORMAT).to_string(),
-    }
-}
-
-/// A path shortened from the left to `width` characters (its end says the most).
-fn left_truncate(path: &Path, width: usize) -> String {
-    let text = path.display().to_string();
-    let count = text.chars().count();
-    if count <= width || width == 0 {
-        return text;
-    }
-    let tail: String = text.chars().skip(count - width + 1).collect();
-    format!("…{tail}")
-}
-
-fn human_duration(d: chrono::Duration) -> String {
-    let secs = d.num_seconds().max(0);
-    match secs {
-        s if s < 60 => format!("{s}s"),
-        s if s < 3600 => format!("{}m {:02}s", s / 60, s % 60),
-        s if s < 86_400 => format!("{}h {:02}m", s / 3600, (s % 3600) / 60),
-        s => format!("{}d {:02}h", s / 86_400, (s % 86_400) / 3600),
     }
 }
