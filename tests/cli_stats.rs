@@ -404,7 +404,7 @@ fn guard_block_says_what_cleanup_would_free_from_the_plan() {
     assert_eq!(out.status.code(), Some(3));
     let message = text(&out.stderr);
     assert!(
-        message.contains("run `speckit-hygiene cleanup --spec SPEC-KIT-070`: it would archive 8.00 MiB in 1 file, enough"),
+        message.contains("run `speckit-hygiene cleanup --spec SPEC-KIT-070`: it would archive 8.0 MiB in 1 file, enough"),
         "{message}"
     );
     let out = run(&config, &["guard", "SPEC-KIT-071"]);

@@ -16,6 +16,7 @@ pub mod registry;
 pub mod scheduler;
 pub mod spec_id;
 pub mod storage;
+pub mod units;
 pub mod watch;
 
 pub use clock::{Clock, SystemClock};

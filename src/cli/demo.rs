@@ -45,9 +45,9 @@ pub async fn demo(_global: &GlobalArgs, args: DemoArgs) -> Result<u8> {
     let ws =
         speckit_hygiene::demo::create_workspace(&dir).context("creating the demo workspace")?;
     println!(
-        "  {} evidence files ({:.1} MiB) under {}",
+        "  {} evidence files ({}) under {}",
         ws.evidence_files,
-        ws.evidence_bytes as f64 / 1048576.0,
+        speckit_engine::units::human_bytes(ws.evidence_bytes),
         ws.evidence_root
             .strip_prefix(&dir)
             .unwrap_or(&ws.evidence_root)
@@ -58,12 +58,12 @@ pub async fn demo(_global: &GlobalArgs, args: DemoArgs) -> Result<u8> {
         ws.old_archives
     );
     println!(
-        "  consensus database {} ({:.1} MiB, upstream-shaped, mostly free pages)",
+        "  consensus database {} ({}, upstream-shaped, mostly free pages)",
         ws.database_path
             .file_name()
             .unwrap_or_default()
             .to_string_lossy(),
-        ws.database_bytes as f64 / 1048576.0
+        speckit_engine::units::human_bytes(ws.database_bytes)
     );
     let host_version_before = speckit_hygiene::demo::host_schema_version(&ws.database_path)?;
     let mut options = EngineOptions::new(&ws.config_path);

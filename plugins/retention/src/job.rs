@@ -10,6 +10,7 @@ use crate::removal_guard::Assessment;
 use crate::EvidencePolicy;
 use crate::RetentionPolicy;
 use serde_json::json;
+use speckit_engine::units::{human_bytes, human_bytes_signed};
 use speckit_engine::{JobContext, JobReport, PluginError, SpecId};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -225,10 +226,6 @@ fn merge(into: &mut serde_json::Value, from: serde_json::Value) {
     }
 }
 
-fn mib(bytes: u64) -> String {
-    format!("{:.1} MiB", bytes as f64 / 1_048_576.0)
-}
-
 /// What a run allowed past `retention.max_removal_fraction` did, said first in its
 /// summary: a first or large archive run (allowed: each file is in a verified archive and
 /// `restore` brings it back), and the signals `--force` overrode.
@@ -334,13 +331,13 @@ pub fn cleanup_report(
             "{}archived {} file(s) ({}) and {} database row(s) into {} archive(s) ({}); deleted {} source file(s); purged {} archive(s) ({}){}; {} reclaimed; {} SPEC(s) exempt; {} error(s){}",
             run_note(result, &figures, options.force),
             figures.archived_files,
-            mib(figures.archived_bytes),
+            human_bytes(figures.archived_bytes),
             figures.archived_rows,
             figures.archives_written,
-            mib(figures.archive_bytes_written),
+            human_bytes(figures.archive_bytes_written),
             figures.deleted_files,
             figures.purged_archives,
-            mib(figures.purged_bytes),
+            human_bytes(figures.purged_bytes),
             if figures.adopted_archives > 0 {
                 format!(
                     "; adopted {} unrecorded archive(s)",
@@ -351,13 +348,7 @@ pub fn cleanup_report(
             },
             {
                 // Apparent bytes, then allocated blocks: what `du` and `df` see.
-                let signed = |b: i64| {
-                    if b >= 0 {
-                        mib(b as u64)
-                    } else {
-                        format!("-{}", mib(b.unsigned_abs()))
-                    }
-                };
+                let signed = human_bytes_signed;
                 format!(
                     "{} ({} of allocated blocks, as du counts)",
                     signed(figures.bytes_reclaimed),
@@ -374,12 +365,12 @@ pub fn cleanup_report(
         format!(
             "dry run, nothing changed. The plan: archive {} file(s) ({}) and {} database row(s); delete {} already archived file(s); keep {} by rule; purge {} archive(s) ({}); adopt {}; discard {} temporary file(s); {} SPEC(s) exempt",
             planned.archive_files,
-            mib(planned.archive_bytes),
+            human_bytes(planned.archive_bytes),
             planned.archive_rows,
             planned.delete_archived_files,
             planned.keep_files,
             planned.purge_archives,
-            mib(planned.purge_bytes),
+            human_bytes(planned.purge_bytes),
             planned.adopt_archives,
             planned.discard_temps,
             exempt
@@ -489,7 +480,7 @@ pub async fn restore(
     let summary = format!(
         "restored {} file(s) ({}) from {} archive(s); {} already in place; {} conflict(s); {} database row(s) inserted, {} already there{}",
         report.restored_files,
-        mib(report.restored_bytes),
+        human_bytes(report.restored_bytes),
         report.archives.len(),
         report.already_present,
         report.conflicts,

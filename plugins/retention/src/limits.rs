@@ -96,22 +96,10 @@ impl fmt::Display for Verdict {
     }
 }
 
-/// A size for people: `812 B`, `11.9 KiB`, `40.00 MiB`, `1.26 GiB`, in binary units so the
-/// figures read against the MiB limits. Rounded: messages about a crossed limit also give
-/// the exact byte count, since 40 MiB and one byte still reads `40.00 MiB`.
-pub fn human_bytes(bytes: u64) -> String {
-    const KIB: f64 = 1024.0;
-    let b = bytes as f64;
-    if bytes < 1024 {
-        format!("{bytes} B")
-    } else if bytes < MIB {
-        format!("{:.1} KiB", b / KIB)
-    } else if bytes < 1024 * MIB {
-        format!("{:.2} MiB", b / MIB as f64)
-    } else {
-        format!("{:.2} GiB", b / (1024.0 * MIB as f64))
-    }
-}
+/// Sizes for people: the engine's one formatter (binary units, one decimal). Messages
+/// about a crossed limit also give the exact byte count, since 40 MiB and one byte still
+/// reads `40.0 MiB`.
+pub use speckit_engine::units::human_bytes;
 
 /// `1 file`, `2 files`.
 pub fn files(n: u64) -> String {
@@ -238,8 +226,7 @@ mod tests {
     fn human_sizes_do_not_round_a_crossing_away() {
         assert_eq!(human_bytes(812), "812 B");
         assert_eq!(human_bytes(12_215), "11.9 KiB");
-        assert_eq!(human_bytes(40 * MIB), "40.00 MiB");
-        assert_eq!(human_bytes(1288 * MIB), "1.26 GiB");
+        assert_eq!(human_bytes(40 * MIB), "40.0 MiB");
         assert_eq!(human_mib(0.5), "0.5 MiB");
         assert_eq!(human_mib(40.0), "40 MiB");
     }

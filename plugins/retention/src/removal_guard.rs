@@ -142,9 +142,9 @@ pub fn assess(
         a.signals.push(Signal {
             name: "purge".into(),
             message: format!(
-                "the plan purges {purge} of {archives_before} archive(s) ({:.1}%, {:.1} MiB) older than retention.purge_after_days = {}; a purged archive is the only copy of its evidence and cannot be restored",
+                "the plan purges {purge} of {archives_before} archive(s) ({:.1}%, {}) older than retention.purge_after_days = {}; a purged archive is the only copy of its evidence and cannot be restored",
                 a.purge_fraction * 100.0,
-                purge_bytes as f64 / 1_048_576.0,
+                speckit_engine::units::human_bytes(purge_bytes),
                 r.purge_after_days
             ),
         });

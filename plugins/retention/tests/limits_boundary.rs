@@ -90,7 +90,7 @@ fn a_commands_only_spec_over_the_limit_is_flagged() {
             assert!(action
                 .advice
                 .contains("cleanup --dry-run --spec SPEC-KIT-060"));
-            assert!(action.advice.contains("10.00 MiB (10485760 bytes)"));
+            assert!(action.advice.contains("10.0 MiB (10485760 bytes)"));
         }
         other => panic!("expected a block, got {other}"),
     }
@@ -164,14 +164,14 @@ fn a_block_says_what_gets_the_spec_under_its_limit() {
         files: 1,
     });
     assert!(
-        short.contains("then trim at least 4.00 MiB more by hand"),
+        short.contains("then trim at least 4.0 MiB more by hand"),
         "{short}"
     );
     let active = block(CleanupOutlook::Exempt {
         reason: "active: the tracker says SPEC-C-1 is \"In Progress\"".into(),
     });
     assert!(
-        active.contains("trim at least 6.00 MiB (6291456 bytes) of its evidence by hand"),
+        active.contains("trim at least 6.0 MiB (6291456 bytes) of its evidence by hand"),
         "{active}"
     );
     assert!(

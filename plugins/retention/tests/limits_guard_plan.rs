@@ -98,7 +98,7 @@ fn a_block_reports_what_the_plan_would_free_or_that_the_spec_is_exempt() {
             assert!(
                 action
                     .advice
-                    .contains("then trim at least 1.00 MiB more by hand"),
+                    .contains("then trim at least 1.0 MiB more by hand"),
                 "{}",
                 action.advice
             );

