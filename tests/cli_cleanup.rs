@@ -187,12 +187,14 @@ fn a_file_error_names_the_path_and_exits_1() {
     let before = files(&ws.root);
     let out = hygiene(&ws, &["cleanup"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
-    let stdout = text(&out.stdout);
+    // The error is a diagnostic: on stderr, and only there.
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(!stdout.contains("error: "), "{stdout}");
     assert!(
-        stdout
+        stderr
             .lines()
             .any(|l| l.starts_with("error: ") && l.contains("cleanup/archives/SPEC-KIT-100")),
-        "{stdout}"
+        "{stderr}"
     );
     // SPEC-KIT-100's sources stay; SPEC-KIT-101 was cleaned.
     let after = files(&ws.root);

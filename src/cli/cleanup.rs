@@ -111,10 +111,10 @@ pub async fn cleanup(global: &GlobalArgs, args: CleanupArgs) -> Result<u8> {
             }
             println!("{}", report.summary);
             for w in &report.warnings {
-                println!("warning: {w}");
+                super::output::warn(w);
             }
             for e in &report.errors {
-                println!("error: {e}");
+                eprintln!("error: {e}");
             }
             exit_code(&run.outcome)
         }

@@ -5,6 +5,7 @@ mod cleanup;
 mod demo;
 mod docs;
 mod jobs;
+pub mod output;
 mod run;
 mod spawn;
 mod stats;
@@ -41,8 +42,15 @@ pub struct GlobalArgs {
     #[arg(long, short = 'c', global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// More logging on stderr (repeat for more); RUST_LOG overrides.
-    #[arg(long, short = 'v', global = true, action = clap::ArgAction::Count)]
+    #[arg(long, short = 'v', global = true, action = clap::ArgAction::Count, conflicts_with = "quiet")]
     pub verbose: u8,
+    /// Only errors on stderr: no warnings, no progress (data on stdout is unchanged).
+    #[arg(long, short = 'q', global = true)]
+    pub quiet: bool,
+    /// When output and logs carry colour: auto (on a terminal, unless NO_COLOR is set),
+    /// always, never.
+    #[arg(long, global = true, value_enum, default_value_t = output::ColorChoice::Auto, value_name = "WHEN")]
+    pub color: output::ColorChoice,
 }
 
 #[derive(Debug, Subcommand)]
@@ -75,16 +83,20 @@ pub enum Command {
     Man(docs::ManArgs),
 }
 
-pub fn init_tracing(verbose: u8) {
+/// Logs on stderr: `-q` errors only, default warnings, `-v` info, `-vv` debug; `RUST_LOG`
+/// overrides. Colour by `--color` (auto: only on a terminal, so logs in files and pipes
+/// stay plain text).
+pub fn init_tracing(global: &GlobalArgs) {
     use tracing_subscriber::EnvFilter;
-    let default = match verbose {
-        0 => "warn",
-        1 => "info",
-        _ => "debug",
+    output::init(global.color, global.quiet);
+    let default = match (global.quiet, global.verbose) {
+        (true, _) => "error",
+        (false, 0) => "warn",
+        (false, 1) => "info",
+        (false, _) => "debug",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    // Colour only on a terminal: logs redirected to a file or a pipe stay plain text.
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let ansi = output::stderr_colour();
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(ansi)
@@ -199,13 +211,14 @@ pub fn print_job(run: &JobRun, json: bool) -> u8 {
             serde_json::to_string_pretty(&value).unwrap_or_default()
         );
     } else {
+        // The summary is the result (stdout); warnings and errors are diagnostics (stderr).
         if let Some(report) = &run.report {
             println!("{}", report.summary);
             for w in &report.warnings {
-                println!("warning: {w}");
+                output::warn(w);
             }
             for e in &report.errors {
-                println!("error: {e}");
+                eprintln!("error: {e}");
             }
         }
         if let Some(error) = &run.error {

@@ -117,7 +117,7 @@ fn list_agents(global: &GlobalArgs, stage: Option<&str>, json: bool) -> Result<u
     let spawn = snapshot.policy.section::<speckit_spawn::SpawnPolicy>();
     let effect = agents_in_effect(&spawn).map_err(anyhow::Error::msg)?;
     for problem in &effect.problems {
-        eprintln!("warning: {problem}");
+        super::output::warn(problem);
     }
     if json {
         println!("{}", serde_json::to_string_pretty(&effect)?);
@@ -314,13 +314,13 @@ fn print_spawn_run(run: &JobRun) -> u8 {
     println!("{}", report.summary);
     match report.figures::<SpawnJobReport>() {
         Ok(figures) => print_agents(&figures),
-        Err(e) => eprintln!("warning: {e}"),
+        Err(e) => super::output::warn(e),
     }
     for w in &report.warnings {
-        println!("warning: {w}");
+        super::output::warn(w);
     }
     for e in &report.errors {
-        println!("error: {e}");
+        eprintln!("error: {e}");
     }
     match run.outcome {
         JobOutcome::Failed => EXIT_FAILED,

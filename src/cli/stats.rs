@@ -4,7 +4,6 @@
 
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
-use std::io::IsTerminal;
 
 use super::stats_render::{prometheus, table, Colour};
 use super::{engine_options, GlobalArgs, UsageError, EXIT_BLOCKED, EXIT_FAILED, EXIT_OK};
@@ -207,10 +206,9 @@ pub async fn print_table_for(snapshot: &PolicySnapshot) -> Result<StatsReport> {
     Ok(report)
 }
 
-/// Colour only when stdout is a terminal and `NO_COLOR` is not set (no-color.org).
+/// Colour by `--color` (auto: only when stdout is a terminal and `NO_COLOR` is not set).
 fn colour_for_stdout() -> Colour {
-    let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
-    if std::io::stdout().is_terminal() && !no_color {
+    if super::output::stdout_colour() {
         Colour::Ansi
     } else {
         Colour::Plain

@@ -1,0 +1,129 @@
+//! The output contract's switches end to end: `--color` (always, never, auto: plain in a
+//! pipe) for data on stdout and logs on stderr, and `-q` (warnings gone from stderr, the
+//! data on stdout unchanged).
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const BIN: &str = env!("CARGO_BIN_EXE_speckit-hygiene");
+const ESC: &str = "\x1b[";
+
+/// A policy with one SPEC over its warning size, and one agent whose stdout is cut at
+/// `max_log_bytes` (a warning of the spawn job).
+fn workspace() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("evidence/commands/SPEC-KIT-001");
+    fs::create_dir_all(&spec).unwrap();
+    fs::write(spec.join("big.json"), vec![b'x'; 700 * 1024]).unwrap();
+    let config = dir.path().join("speckit.toml");
+    fs::write(
+        &config,
+        "[storage]\ndatabase_path = \"db.sqlite\"\n[evidence]\nroot = \"evidence\"\nwarn_mb = 0.5\nlimit_mb = 1\n\
+         [spawn]\nhost_config = \"off\"\nmax_log_bytes = 1024\n\
+         [[spawn.agents]]\nname = \"chatty\"\ncommand = \"/bin/sh\"\nargs = [\"-c\", \"head -c 5000 /dev/zero\"]\n",
+    )
+    .unwrap();
+    (dir, config)
+}
+
+fn run(config: &Path, args: &[&str]) -> Output {
+    Command::new(BIN)
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .env_remove("SPECKIT_CONFIG")
+        .env_remove("NO_COLOR")
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn color_always_colours_stdout_and_logs_never_and_a_pipe_do_not() {
+    let (_dir, config) = workspace();
+    let always = run(&config, &["--color", "always", "stats"]);
+    assert!(
+        text(&always.stdout).contains(ESC),
+        "{}",
+        text(&always.stdout)
+    );
+    // Logs: a spawn logs at info.
+    let spawn = ["spawn", "--spec", "SPEC-KIT-002", "--stage", "plan"];
+    let logs = |colour: &[&str]| {
+        let mut args = colour.to_vec();
+        args.push("-v");
+        args.extend(spawn);
+        let out = run(&config, &args);
+        assert!(
+            text(&out.stderr).contains("spawning agents"),
+            "{}",
+            text(&out.stderr)
+        );
+        text(&out.stderr)
+    };
+    assert!(logs(&["--color", "always"]).contains(ESC));
+    for colour in [&["--color", "never"][..], &[][..]] {
+        assert!(!logs(colour).contains(ESC), "{colour:?}");
+        let mut args = colour.to_vec();
+        args.push("stats");
+        let out = run(&config, &args);
+        assert!(
+            !text(&out.stdout).contains(ESC),
+            "{colour:?}: {}",
+            text(&out.stdout)
+        );
+        assert!(
+            text(&out.stdout).contains("SPEC-KIT-001"),
+            "the data is there"
+        );
+    }
+    let bad = run(&config, &["--color", "sometimes", "stats"]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(
+        text(&bad.stderr).contains("sometimes"),
+        "{}",
+        text(&bad.stderr)
+    );
+}
+
+#[test]
+fn quiet_drops_warnings_and_keeps_the_data() {
+    let (_dir, config) = workspace();
+    let spawn = ["spawn", "--spec", "SPEC-KIT-002", "--stage", "plan"];
+    let loud = run(&config, &spawn);
+    assert!(loud.status.success(), "{}", text(&loud.stderr));
+    let warning = "warning: agent \"chatty\" wrote 5000 bytes";
+    assert_eq!(
+        text(&loud.stderr).matches(warning).count(),
+        1,
+        "{}",
+        text(&loud.stderr)
+    );
+    assert!(
+        !text(&loud.stdout).contains("warning:"),
+        "diagnostics stay off stdout"
+    );
+
+    let mut quiet_args = vec!["-q"];
+    quiet_args.extend(spawn);
+    let quiet = run(&config, &quiet_args);
+    assert!(quiet.status.success(), "{}", text(&quiet.stderr));
+    assert!(
+        !text(&quiet.stderr).contains("warning:"),
+        "{}",
+        text(&quiet.stderr)
+    );
+    assert!(
+        text(&quiet.stdout).contains("1/1 agents spawned"),
+        "{}",
+        text(&quiet.stdout)
+    );
+
+    let both = run(&config, &["-q", "-v", "stats"]);
+    assert_eq!(both.status.code(), Some(2), "-q and -v conflict");
+}
