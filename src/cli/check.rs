@@ -29,7 +29,7 @@ pub struct PluginsArgs {
 }
 
 pub fn check(global: &GlobalArgs, args: CheckArgs) -> Result<u8> {
-    let options = engine_options(global, super::Access::ReadOnly);
+    let options = engine_options(global, super::Access::ReadOnly)?;
     let registry = PluginRegistry::new(speckit_hygiene::builtin_plugins())?;
     let snapshot = match load_and_validate(&options, &registry) {
         Ok(snapshot) => snapshot,
