@@ -126,6 +126,11 @@ fn reading_commands_without_a_config_run_on_the_defaults() {
     let check = hygiene(repo.path(), &["check"]);
     assert_eq!(check.status.code(), Some(0), "{}", text(&check.stderr));
     assert!(text(&check.stdout).contains("(not found: defaults)"));
+    assert!(
+        text(&check.stderr).contains("note: no config file:"),
+        "{}",
+        text(&check.stderr)
+    );
     assert_eq!(
         tree(repo.path()),
         before,

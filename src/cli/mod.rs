@@ -9,6 +9,7 @@ mod run;
 mod spawn;
 mod stats;
 mod stats_render;
+mod targets;
 mod vacuum;
 
 use anyhow::Result;
@@ -49,7 +50,8 @@ pub struct GlobalArgs {
 pub enum Command {
     /// Run the scheduler and config watcher until SIGINT/SIGTERM.
     Run(run::RunArgs),
-    /// Validate the policy and print it, with where each value came from.
+    /// Validate the policy and what it points at (evidence root, trackers, database folder,
+    /// plugins), and print it with where each value came from.
     Check(check::CheckArgs),
     /// List compiled-in and loaded plugins, with versions and load errors.
     Plugins(check::PluginsArgs),
