@@ -4,6 +4,7 @@ mod check;
 mod cleanup;
 mod demo;
 mod docs;
+mod init;
 mod jobs;
 mod run;
 mod spawn;
@@ -48,6 +49,9 @@ pub struct GlobalArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Write a commented speckit.toml for this repository: finds the evidence root and the
+    /// SPEC trackers, and puts the database where you choose.
+    Init(init::InitArgs),
     /// Run the scheduler and config watcher until SIGINT/SIGTERM.
     Run(run::RunArgs),
     /// Validate the policy and what it points at (evidence root, trackers, database folder,
@@ -98,6 +102,7 @@ pub fn init_tracing(verbose: u8) {
 pub async fn dispatch(cli: Cli) -> ExitCode {
     let global = cli.global;
     let result = match cli.command {
+        Command::Init(a) => init::init(&global, a),
         Command::Run(a) => run::run(&global, a).await,
         Command::Check(a) => check::check(&global, a),
         Command::Plugins(a) => check::plugins(&global, a).await,
