@@ -33,9 +33,16 @@ fn write_config(dir: &Path, text: &str) -> std::path::PathBuf {
     path
 }
 
+/// Upstream's layout in `dir` (the default evidence root and `SPEC.md`), so that the
+/// policy's defaults point at something real.
+fn lay_out(dir: &Path) {
+    speckit_testkit::repository::upstream_layout(dir, &[("SPEC-KIT-900", "Done")]).unwrap();
+}
+
 #[test]
 fn check_reports_values_and_origins_as_json() {
     let dir = tempfile::tempdir().unwrap();
+    lay_out(dir.path());
     let config = write_config(dir.path(), "[retention]\narchive_after_days = 20\n");
     // --config after the subcommand works too (a global option).
     let (code, stdout, stderr) = run(bin()
@@ -69,13 +76,19 @@ fn check_reports_values_and_origins_as_json() {
 #[test]
 fn an_empty_finished_status_list_is_valid_but_check_says_it_archives_nothing() {
     let dir = tempfile::tempdir().unwrap();
+    lay_out(dir.path());
     let config = write_config(dir.path(), "[retention]\nfinished_statuses = []\n");
     let (code, stdout, stderr) = run(bin().arg("--config").arg(&config).arg("check"));
     assert_eq!(code, 0, "{stderr}");
-    assert!(
-        stdout.contains("warning: retention.finished_statuses is empty: no SPEC will be archived"),
-        "{stdout}"
+    // A diagnostic: on stderr, once; stdout is the policy.
+    assert_eq!(
+        stderr
+            .matches("warning: retention.finished_statuses is empty: no SPEC will be archived")
+            .count(),
+        1,
+        "{stderr}"
     );
+    assert!(!stdout.contains("warning:"), "{stdout}");
     let (code, stdout, _) = run(bin().arg("--config").arg(&config).args(["check", "--json"]));
     assert_eq!(code, 0);
     let json: serde_json::Value = serde_json::from_str(&stdout).unwrap();
@@ -83,9 +96,10 @@ fn an_empty_finished_status_list_is_valid_but_check_says_it_archives_nothing() {
     assert_eq!(json["warnings"][0]["origin"]["kind"], "file");
     // The default list: no warning.
     let config = write_config(dir.path(), "");
-    let (code, stdout, _) = run(bin().arg("--config").arg(&config).arg("check"));
+    let (code, stdout, stderr) = run(bin().arg("--config").arg(&config).arg("check"));
     assert_eq!(code, 0);
     assert!(!stdout.contains("warning:"), "{stdout}");
+    assert!(!stderr.contains("warning:"), "{stderr}");
 }
 
 #[test]
@@ -124,14 +138,28 @@ fn missing_named_config_is_an_error_but_default_path_is_optional() {
     let (code, _, stderr) = run(bin().args(["check", "--config", "/nonexistent/speckit.toml"]));
     assert_eq!(code, 2);
     assert!(stderr.contains("/nonexistent/speckit.toml"), "{stderr}");
-    let (code, stdout, _) = run(bin().arg("check").current_dir(dir.path()));
-    assert_eq!(code, 0);
+    lay_out(dir.path());
+    let (code, stdout, stderr) = run(bin().arg("check").current_dir(dir.path()));
+    assert_eq!(code, 0, "{stderr}");
     assert!(stdout.contains("defaults"), "{stdout}");
+    // Said once, on stderr, with the way to a file of one's own.
+    assert_eq!(
+        stderr.matches("note: no config file:").count(),
+        1,
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(
+            "so these are the built-in defaults; `speckit-hygiene init` writes a speckit.toml"
+        ),
+        "{stderr}"
+    );
 }
 
 #[test]
 fn speckit_config_variable_names_the_file() {
     let dir = tempfile::tempdir().unwrap();
+    lay_out(dir.path());
     let config = write_config(dir.path(), "[spawn]\nmax_concurrency = 5\n");
     let (code, stdout, stderr) = run(bin()
         .args(["check", "--json"])
@@ -205,4 +233,183 @@ fn jobs_lists_recorded_runs_newest_first() {
     let (code, table, _) = run(bin().arg("-c").arg(&ws.config_path).arg("jobs"));
     assert_eq!(code, 0);
     assert!(table.lines().nth(1).unwrap().contains("cleanup"), "{table}");
+}
+
+/// `check` on `config`, with a deadline: (exit status, stdout, stderr).
+fn check_within(config: &Path, json: bool) -> (i32, String, String) {
+    let mut cmd = bin();
+    cmd.arg("--config").arg(config).arg("check");
+    if json {
+        cmd.arg("--json");
+    }
+    let out = speckit_testkit::process::output_within(
+        &mut cmd,
+        std::time::Duration::from_secs(60),
+        "speckit-hygiene check",
+    );
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The one problem `check --json` gives as an error, checked for its key, message and fix.
+fn only_problem(stdout: &str) -> serde_json::Value {
+    let json: serde_json::Value = serde_json::from_str(stdout).unwrap();
+    assert_eq!(json["valid"], false, "{json}");
+    let problems = json["problems"].as_array().unwrap();
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert_eq!(problems[0]["severity"], "error");
+    assert!(
+        !problems[0]["fix"].as_str().unwrap().is_empty(),
+        "{problems:?}"
+    );
+    problems[0].clone()
+}
+
+#[test]
+fn check_reports_a_missing_evidence_root_with_its_fix_and_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    lay_out(dir.path());
+    let config = write_config(dir.path(), "[evidence]\nroot = \"no-such-evidence\"\n");
+    let (code, stdout, stderr) = check_within(&config, false);
+    assert_eq!(code, 2, "{stderr}");
+    let missing = format!(
+        "error: evidence root {} does not exist\n  fix: set `root` in [evidence] of {} to the folder holding commands/<SPEC-ID>/ and consensus/<SPEC-ID>/ (`speckit-hygiene init` finds it)",
+        dir.path().join("no-such-evidence").display(),
+        config.display()
+    );
+    assert_eq!(stderr.matches(&missing).count(), 1, "{stderr}");
+    assert_eq!(stderr.matches("error:").count(), 1, "said once: {stderr}");
+    assert!(
+        stdout.starts_with(&format!(
+            "policy NOT usable: {}: 1 problem(s), each with its fix on stderr\n",
+            config.display()
+        )),
+        "{stdout}"
+    );
+
+    let (code, stdout, stderr) = check_within(&config, true);
+    assert_eq!(code, 2);
+    let problem = only_problem(&stdout);
+    assert_eq!(problem["key"], "evidence.root");
+    assert_eq!(problem["origin"]["kind"], "file");
+    assert!(
+        problem["message"]
+            .as_str()
+            .unwrap()
+            .ends_with("no-such-evidence does not exist"),
+        "{problem}"
+    );
+    // In JSON the problem is data; stderr only says where it is.
+    assert!(!stderr.contains("does not exist"), "{stderr}");
+    assert!(stderr.contains("\"problems\" in the JSON"), "{stderr}");
+}
+
+#[test]
+fn check_reports_a_tracker_that_is_missing_or_holds_no_tracker_table() {
+    let dir = tempfile::tempdir().unwrap();
+    lay_out(dir.path());
+    std::fs::write(
+        dir.path().join("NOTES.md"),
+        "# Notes\n\nSPEC-KIT-900 is done.\n\n| Name | Status |\n|---|---|\n| x | Done |\n",
+    )
+    .unwrap();
+    let config = write_config(
+        dir.path(),
+        "[evidence]\ntracker_paths = [\"SPEC.md\", \"NOTES.md\"]\n",
+    );
+    let (code, _, stderr) = check_within(&config, false);
+    assert_eq!(code, 2, "{stderr}");
+    let broken = format!(
+        "error: SPEC tracker {} holds no tracker table: no Markdown table with an ID column (Task ID, Spec ID, Spec, ID or Item) and a Status column, a `|---|` row under its header\n  fix: set `tracker_paths` in [evidence] of {} to the Markdown files holding the SPEC table, or give its SPEC table those columns",
+        dir.path().join("NOTES.md").display(),
+        config.display()
+    );
+    assert_eq!(stderr.matches(&broken).count(), 1, "{stderr}");
+    assert_eq!(stderr.matches("error:").count(), 1, "{stderr}");
+    let (_, stdout, _) = check_within(&config, true);
+    assert_eq!(only_problem(&stdout)["key"], "evidence.tracker_paths.1");
+
+    let config = write_config(dir.path(), "[evidence]\ntracker_paths = [\"GONE.md\"]\n");
+    let (code, _, stderr) = check_within(&config, false);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "error: cannot read SPEC tracker {}: No such file or directory",
+            dir.path().join("GONE.md").display()
+        )),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("or create it; a cleanup refuses to run without it"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn check_reports_a_plugin_library_that_does_not_load() {
+    let dir = tempfile::tempdir().unwrap();
+    lay_out(dir.path());
+    let config = write_config(
+        dir.path(),
+        "[plugins.ghost]\npath = \"plugins/libghost.so\"\nschedule = \"off\"\n",
+    );
+    let (code, _, stderr) = check_within(&config, false);
+    assert_eq!(code, 2, "{stderr}");
+    let line = stderr
+        .lines()
+        .find(|l| l.starts_with("error: plugin ghost does not load: "))
+        .unwrap_or_else(|| panic!("{stderr}"));
+    assert!(
+        line.contains("plugins/libghost.so"),
+        "names the file: {line}"
+    );
+    assert!(
+        stderr.contains("fix: set `path` in [plugins.ghost] to the built shared library (or a folder holding one) that only you can write, or remove [plugins.ghost]"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.matches("error:").count(), 1, "{stderr}");
+    assert_eq!(
+        stderr.matches("libghost.so").count(),
+        1,
+        "said once: {stderr}"
+    );
+    let (_, stdout, _) = check_within(&config, true);
+    assert_eq!(only_problem(&stdout)["key"], "plugins.ghost.path");
+}
+
+#[test]
+fn a_policy_missing_only_optional_things_warns_and_exits_0() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("evidence")).unwrap();
+    let config = write_config(
+        dir.path(),
+        "[storage]\ndatabase_path = \"state/consensus.db\"\n[evidence]\nroot = \"evidence\"\ntracker_paths = []\n",
+    );
+    let (code, stdout, stderr) = check_within(&config, false);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.starts_with("policy OK: "), "{stdout}");
+    assert!(!stderr.contains("error:"), "{stderr}");
+    for expected in [
+        "warning: no SPEC tracker (evidence.tracker_paths is empty): no SPEC can be known finished, so every SPEC is protected and nothing is archived",
+        "warning: evidence root ",
+        "holds neither commands/ nor consensus/",
+        &format!(
+            "note: the database's folder {} does not exist yet: the first command that writes creates it",
+            dir.path().join("state").display()
+        ),
+    ] {
+        assert_eq!(stderr.matches(expected).count(), 1, "{expected}: {stderr}");
+    }
+    let (code, stdout, _) = check_within(&config, true);
+    assert_eq!(code, 0);
+    let json: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(json["valid"], true);
+    assert_eq!(json["problems"].as_array().unwrap().len(), 0);
+    assert_eq!(json["warnings"].as_array().unwrap().len(), 2, "{json}");
+    assert_eq!(json["notes"][0]["key"], "storage.database_path");
+    // check created nothing.
+    assert!(!dir.path().join("state").exists());
 }

@@ -19,6 +19,8 @@ fn output(args: &[&str]) -> String {
 fn the_bash_completion_script_is_valid_bash_and_knows_every_command() {
     let script = output(&["completions", "bash"]);
     for word in [
+        "init",
+        "--database",
         "cleanup",
         "restore",
         "vacuum",
@@ -72,6 +74,7 @@ fn the_man_page_is_roff_naming_every_command() {
         .nth(1)
         .expect("a SUBCOMMANDS section");
     for command in [
+        "init",
         "run",
         "check",
         "cleanup",

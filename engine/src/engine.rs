@@ -19,7 +19,7 @@ use crate::events::{EngineEvent, EventBus, JobOutcome, ReloadCause, ReloadOutcom
 use crate::history::{HistoryBounds, JobHistory};
 use crate::plugin::{JobContext, JobErrorKind, JobReport, JobTrigger, Plugin};
 use crate::policy::{load_policy, Policy, PolicySnapshot};
-use crate::registry::PluginRegistry;
+use crate::registry::{LoadFailure, PluginRegistry};
 use crate::storage::{RetryPolicy, Storage, StorageOptions};
 
 /// How to start an engine.
@@ -104,9 +104,30 @@ pub fn load_and_validate(
     options: &EngineOptions,
     registry: &PluginRegistry,
 ) -> Result<PolicySnapshot, EngineError> {
+    Ok(load_and_check(options, registry)?.snapshot)
+}
+
+/// A policy as `check` sees it: valid, and the `[plugins.<name>]` libraries that did not
+/// load. A reload would apply such a policy without them (and `plugins` list them).
+#[derive(Debug)]
+pub struct CheckedPolicy {
+    pub snapshot: PolicySnapshot,
+    pub plugin_failures: Vec<LoadFailure>,
+}
+
+/// [`load_and_validate`], keeping the dynamic plugins' load failures instead of dropping
+/// them, so `check` can name each with its cause.
+pub fn load_and_check(
+    options: &EngineOptions,
+    registry: &PluginRegistry,
+) -> Result<CheckedPolicy, EngineError> {
     let snapshot = load_checked(options, registry)?;
-    DynamicLoader::new(options.plugin_host.clone()).prepare(&snapshot.policy, registry)?;
-    Ok(snapshot)
+    let prepared =
+        DynamicLoader::new(options.plugin_host.clone()).prepare(&snapshot.policy, registry)?;
+    Ok(CheckedPolicy {
+        snapshot,
+        plugin_failures: prepared.failures,
+    })
 }
 
 /// Loads the policy file and has the registered plugins check it.

@@ -4,15 +4,22 @@
 //! engine or opening the database. A bad policy exits 2 with the file, key, line and
 //! reason on stderr; with `--json` the same problems also go to stdout as a document
 //! (`"valid": false`), so scripts need not parse the message.
+//!
+//! A valid policy is then checked against what it points at ([`super::targets`]): the
+//! evidence root, the trackers, the database's folder, the plugin libraries. Each problem
+//! is said once, with its fix: on stderr (`error:`, `warning:`, `note:`), or with
+//! `--json` as data (`problems`, `warnings`, `notes`). An error exits 2 (`"valid":
+//! false`), as a bad value does: the policy is not usable as written.
 
 use anyhow::Result;
 use clap::Args;
 use std::path::Path;
 
-use super::{engine_options, GlobalArgs, EXIT_OK, EXIT_USAGE};
-use speckit_engine::engine::load_and_validate;
+use super::targets::{self, ConfigFile, Finding, Severity};
+use super::{engine_options, ConfigChoice, GlobalArgs, EXIT_OK, EXIT_USAGE};
+use speckit_engine::engine::{load_and_check, CheckedPolicy};
 use speckit_engine::policy::LoadError;
-use speckit_engine::{EngineError, PluginRegistry};
+use speckit_engine::{EngineError, PluginRegistry, PolicySnapshot};
 
 #[derive(Debug, Args)]
 pub struct CheckArgs {
@@ -29,10 +36,10 @@ pub struct PluginsArgs {
 }
 
 pub fn check(global: &GlobalArgs, args: CheckArgs) -> Result<u8> {
-    let options = engine_options(global, super::Access::ReadOnly);
+    let options = engine_options(global, super::Access::ReadOnly)?;
     let registry = PluginRegistry::new(speckit_hygiene::builtin_plugins())?;
-    let snapshot = match load_and_validate(&options, &registry) {
-        Ok(snapshot) => snapshot,
+    let checked = match load_and_check(&options, &registry) {
+        Ok(checked) => checked,
         Err(e) if args.json && e.is_usage() => {
             let out = invalid_json(&options.config_path, &e);
             println!("{}", serde_json::to_string_pretty(&out)?);
@@ -41,52 +48,160 @@ pub fn check(global: &GlobalArgs, args: CheckArgs) -> Result<u8> {
         }
         Err(e) => return Err(e.into()),
     };
-    let values = serde_json::to_value(&snapshot.policy)?;
-    // Valid, but probably not what was meant (an empty finished_statuses archives nothing).
-    let mut warnings = speckit_engine::policy::warnings(&snapshot.policy);
-    for w in &mut warnings {
-        w.origin = snapshot.origins.get(&w.key).cloned();
-    }
+    let snapshot = &checked.snapshot;
+    let findings = findings(global, &checked);
     if args.json {
-        let entries: Vec<_> = snapshot
-            .origins
-            .iter()
-            .map(|(key, origin)| {
-                serde_json::json!({
-                    "key": key,
-                    "value": lookup(&values, key),
-                    "origin": origin,
-                })
-            })
-            .collect();
-        let out = serde_json::json!({
-            "config_file": snapshot.source.path,
-            "config_file_found": snapshot.source.content_sha256.is_some(),
-            "valid": true,
-            "warnings": warnings,
-            "policy": values,
-            "values": entries,
-        });
-        println!("{}", serde_json::to_string_pretty(&out)?);
+        print_json(snapshot, &findings)?;
     } else {
-        let found = if snapshot.source.content_sha256.is_some() {
-            ""
-        } else {
-            " (not found: defaults)"
-        };
-        println!("policy OK: {}{found}", snapshot.source.path.display());
-        for w in &warnings {
-            println!("warning: {}", w.message);
-        }
-        let width = snapshot.origins.keys().map(|k| k.len()).max().unwrap_or(0);
-        for (key, origin) in &snapshot.origins {
-            let value = lookup(&values, key)
-                .map(|v| v.to_string())
-                .unwrap_or_default();
-            println!("{key:width$}  {value}  ({origin})");
-        }
+        print_text(snapshot, &findings);
     }
-    Ok(EXIT_OK)
+    Ok(if findings.iter().any(|f| f.severity == Severity::Error) {
+        EXIT_USAGE
+    } else {
+        EXIT_OK
+    })
+}
+
+/// The policy's own warnings (valid, but probably not what was meant: an empty
+/// finished_statuses archives nothing), then what it points at, then, without a config
+/// file, that these are the defaults.
+fn findings(global: &GlobalArgs, checked: &CheckedPolicy) -> Vec<Finding> {
+    let snapshot = &checked.snapshot;
+    let found = snapshot.source.content_sha256.is_some();
+    let mut findings: Vec<Finding> = speckit_engine::policy::warnings(&snapshot.policy)
+        .into_iter()
+        .map(|w| Finding {
+            severity: Severity::Warning,
+            key: w.key,
+            message: w.message,
+            fix: None,
+        })
+        .collect();
+    let config = ConfigFile {
+        path: &snapshot.source.path,
+        found,
+    };
+    findings.extend(targets::inspect(
+        &snapshot.policy,
+        config,
+        &checked.plugin_failures,
+    ));
+    if ConfigChoice::of(global).is_missing_default() {
+        findings.push(Finding {
+            severity: Severity::Note,
+            key: String::new(),
+            message: format!(
+                "no config file: {} does not exist (and neither --config nor $SPECKIT_CONFIG names one), so these are the built-in defaults; `speckit-hygiene init` writes a speckit.toml for this repository",
+                snapshot.source.path.display()
+            ),
+            fix: None,
+        });
+    }
+    findings.sort_by_key(|f| f.severity);
+    findings
+}
+
+/// A finding as `check --json` gives it: the key's origin beside it, like the values'.
+fn finding_json(snapshot: &PolicySnapshot, f: &Finding) -> serde_json::Value {
+    // `evidence.tracker_paths.0` has its origin under `evidence.tracker_paths`.
+    let origin = snapshot.origins.get(&f.key).or_else(|| {
+        let parent = f.key.rsplit_once('.').map(|(p, _)| p)?;
+        snapshot.origins.get(parent)
+    });
+    serde_json::json!({
+        "severity": f.severity,
+        "key": (!f.key.is_empty()).then_some(&f.key),
+        "line": null,
+        "origin": origin,
+        "message": f.message,
+        "fix": f.fix,
+    })
+}
+
+fn print_json(snapshot: &PolicySnapshot, findings: &[Finding]) -> Result<()> {
+    let values = serde_json::to_value(&snapshot.policy)?;
+    let entries: Vec<_> = snapshot
+        .origins
+        .iter()
+        .map(|(key, origin)| {
+            serde_json::json!({
+                "key": key,
+                "value": lookup(&values, key),
+                "origin": origin,
+            })
+        })
+        .collect();
+    let of = |severity| -> Vec<serde_json::Value> {
+        findings
+            .iter()
+            .filter(|f| f.severity == severity)
+            .map(|f| finding_json(snapshot, f))
+            .collect()
+    };
+    let problems = of(Severity::Error);
+    let out = serde_json::json!({
+        "config_file": snapshot.source.path,
+        "config_file_found": snapshot.source.content_sha256.is_some(),
+        "valid": problems.is_empty(),
+        "problems": problems,
+        "warnings": of(Severity::Warning),
+        "notes": of(Severity::Note),
+        "policy": values,
+        "values": entries,
+    });
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    if !problems.is_empty() {
+        // The problems themselves are in the document, once; the exit status says 2.
+        eprintln!(
+            "error: {} problem(s) with what the policy points at (\"problems\" in the JSON)",
+            problems.len()
+        );
+    }
+    Ok(())
+}
+
+fn print_text(snapshot: &PolicySnapshot, findings: &[Finding]) {
+    let errors = findings
+        .iter()
+        .filter(|f| f.severity == Severity::Error)
+        .count();
+    let path = snapshot.source.path.display();
+    let found = if snapshot.source.content_sha256.is_some() {
+        ""
+    } else {
+        " (not found: defaults)"
+    };
+    if errors == 0 {
+        println!("policy OK: {path}{found}");
+    } else {
+        println!(
+            "policy NOT usable: {path}{found}: {errors} problem(s), each with its fix on stderr"
+        );
+    }
+    for f in findings {
+        eprintln!("{}", finding_line(f));
+    }
+    let values = serde_json::to_value(&snapshot.policy).unwrap_or_default();
+    let width = snapshot.origins.keys().map(|k| k.len()).max().unwrap_or(0);
+    for (key, origin) in &snapshot.origins {
+        let value = lookup(&values, key)
+            .map(|v| v.to_string())
+            .unwrap_or_default();
+        println!("{key:width$}  {value}  ({origin})");
+    }
+}
+
+/// `error: evidence root /x does not exist\n  fix: set ...`.
+fn finding_line(f: &Finding) -> String {
+    let label = match f.severity {
+        Severity::Error => "error",
+        Severity::Warning => "warning",
+        Severity::Note => "note",
+    };
+    match &f.fix {
+        Some(fix) => format!("{label}: {}\n  fix: {fix}", f.message),
+        None => format!("{label}: {}", f.message),
+    }
 }
 
 /// `check --json` for a policy that was refused: every problem with its key, line (where
@@ -188,6 +303,7 @@ pub async fn plugins(global: &GlobalArgs, args: PluginsArgs) -> Result<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use speckit_engine::engine::load_and_validate;
     use speckit_engine::EngineOptions;
 
     fn refused(dir: &Path, text: &str) -> (std::path::PathBuf, EngineError) {

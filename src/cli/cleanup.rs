@@ -70,7 +70,7 @@ async fn engine_with(
         Some(i) => plugins[i] = mine,
         None => plugins.push(mine),
     }
-    Ok(Engine::start(engine_options(global, access), plugins).await?)
+    Ok(Engine::start(engine_options(global, access)?, plugins).await?)
 }
 
 pub async fn cleanup(global: &GlobalArgs, args: CleanupArgs) -> Result<u8> {

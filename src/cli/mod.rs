@@ -4,12 +4,14 @@ mod check;
 mod cleanup;
 mod demo;
 mod docs;
+mod init;
 mod jobs;
 pub mod output;
 mod run;
 mod spawn;
 mod stats;
 mod stats_render;
+mod targets;
 mod vacuum;
 
 use anyhow::Result;
@@ -55,9 +57,13 @@ pub struct GlobalArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Write a commented speckit.toml for this repository: finds the evidence root and the
+    /// SPEC trackers, and puts the database where you choose.
+    Init(init::InitArgs),
     /// Run the scheduler and config watcher until SIGINT/SIGTERM.
     Run(run::RunArgs),
-    /// Validate the policy and print it, with where each value came from.
+    /// Validate the policy and what it points at (evidence root, trackers, database folder,
+    /// plugins), and print it with where each value came from.
     Check(check::CheckArgs),
     /// List compiled-in and loaded plugins, with versions and load errors.
     Plugins(check::PluginsArgs),
@@ -108,6 +114,7 @@ pub fn init_tracing(global: &GlobalArgs) {
 pub async fn dispatch(cli: Cli) -> ExitCode {
     let global = cli.global;
     let result = match cli.command {
+        Command::Init(a) => init::init(&global, a),
         Command::Run(a) => run::run(&global, a).await,
         Command::Check(a) => check::check(&global, a),
         Command::Plugins(a) => check::plugins(&global, a).await,
@@ -158,23 +165,68 @@ pub enum Access {
     ReadOnly,
 }
 
-/// The config file: `--config`, else `$SPECKIT_CONFIG`, else `./speckit.toml`. Only the
-/// last may be missing (defaults apply).
-pub fn engine_options(global: &GlobalArgs, access: Access) -> EngineOptions {
-    let (path, required) = match (&global.config, std::env::var_os("SPECKIT_CONFIG")) {
-        (Some(path), _) => (path.clone(), true),
-        (None, Some(env)) if !env.is_empty() => (PathBuf::from(env), true),
-        _ => (PathBuf::from("speckit.toml"), false),
-    };
-    let mut options = EngineOptions::new(path);
-    options.require_config_file = required;
+/// The config file a command reads, and whether the user named it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigChoice {
+    pub path: PathBuf,
+    /// Named by `--config` or `$SPECKIT_CONFIG` (it must exist), rather than the default
+    /// `./speckit.toml` (which may be missing: defaults apply to reading commands).
+    pub named: bool,
+}
+
+impl ConfigChoice {
+    /// `--config`, else `$SPECKIT_CONFIG`, else `./speckit.toml`.
+    pub fn of(global: &GlobalArgs) -> Self {
+        let (path, named) = match (&global.config, std::env::var_os("SPECKIT_CONFIG")) {
+            (Some(path), _) => (path.clone(), true),
+            (None, Some(env)) if !env.is_empty() => (PathBuf::from(env), true),
+            _ => (PathBuf::from(DEFAULT_CONFIG), false),
+        };
+        Self { path, named }
+    }
+
+    /// The default file, not named and not there: the policy is the built-in defaults.
+    /// (Anything else at that name, a folder say, is for the loader to report.)
+    pub fn is_missing_default(&self) -> bool {
+        !self.named
+            && matches!(std::fs::symlink_metadata(&self.path), Err(e) if e.kind() == std::io::ErrorKind::NotFound)
+    }
+}
+
+/// The config file read when neither `--config` nor `$SPECKIT_CONFIG` names one.
+pub const DEFAULT_CONFIG: &str = "speckit.toml";
+
+/// Engine options for a command. A command that writes refuses to run on the defaults
+/// (no config file at all): they point at the host's database, shared by every repository
+/// on the machine, and at an evidence root that may not be this repository's.
+pub fn engine_options(global: &GlobalArgs, access: Access) -> Result<EngineOptions> {
+    let choice = ConfigChoice::of(global);
+    if access == Access::ReadWrite && choice.is_missing_default() {
+        anyhow::bail!(UsageError(no_config_message(&choice.path)));
+    }
+    let mut options = EngineOptions::new(choice.path);
+    options.require_config_file = choice.named;
     options.read_only = access == Access::ReadOnly;
-    options
+    Ok(options)
+}
+
+/// Why a writing command did not start without a config file, and the two ways on.
+fn no_config_message(path: &std::path::Path) -> String {
+    format!(
+        "no config file: {} does not exist, and neither --config nor $SPECKIT_CONFIG names \
+         one. This command writes (the database, the evidence tree), so it does not run on \
+         the defaults, which point at the host's shared ~/.code/consensus_artifacts.db; \
+         nothing was done. Run `speckit-hygiene init` to write a speckit.toml for this \
+         repository, or pass `--config FILE`.",
+        std::path::absolute(path)
+            .unwrap_or_else(|_| path.to_path_buf())
+            .display()
+    )
 }
 
 /// Starts an engine (no background tasks) with the compiled-in plugins.
 pub async fn start_engine(global: &GlobalArgs, access: Access) -> Result<Engine> {
-    let options = engine_options(global, access);
+    let options = engine_options(global, access)?;
     Ok(Engine::start(options, speckit_hygiene::builtin_plugins()).await?)
 }
 

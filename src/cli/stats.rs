@@ -71,7 +71,7 @@ pub struct GuardArgs {
 
 /// The policy, loaded and checked the way the engine would, without starting one.
 pub(super) fn load_policy(global: &GlobalArgs) -> Result<PolicySnapshot> {
-    let options = engine_options(global, super::Access::ReadOnly);
+    let options = engine_options(global, super::Access::ReadOnly)?;
     let registry = PluginRegistry::new(speckit_hygiene::builtin_plugins())?;
     Ok(load_and_validate(&options, &registry)?)
 }

@@ -33,7 +33,7 @@ pub async fn vacuum(global: &GlobalArgs, args: VacuumArgs) -> Result<u8> {
         } else {
             Access::ReadWrite
         },
-    );
+    )?;
     options.database_must_exist = true;
     let engine = match Engine::start(options, speckit_hygiene::builtin_plugins()).await {
         Err(EngineError::Storage(StorageError::Missing { path })) => {

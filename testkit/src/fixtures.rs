@@ -48,3 +48,27 @@ pub fn optional(relative: &str) -> Option<PathBuf> {
 pub fn upstream_db() -> PathBuf {
     require("upstream-db/consensus_artifacts.db")
 }
+
+/// Makes `dir` a repository holding upstream's real tree, by symbolic links into the
+/// fixtures (which fail the test when missing): `docs` and `codex-rs/docs` (the evidence
+/// roots, as upstream has both), `SPEC.md` and `codex-rs/SPEC.md` (its two trackers). What
+/// a command writes in `dir` stays there; nothing is written into the fixtures.
+pub fn linked_upstream_repository(dir: &Path) {
+    use std::os::unix::fs::symlink;
+    let link = |fixture: &str, name: &str| {
+        let target = require(fixture);
+        let path = dir.join(name);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).unwrap();
+        }
+        symlink(&target, &path)
+            .unwrap_or_else(|e| panic!("linking {} to {}: {e}", path.display(), target.display()));
+    };
+    link("upstream-evidence/docs", "docs");
+    link("upstream-evidence/codex-rs/docs", "codex-rs/docs");
+    link("upstream-trackers/SPEC-root-1d48be51.md", "SPEC.md");
+    link(
+        "upstream-trackers/SPEC-codex-rs-HEAD.md",
+        "codex-rs/SPEC.md",
+    );
+}

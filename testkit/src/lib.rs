@@ -9,4 +9,5 @@ pub mod database;
 pub mod evidence;
 pub mod fixtures;
 pub mod process;
+pub mod repository;
 pub mod tracker;

@@ -123,7 +123,8 @@ impl DynamicLoader {
     /// validation waits up to the plugin's `call_timeout_ms`.
     ///
     /// Errors only when a plugin rejects its config (the policy is invalid); a plugin that
-    /// cannot be loaded, or crashes or hangs in `validate`, becomes a failure instead.
+    /// cannot be loaded, or crashes or hangs in `validate`, becomes a failure instead
+    /// (logged by `install`, or reported by whoever only prepares).
     pub fn prepare(
         &self,
         policy: &Policy,
@@ -152,7 +153,6 @@ impl DynamicLoader {
             let library = match self.load(&section.path, section) {
                 Ok(library) => library,
                 Err(e) => {
-                    tracing::warn!(plugin = %name, "plugin not loaded: {e}");
                     prepared.failures.push(fail(e.to_string()));
                     continue;
                 }
@@ -179,7 +179,6 @@ impl DynamicLoader {
                         "{}: validating [plugins.{name}.config]: {e}",
                         library.host.path().display()
                     );
-                    tracing::warn!(plugin = %name, "plugin not loaded: {error}");
                     prepared.failures.push(fail(error));
                 }
             }
@@ -193,6 +192,11 @@ impl DynamicLoader {
     pub fn install(&self, registry: &PluginRegistry, prepared: PreparedPlugins) {
         let mut installed = self.installed.lock().unwrap_or_else(|e| e.into_inner());
         let mut failures = prepared.failures;
+        // Logged here, once the policy applies, not in `prepare`: `check` prepares only,
+        // and reports each failure itself.
+        for failure in &failures {
+            tracing::warn!(plugin = %failure.name, "plugin not loaded: {}", failure.error);
+        }
         let mut next = BTreeMap::new();
         for (name, old) in installed.iter() {
             let kept = prepared.plugins.iter().any(|p| Arc::ptr_eq(p, old));

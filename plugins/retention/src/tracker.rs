@@ -190,7 +190,7 @@ impl Trackers {
             let Some(id_col) = id_column(&table.header) else {
                 continue;
             };
-            let status_col = table.header.iter().position(|h| normalise(h) == "STATUS");
+            let status_col = status_column(&table.header);
             for (line, cells) in &table.rows {
                 let Some(id) = cells.get(id_col).and_then(|c| clean_id(c)) else {
                     continue;
@@ -321,6 +321,52 @@ impl Trackers {
             }
         }
     }
+}
+
+/// What one tracker file gives, read by the same parser as [`Trackers::load`]: for
+/// `check` (is this really a tracker?) and `init` (which files are trackers).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TrackerSummary {
+    pub path: PathBuf,
+    /// Tables with an ID column and a Status column (tables with an ID column only name
+    /// SPECs without a status and are not counted).
+    pub status_tables: usize,
+    /// Rows that give a SPEC a status.
+    pub status_rows: usize,
+    /// SPECs given a status.
+    pub specs: usize,
+}
+
+impl TrackerSummary {
+    /// Reads and parses one tracker; the error is the one a cleanup would meet.
+    pub fn read(path: &Path) -> Result<Self, TrackerError> {
+        let text = std::fs::read(path).map_err(|source| TrackerError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Ok(Self::of(path, &String::from_utf8_lossy(&text)))
+    }
+
+    /// Parses one tracker's text.
+    pub fn of(path: &Path, text: &str) -> Self {
+        let status_tables = tables(text)
+            .iter()
+            .filter(|t| id_column(&t.header).is_some() && status_column(&t.header).is_some())
+            .count();
+        let mut trackers = Trackers::default();
+        trackers.add(path, text);
+        Self {
+            path: path.to_path_buf(),
+            status_tables,
+            status_rows: trackers.sources.iter().map(|(_, rows)| rows).sum(),
+            specs: trackers.statuses.len(),
+        }
+    }
+}
+
+/// The Status column, by header name.
+fn status_column(header: &[String]) -> Option<usize> {
+    header.iter().position(|h| normalise(h) == "STATUS")
 }
 
 /// `**IN PROGRESS**` -> `IN PROGRESS`; anything not a letter or digit is a space.
@@ -636,6 +682,26 @@ mod tests {
                 status: "Done, DONE".into()
             }
         );
+    }
+
+    #[test]
+    fn a_summary_counts_status_tables_rows_and_specs() {
+        let s = TrackerSummary::of(
+            Path::new("SPEC.md"),
+            "# T\n\n| Spec | Status |\n|--|--|\n| A-1 | Done |\n| A-2 | WIP |\n| A-1 | Done |\n\n| Spec | Completion Date |\n|--|--|\n| A-3 | 2025 |\n",
+        );
+        assert_eq!((s.status_tables, s.status_rows, s.specs), (1, 3, 2));
+        // Prose, a table without an ID column, a header without its separator row.
+        let none = TrackerSummary::of(
+            Path::new("README.md"),
+            "# Notes\n| Name | Status |\n|--|--|\n| x | y |\n\n| Spec | Status |\n| A-1 | Done |\n",
+        );
+        assert_eq!(
+            (none.status_tables, none.status_rows, none.specs),
+            (0, 0, 0)
+        );
+        let header_only = TrackerSummary::of(Path::new("SPEC.md"), "| Spec | Status |\n|--|--|\n");
+        assert_eq!((header_only.status_tables, header_only.status_rows), (1, 0));
     }
 
     #[test]
