@@ -50,7 +50,7 @@ fn check_reports_values_and_origins_as_json() {
         .arg(&config)
         .env("SPECKIT_SPAWN__MAX_CONCURRENCY", "3"));
     assert_eq!(code, 0, "{stderr}");
-    let json: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let json = speckit_testkit::json::data(stdout.as_bytes());
     let find = |key: &str| {
         json["values"]
             .as_array()
@@ -91,7 +91,7 @@ fn an_empty_finished_status_list_is_valid_but_check_says_it_archives_nothing() {
     assert!(!stdout.contains("warning:"), "{stdout}");
     let (code, stdout, _) = run(bin().arg("--config").arg(&config).args(["check", "--json"]));
     assert_eq!(code, 0);
-    let json: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let json = speckit_testkit::json::data(stdout.as_bytes());
     assert_eq!(json["warnings"][0]["key"], "retention.finished_statuses");
     assert_eq!(json["warnings"][0]["origin"]["kind"], "file");
     // The default list: no warning.
@@ -180,11 +180,15 @@ fn check_json_on_a_bad_config_reports_problems_and_exits_2() {
     let config = write_config(dir.path(), "[spawn]\nmax_concurrency = 0\n");
     let (code, stdout, stderr) = run(bin().args(["check", "--json", "-c"]).arg(&config));
     assert_eq!(code, 2, "{stderr}");
-    let json: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let envelope = speckit_testkit::json::envelope(stdout.as_bytes());
+    assert_eq!(envelope["ok"], false);
+    assert_eq!(envelope["errors"][0]["kind"], "usage");
+    let json = &envelope["data"];
     assert_eq!(json["valid"], false);
     assert_eq!(json["problems"][0]["key"], "spawn.max_concurrency");
     assert_eq!(json["problems"][0]["line"], 2);
-    assert!(stderr.contains("spawn.max_concurrency"), "{stderr}");
+    // Asked for JSON, the error is said once, in it: not again on stderr.
+    assert!(!stderr.contains("spawn.max_concurrency"), "{stderr}");
 }
 
 #[test]
@@ -202,7 +206,8 @@ fn jobs_lists_recorded_runs_newest_first() {
         .arg(&ws.config_path)
         .args(["jobs", "--json"]));
     assert_eq!(code, 0, "{stderr}");
-    assert_eq!(stdout.trim(), "[]");
+    let runs = speckit_testkit::json::data(stdout.as_bytes())["runs"].clone();
+    assert_eq!(runs, serde_json::json!([]));
     for job in ["vacuum", "cleanup"] {
         let (code, _, stderr) = run(bin().arg("-c").arg(&ws.config_path).arg(job));
         assert!(code <= 1, "{job}: {stderr}");
@@ -212,7 +217,7 @@ fn jobs_lists_recorded_runs_newest_first() {
         .arg(&ws.config_path)
         .args(["jobs", "--json"]));
     assert_eq!(code, 0, "{stderr}");
-    let runs: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let runs = speckit_testkit::json::data(stdout.as_bytes())["runs"].clone();
     let jobs: Vec<&str> = runs
         .as_array()
         .unwrap()
@@ -222,11 +227,9 @@ fn jobs_lists_recorded_runs_newest_first() {
     assert_eq!(jobs, ["cleanup", "vacuum"]);
     assert_eq!(runs[1]["outcome"], "succeeded");
     assert_eq!(runs[1]["trigger"], "manual");
+    assert!(runs[1]["duration_ms"].is_u64(), "{}", runs[1]);
     assert!(
-        runs[1]["report"]["summary"]
-            .as_str()
-            .unwrap()
-            .contains("vacuumed"),
+        runs[1]["summary"].as_str().unwrap().contains("vacuumed"),
         "{}",
         runs[1]
     );
@@ -256,7 +259,7 @@ fn check_within(config: &Path, json: bool) -> (i32, String, String) {
 
 /// The one problem `check --json` gives as an error, checked for its key, message and fix.
 fn only_problem(stdout: &str) -> serde_json::Value {
-    let json: serde_json::Value = serde_json::from_str(stdout).unwrap();
+    let json = speckit_testkit::json::data(stdout.as_bytes());
     assert_eq!(json["valid"], false, "{json}");
     let problems = json["problems"].as_array().unwrap();
     assert_eq!(problems.len(), 1, "{problems:?}");
@@ -405,7 +408,7 @@ fn a_policy_missing_only_optional_things_warns_and_exits_0() {
     }
     let (code, stdout, _) = check_within(&config, true);
     assert_eq!(code, 0);
-    let json: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let json = speckit_testkit::json::data(stdout.as_bytes());
     assert_eq!(json["valid"], true);
     assert_eq!(json["problems"].as_array().unwrap().len(), 0);
     assert_eq!(json["warnings"].as_array().unwrap().len(), 2, "{json}");

@@ -99,7 +99,7 @@ fn dry_run_json_is_the_plan_and_the_real_run_does_it() {
     let before = files(&ws.root);
     let out = hygiene(&ws, &["cleanup", "--dry-run", "--json"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let plan = speckit_testkit::json::data(&out.stdout);
     for key in [
         "archived_files",
         "purged_archives",
@@ -142,7 +142,7 @@ fn dry_run_json_is_the_plan_and_the_real_run_does_it() {
 
     let out = hygiene(&ws, &["cleanup", "--json"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    let done: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let done = speckit_testkit::json::data(&out.stdout);
     let executed: Vec<(String, String)> = done["actions"]
         .as_array()
         .unwrap()
@@ -168,7 +168,7 @@ fn dry_run_json_is_the_plan_and_the_real_run_does_it() {
     // Restore puts SPEC-KIT-100 back.
     let out = hygiene(&ws, &["restore", "SPEC-KIT-100", "--json"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    let restored: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let restored = speckit_testkit::json::data(&out.stdout);
     assert!(restored["restored_files"].as_u64().unwrap() > 0);
     for (_, path) in planned
         .iter()

@@ -148,7 +148,8 @@ plan = "gemini"
             .unwrap()
     }
 
-    /// `spawn --json` with `args`; the report data and what each agent answered.
+    /// `spawn --json` with `args`: the report data (with the envelope's `warnings` in it)
+    /// and what each agent answered.
     fn spawn(&self, args: &[&str]) -> (Value, Vec<(String, String)>) {
         let mut all = vec!["spawn", "--spec", "SPEC-KIT-070", "--json"];
         all.extend(args);
@@ -159,7 +160,9 @@ plan = "gemini"
             text(&out.stdout),
             text(&out.stderr)
         );
-        let data: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let envelope = speckit_testkit::json::envelope(&out.stdout);
+        let mut data = envelope["data"].clone();
+        data["warnings"] = envelope["warnings"].clone();
         let answers = data["completions"]
             .as_array()
             .unwrap()

@@ -130,7 +130,7 @@ fn init_finds_the_root_and_trackers_of_an_upstream_layout_and_check_passes_it() 
 
     assert_check_passes(dir.path(), dir.path());
     let json = hygiene(dir.path(), dir.path(), &["check", "--json"]);
-    let json: serde_json::Value = serde_json::from_str(&success(&json, "check --json")).unwrap();
+    let json = speckit_testkit::json::data(success(&json, "check --json").as_bytes());
     assert_eq!(json["valid"], true);
     assert_eq!(
         json["policy"]["evidence"]["root"],
@@ -222,7 +222,7 @@ fn init_with_database_host_writes_the_hosts_shared_file() {
     assert_every_key_is_explained(&file);
     assert_check_passes(dir.path(), dir.path());
     let json = hygiene(dir.path(), dir.path(), &["check", "--json"]);
-    let json: serde_json::Value = serde_json::from_str(&text(&json.stdout)).unwrap();
+    let json = speckit_testkit::json::data(&json.stdout);
     assert_eq!(
         json["policy"]["storage"]["database_path"],
         dir.path()

@@ -15,7 +15,7 @@ fn workspace() -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let spec = dir.path().join("evidence/commands/SPEC-KIT-001");
     fs::create_dir_all(&spec).unwrap();
-    fs::write(spec.join("big.json"), vec![b'x'; 700 * 1024]).unwrap();
+    fs::write(spec.join("big.json"), vec![b'x'; 1200 * 1024]).unwrap();
     let config = dir.path().join("speckit.toml");
     fs::write(
         &config,
@@ -126,4 +126,122 @@ fn quiet_drops_warnings_and_keeps_the_data() {
 
     let both = run(&config, &["-q", "-v", "stats"]);
     assert_eq!(both.status.code(), Some(2), "-q and -v conflict");
+}
+
+#[test]
+fn every_json_output_is_the_one_envelope() {
+    let (_dir, config) = workspace();
+    let commands: &[(&[&str], &str)] = &[
+        (&["check", "--json"], "check"),
+        (&["plugins", "--json"], "plugins"),
+        (&["jobs", "--json"], "jobs"),
+        (&["stats", "--json"], "stats"),
+        (&["guard", "SPEC-KIT-002", "--json"], "guard"),
+        (&["cleanup", "--dry-run", "--json"], "cleanup"),
+        (&["vacuum", "--dry-run", "--json"], "vacuum"),
+        (&["spawn", "stats", "--json"], "spawn stats"),
+        (&["spawn", "--list-agents", "--json"], "spawn --list-agents"),
+        (
+            &[
+                "spawn",
+                "--spec",
+                "SPEC-KIT-002",
+                "--stage",
+                "plan",
+                "--json",
+            ],
+            "spawn",
+        ),
+        (&["run", "--once", "--json"], "run"),
+    ];
+    for (args, command) in commands {
+        let out = run(&config, args);
+        assert!(
+            !out.stdout.is_empty(),
+            "{args:?} printed nothing: {}",
+            text(&out.stderr)
+        );
+        let envelope = speckit_testkit::json::envelope(&out.stdout);
+        assert_eq!(envelope["command"], *command, "{args:?}");
+        // What went well has its data; what did not says why (this policy names no
+        // tracker, so cleanup refuses to guess which SPECs are finished).
+        if envelope["ok"] == true {
+            assert!(envelope["data"].is_object(), "{args:?}: {envelope}");
+        } else {
+            assert!(
+                !envelope["errors"].as_array().unwrap().is_empty(),
+                "{args:?}: {envelope}"
+            );
+            assert_ne!(out.status.code(), Some(0), "{args:?}");
+        }
+    }
+    // A job's run has the shape `jobs` lists runs in: trigger and outcome as words,
+    // the duration in milliseconds.
+    let spawn = run(
+        &config,
+        &[
+            "spawn",
+            "--spec",
+            "SPEC-KIT-002",
+            "--stage",
+            "plan",
+            "--json",
+        ],
+    );
+    let job = speckit_testkit::json::envelope(&spawn.stdout)["job"].clone();
+    let jobs = run(&config, &["jobs", "--json"]);
+    let listed = speckit_testkit::json::data(&jobs.stdout)["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["run_id"] == job["run_id"])
+        .cloned()
+        .unwrap_or_else(|| panic!("run {} not listed", job["run_id"]));
+    for key in ["job", "plugin", "trigger", "outcome", "summary"] {
+        assert_eq!(job[key], listed[key], "{key}: {job} against {listed}");
+    }
+    assert_eq!(job["trigger"], "manual");
+    assert!(job["duration_ms"].is_u64() && listed["duration_ms"].is_u64());
+}
+
+#[test]
+fn a_failure_with_json_is_json_on_stdout_and_a_non_zero_exit() {
+    let (_dir, config) = workspace();
+    let out = run(
+        &config,
+        &["spawn", "--spec", "not a spec", "--stage", "plan", "--json"],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let envelope = speckit_testkit::json::envelope(&out.stdout);
+    assert_eq!(envelope["ok"], false);
+    assert_eq!(envelope["errors"][0]["kind"], "usage");
+    assert!(
+        envelope["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not a spec"),
+        "{envelope}"
+    );
+    assert!(
+        !text(&out.stderr).contains("error:"),
+        "said once: {}",
+        text(&out.stderr)
+    );
+    // A job that fails in the engine: refused by the evidence guard (exit 3).
+    let out = run(
+        &config,
+        &[
+            "spawn",
+            "--spec",
+            "SPEC-KIT-001",
+            "--stage",
+            "plan",
+            "--json",
+        ],
+    );
+    let envelope = speckit_testkit::json::envelope(&out.stdout);
+    assert_eq!(envelope["ok"], false, "{envelope}");
+    assert_eq!(envelope["job"]["outcome"], "failed");
+    assert_eq!(envelope["errors"][0]["kind"], "refused", "{envelope}");
+    assert_eq!(out.status.code(), Some(3));
 }

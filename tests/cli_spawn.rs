@@ -112,14 +112,14 @@ fn spawn_runs_the_agents_and_stats_reads_the_metrics() {
         ],
     );
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let json = speckit_testkit::json::data(&out.stdout);
     assert_eq!(json["batch"]["agent_count"], 1);
     assert_eq!(json["completions"][0]["agent"], "claude");
     assert_eq!(json["completions"][0]["ok"], true);
 
     let out = run(&config, &["spawn", "stats", "--json"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let stats: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let stats = speckit_testkit::json::data(&out.stdout);
     assert_eq!(stats["batches"], 2);
     assert_eq!(stats["agents"], 3);
     assert_eq!(stats["agent_success_rate"], 1.0);
@@ -304,7 +304,8 @@ fn a_killed_command_leaves_its_run_abandoned_not_running() {
     let runs = |config: &Path| -> Vec<serde_json::Value> {
         let out = run(config, &["jobs", "--json"]);
         assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-        serde_json::from_str(&stdout(&out)).unwrap()
+        let runs = speckit_testkit::json::data(&out.stdout)["runs"].clone();
+        runs.as_array().unwrap().clone()
     };
     let spawn_run = |runs: &[serde_json::Value]| {
         runs.iter()
@@ -320,6 +321,6 @@ fn a_killed_command_leaves_its_run_abandoned_not_running() {
     let after = spawn_run(&runs(&config));
     assert_eq!(after["outcome"], "abandoned", "{after}");
     assert!(after["finished_at"].is_string(), "{after}");
-    let error = after["error"].as_str().unwrap_or_default();
+    let error = after["error"]["message"].as_str().unwrap_or_default();
     assert!(error.contains("ended (killed or crashed)"), "{error}");
 }

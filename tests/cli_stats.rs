@@ -52,8 +52,7 @@ fn text(bytes: &[u8]) -> String {
 }
 
 fn json(out: &Output) -> serde_json::Value {
-    serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("{e}: {}{}", text(&out.stdout), text(&out.stderr)))
+    speckit_testkit::json::data(&out.stdout)
 }
 
 #[test]

@@ -58,8 +58,8 @@ fn json_report_has_every_figure_and_the_database_shrinks() {
     let size_before = std::fs::metadata(&db).unwrap().len();
     let out = vacuum(&config, &["--json"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("{e}: {}", text(&out.stdout)));
+    let envelope = speckit_testkit::json::envelope(&out.stdout);
+    let report = envelope["data"].clone();
     for key in [
         "bytes_before",
         "bytes_after",
@@ -91,7 +91,8 @@ fn json_report_has_every_figure_and_the_database_shrinks() {
         report["page_count_before"].as_i64().unwrap()
             - report["page_count_after"].as_i64().unwrap()
     );
-    assert_eq!(report["errors"], serde_json::json!([]));
+    assert_eq!(envelope["errors"], serde_json::json!([]));
+    assert_eq!(envelope["ok"], true);
     // After the process ended: the file is small and switched to INCREMENTAL.
     assert!(std::fs::metadata(&db).unwrap().len() < 256 * 1024);
     assert_eq!(pragma(&db, "auto_vacuum"), 2);
@@ -141,7 +142,7 @@ fn dry_run_prints_the_plan_and_changes_nothing() {
     assert_eq!(pragma(&db, "auto_vacuum"), 0);
 
     let out = vacuum(&config, &["--dry-run", "--json"]);
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let report = speckit_testkit::json::data(&out.stdout);
     assert_eq!(report["dry_run"], true);
     assert_eq!(report["outcome"], "dry_run");
     assert_eq!(report["pages_freed"], 0);

@@ -85,12 +85,7 @@ impl Workspace {
         let output = self.cli(&["run", "--once", "--json"]);
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert_eq!(output.status.code(), Some(0), "{stderr}");
-        let runs: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
-            panic!(
-                "stdout is not JSON ({e}): {}\nstderr: {stderr}",
-                String::from_utf8_lossy(&output.stdout)
-            )
-        });
+        let runs = speckit_testkit::json::data(&output.stdout)["runs"].clone();
         let run = runs
             .as_array()
             .unwrap()
@@ -233,7 +228,7 @@ fn the_digest_keeps_one_row_per_spec_in_its_own_table_matching_the_files() {
 
     // The first real run: the migration is recorded, the files and rows agree.
     let first = ws.run_once();
-    let data = &first["report"]["data"];
+    let data = &first["data"];
     assert_eq!(data["table"], TABLE, "{data}");
     assert_eq!(data["digests_written"], 2, "{data}");
     assert_eq!(data["rows_written"], 2, "{data}");
@@ -297,7 +292,7 @@ fn the_digest_keeps_one_row_per_spec_in_its_own_table_matching_the_files() {
     // rows in place (same keys, this run's id), with no duplicate.
     ws.host_records_run("SPEC-KIT-102", "spec-tasks", 1762900000000);
     let second = ws.run_once();
-    let data = &second["report"]["data"];
+    let data = &second["data"];
     assert_eq!(data["digests_written"], 1, "{data}");
     assert_eq!(data["digests_unchanged"], 1, "{data}");
     assert_eq!(data["rows_written"], 2, "{data}");

@@ -72,13 +72,7 @@ fn digest_section(schedule: &str) -> String {
 }
 
 fn stdout_json(output: &Output) -> serde_json::Value {
-    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
-        panic!(
-            "stdout is not JSON ({e}): {}\nstderr: {}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        )
-    })
+    speckit_testkit::json::data(&output.stdout)
 }
 
 #[test]
@@ -121,7 +115,7 @@ fn the_example_plugin_is_listed_and_run_by_the_command_line() {
         "{}",
         String::from_utf8_lossy(&ran.stderr)
     );
-    let runs = stdout_json(&ran);
+    let runs = stdout_json(&ran)["runs"].clone();
     let run = runs
         .as_array()
         .unwrap()
@@ -129,7 +123,7 @@ fn the_example_plugin_is_listed_and_run_by_the_command_line() {
         .find(|r| r["job"] == "digest")
         .unwrap();
     assert_eq!(run["outcome"], "succeeded");
-    let data = &run["report"]["data"];
+    let data = &run["data"];
     assert_eq!(data["specs"], 2);
     assert_eq!(data["digests_written"], 2);
     assert_eq!(data["latest_status_counts"]["hold"], 1);
@@ -143,7 +137,7 @@ fn the_example_plugin_is_listed_and_run_by_the_command_line() {
 
     // The run is in the job history like any other.
     let again = stdout_json(&ws.cli(&["run", "--once", "--json"]));
-    assert_eq!(again[0]["report"]["data"]["digests_unchanged"], 2);
+    assert_eq!(again["runs"][0]["data"]["digests_unchanged"], 2);
 }
 
 #[test]
@@ -161,7 +155,7 @@ fn the_example_plugin_digests_the_real_upstream_evidence() {
         "{}",
         String::from_utf8_lossy(&ran.stderr)
     );
-    let data = &stdout_json(&ran)[0]["report"]["data"];
+    let data = &stdout_json(&ran)["runs"][0]["data"];
     // Upstream has five SPEC folders under consensus/ and 37 synthesis and verdict files.
     assert_eq!(data["specs"], 5, "{data}");
     assert_eq!(
@@ -244,7 +238,7 @@ fn bad_plugins_are_listed_with_their_errors_and_contained_while_the_rest_runs() 
         "{}",
         String::from_utf8_lossy(&ran.stderr)
     );
-    let runs = stdout_json(&ran);
+    let runs = stdout_json(&ran)["runs"].clone();
     let outcome = |job: &str| {
         runs.as_array()
             .unwrap()
@@ -255,12 +249,12 @@ fn bad_plugins_are_listed_with_their_errors_and_contained_while_the_rest_runs() 
     };
     assert_eq!(outcome("digest")["outcome"], "succeeded");
     assert_eq!(outcome("boom")["outcome"], "failed");
-    assert!(outcome("boom")["error"]
+    assert!(outcome("boom")["error"]["message"]
         .as_str()
         .unwrap()
         .contains("panicked: probe panicked in run"));
     assert_eq!(outcome("stuck")["outcome"], "failed");
-    assert!(outcome("stuck")["error"]
+    assert!(outcome("stuck")["error"]["message"]
         .as_str()
         .unwrap()
         .contains("did not return within 300 ms"));
@@ -291,7 +285,7 @@ fn run_once_reports_each_crashing_plugin_and_runs_the_rest() {
     let stderr = String::from_utf8_lossy(&ran.stderr);
     // Not 139 or 134 (the engine's own death), not 0 (a false success): one job failed.
     assert_eq!(ran.status.code(), Some(1), "{stderr}");
-    let runs = stdout_json(&ran);
+    let runs = stdout_json(&ran)["runs"].clone();
     let run = |job: &str| {
         runs.as_array()
             .unwrap()
@@ -306,7 +300,7 @@ fn run_once_reports_each_crashing_plugin_and_runs_the_rest() {
         ("p_exit", "exited with status 0 in the middle of a call"),
     ] {
         assert_eq!(run(job)["outcome"], "failed", "{job}");
-        let error = run(job)["error"].as_str().unwrap().to_string();
+        let error = run(job)["error"]["message"].as_str().unwrap().to_string();
         assert!(error.contains(&format!("plugin {job} (")), "{error}");
         assert!(error.contains(cause), "{error}");
     }

@@ -25,14 +25,14 @@ use speckit_engine::{EngineError, PluginRegistry, PolicySnapshot};
 pub struct CheckArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
-    json: bool,
+    pub(super) json: bool,
 }
 
 #[derive(Debug, Args)]
 pub struct PluginsArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
-    json: bool,
+    pub(super) json: bool,
 }
 
 pub fn check(global: &GlobalArgs, args: CheckArgs) -> Result<u8> {
@@ -42,8 +42,11 @@ pub fn check(global: &GlobalArgs, args: CheckArgs) -> Result<u8> {
         Ok(checked) => checked,
         Err(e) if args.json && e.is_usage() => {
             let out = invalid_json(&options.config_path, &e);
-            println!("{}", serde_json::to_string_pretty(&out)?);
-            eprintln!("error: {e}");
+            let errors = [super::json::ErrorJson::new("usage", e.to_string())];
+            print!(
+                "{}",
+                super::json::render("check", false, None, &out, &[], &errors)
+            );
             return Ok(EXIT_USAGE);
         }
         Err(e) => return Err(e.into()),
@@ -149,7 +152,7 @@ fn print_json(snapshot: &PolicySnapshot, findings: &[Finding]) -> Result<()> {
         "policy": values,
         "values": entries,
     });
-    println!("{}", serde_json::to_string_pretty(&out)?);
+    super::json::print_data("check", &out);
     if !problems.is_empty() {
         // The problems themselves are in the document, once; the exit status says 2.
         eprintln!(
@@ -271,7 +274,7 @@ pub async fn plugins(global: &GlobalArgs, args: PluginsArgs) -> Result<u8> {
             // Every library this process loaded, with the name and SDK version it reports.
             "libraries": engine.dynamic_plugins().loaded(),
         });
-        println!("{}", serde_json::to_string_pretty(&out)?);
+        super::json::print_data("plugins", &out);
     } else {
         for p in &plugins {
             let origin = match &p.origin {

@@ -34,7 +34,7 @@ pub struct CleanupArgs {
     #[arg(long)]
     force: bool,
     #[arg(long)]
-    json: bool,
+    pub(super) json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -50,7 +50,7 @@ pub struct RestoreArgs {
     #[arg(long, value_name = "DIR")]
     to: Option<PathBuf>,
     #[arg(long)]
-    json: bool,
+    pub(super) json: bool,
 }
 
 /// Clap's parser for SPEC-ID arguments: an invalid one is a usage error (exit 2) naming why.
@@ -95,12 +95,9 @@ pub async fn cleanup(global: &GlobalArgs, args: CleanupArgs) -> Result<u8> {
     .await?;
     let actions = retention.take_actions(run.run_id).unwrap_or_default();
     let code = match (&run.report, args.json) {
-        (Some(report), true) => {
-            let mut data = report.data.clone();
-            if let Some(obj) = data.as_object_mut() {
-                obj.insert("actions".into(), serde_json::to_value(&actions)?);
-            }
-            println!("{}", serde_json::to_string_pretty(&data)?);
+        (Some(_), true) => {
+            let actions = serde_json::to_value(&actions)?;
+            super::json::print_job("cleanup", &run, Some(("actions", actions)));
             exit_code(&run.outcome)
         }
         (Some(report), false) => {

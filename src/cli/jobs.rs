@@ -11,7 +11,7 @@ use speckit_hygiene::embed::history;
 pub struct JobsArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
-    json: bool,
+    pub(super) json: bool,
     /// How many runs to show, newest first.
     #[arg(long, default_value_t = 20)]
     limit: u32,
@@ -32,7 +32,8 @@ pub async fn jobs(global: &GlobalArgs, args: JobsArgs) -> Result<u8> {
         other => other?,
     };
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&records)?);
+        let runs: Vec<super::json::JobJson> = records.iter().map(Into::into).collect();
+        super::json::print_data("jobs", &serde_json::json!({ "runs": runs }));
         return Ok(EXIT_OK);
     }
     println!(

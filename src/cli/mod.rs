@@ -6,6 +6,7 @@ mod demo;
 mod docs;
 mod init;
 mod jobs;
+pub mod json;
 pub mod output;
 mod run;
 mod spawn;
@@ -111,8 +112,32 @@ pub fn init_tracing(global: &GlobalArgs) {
         .try_init();
 }
 
+impl Command {
+    /// The command's name in a JSON envelope, when it was asked for `--json`.
+    fn json_output(&self) -> Option<&'static str> {
+        match self {
+            Command::Check(a) if a.json => Some("check"),
+            Command::Plugins(a) if a.json => Some("plugins"),
+            Command::Jobs(a) if a.json => Some("jobs"),
+            Command::Run(a) if a.json => Some("run"),
+            Command::Vacuum(a) if a.json => Some("vacuum"),
+            Command::Cleanup(a) if a.json => Some("cleanup"),
+            Command::Restore(a) if a.json => Some("restore"),
+            Command::Stats(a) if a.json => Some("stats"),
+            Command::Guard(a) if a.json => Some("guard"),
+            Command::Spawn(a) => match &a.command {
+                Some(spawn::SpawnCommand::Stats { json: true }) => Some("spawn stats"),
+                None if a.json => Some("spawn"),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+}
+
 pub async fn dispatch(cli: Cli) -> ExitCode {
     let global = cli.global;
+    let json_output = cli.command.json_output();
     let result = match cli.command {
         Command::Init(a) => init::init(&global, a),
         Command::Run(a) => run::run(&global, a).await,
@@ -132,12 +157,19 @@ pub async fn dispatch(cli: Cli) -> ExitCode {
     match result {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            eprintln!("error: {e:#}");
             let usage = e
                 .downcast_ref::<EngineError>()
                 .map(EngineError::is_usage)
                 .unwrap_or(false)
                 || e.downcast_ref::<UsageError>().is_some();
+            // Asked for JSON: the error is in the envelope on stdout, said once.
+            match json_output {
+                Some(command) => {
+                    let kind = if usage { "usage" } else { "failed" };
+                    json::print_error(command, kind, &format!("{e:#}"));
+                }
+                None => eprintln!("error: {e:#}"),
+            }
             ExitCode::from(if usage { EXIT_USAGE } else { EXIT_FAILED })
         }
     }
@@ -245,23 +277,7 @@ pub async fn run_job(
 /// returns the exit status.
 pub fn print_job(run: &JobRun, json: bool) -> u8 {
     if json {
-        let value = match &run.report {
-            Some(report) => {
-                let mut data = report.data.clone();
-                if let Some(obj) = data.as_object_mut() {
-                    obj.entry("errors")
-                        .or_insert_with(|| serde_json::json!(report.errors));
-                    obj.entry("warnings")
-                        .or_insert_with(|| serde_json::json!(report.warnings));
-                }
-                data
-            }
-            None => serde_json::json!({ "error": run.error, "error_kind": run.error_kind }),
-        };
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&value).unwrap_or_default()
-        );
+        json::print_job(&run.job, run, None);
     } else {
         // The summary is the result (stdout); warnings and errors are diagnostics (stderr).
         if let Some(report) = &run.report {

@@ -16,7 +16,7 @@ pub struct RunArgs {
     once: bool,
     /// With --once: print the job reports as JSON.
     #[arg(long)]
-    json: bool,
+    pub(super) json: bool,
 }
 
 pub async fn run(global: &GlobalArgs, args: RunArgs) -> Result<u8> {
@@ -45,7 +45,7 @@ pub async fn run(global: &GlobalArgs, args: RunArgs) -> Result<u8> {
             runs.push(run);
         }
         if args.json {
-            println!("{}", serde_json::to_string_pretty(&runs)?);
+            print_runs(&runs, failed);
         }
         let grace = Duration::from_secs(policy.policy.schedule.shutdown_grace_seconds);
         engine.shutdown(grace).await;
@@ -84,4 +84,38 @@ impl Termination {
             _ = self.terminate.recv() => tracing::info!("SIGTERM received"),
         }
     }
+}
+
+/// `run --once --json`: every job's run and its report's data, in the envelope.
+fn print_runs(runs: &[speckit_engine::engine::JobRun], failed: bool) {
+    use super::json::{ErrorJson, JobJson};
+    #[derive(serde::Serialize)]
+    struct RunData<'a> {
+        #[serde(flatten)]
+        job: JobJson,
+        data: &'a serde_json::Value,
+    }
+    let null = serde_json::Value::Null;
+    let runs: Vec<RunData> = runs
+        .iter()
+        .map(|run| RunData {
+            job: JobJson::from(run),
+            data: run.report.as_ref().map_or(&null, |r| &r.data),
+        })
+        .collect();
+    let errors: Vec<ErrorJson> = runs
+        .iter()
+        .filter(|r| r.job.outcome == "failed")
+        .map(|r| {
+            ErrorJson::new(
+                "failed",
+                format!("job {} failed: {}", r.job.job, r.job.summary),
+            )
+        })
+        .collect();
+    let data = serde_json::json!({ "runs": runs });
+    print!(
+        "{}",
+        super::json::render("run", !failed, None, &data, &[], &errors)
+    );
 }

@@ -20,7 +20,7 @@ use super::{
 #[command(args_conflicts_with_subcommands = true)]
 pub struct SpawnArgs {
     #[command(subcommand)]
-    command: Option<SpawnCommand>,
+    pub(super) command: Option<SpawnCommand>,
     #[arg(long, value_name = "SPEC-ID")]
     spec: Option<String>,
     #[arg(long)]
@@ -42,7 +42,7 @@ pub struct SpawnArgs {
     #[arg(long)]
     list_agents: bool,
     #[arg(long)]
-    json: bool,
+    pub(super) json: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -120,7 +120,7 @@ fn list_agents(global: &GlobalArgs, stage: Option<&str>, json: bool) -> Result<u
         super::output::warn(problem);
     }
     if json {
-        println!("{}", serde_json::to_string_pretty(&effect)?);
+        super::json::print_data("spawn --list-agents", &effect);
         return Ok(EXIT_OK);
     }
     match &effect.host_file {
@@ -334,7 +334,7 @@ async fn stats(global: &GlobalArgs, json: bool) -> Result<u8> {
     engine.shutdown(std::time::Duration::from_secs(5)).await;
     let stats = stats?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&stats)?);
+        super::json::print_data("spawn stats", &stats);
     } else {
         print_stats(&stats);
     }

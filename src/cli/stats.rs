@@ -42,7 +42,7 @@ pub struct StatsArgs {
     spec: Option<String>,
     /// Same as `--format json`.
     #[arg(long, conflicts_with = "format")]
-    json: bool,
+    pub(super) json: bool,
     #[arg(long, value_enum, default_value_t = StatsFormat::Table)]
     format: StatsFormat,
     /// Write the output to FILE (atomically: a temporary file renamed over it, whatever
@@ -66,7 +66,7 @@ pub struct GuardArgs {
     spec: String,
     /// Also print the verdict and its figures as JSON on stdout.
     #[arg(long)]
-    json: bool,
+    pub(super) json: bool,
 }
 
 /// The policy, loaded and checked the way the engine would, without starting one.
@@ -142,7 +142,9 @@ pub async fn stats(global: &GlobalArgs, args: StatsArgs) -> Result<u8> {
     let text = match format {
         StatsFormat::Table if args.output.is_some() => table(&report, Colour::Plain),
         StatsFormat::Table => table(&report, colour_for_stdout()),
-        StatsFormat::Json => format!("{}\n", serde_json::to_string_pretty(&report)?),
+        StatsFormat::Json => {
+            super::json::render("stats", true, None, &report, &report.warnings, &[])
+        }
         StatsFormat::Prometheus => prometheus(&report),
     };
     match &args.output {
@@ -185,7 +187,7 @@ pub async fn guard(global: &GlobalArgs, args: GuardArgs) -> Result<u8> {
         .context("the evidence walk failed")?
         .map_err(|e| stats_error(e, &snapshot))?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&verdict)?);
+        super::json::print_data("guard", &verdict);
     }
     if verdict.is_blocked() {
         eprintln!("{verdict}");

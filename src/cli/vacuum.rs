@@ -21,7 +21,7 @@ pub struct VacuumArgs {
     /// Print the report as JSON (bytes_before, bytes_after, pages_freed, freelist_before,
     /// freelist_after, migrated, check, ...).
     #[arg(long)]
-    json: bool,
+    pub(super) json: bool,
 }
 
 pub async fn vacuum(global: &GlobalArgs, args: VacuumArgs) -> Result<u8> {
@@ -37,10 +37,19 @@ pub async fn vacuum(global: &GlobalArgs, args: VacuumArgs) -> Result<u8> {
     options.database_must_exist = true;
     let engine = match Engine::start(options, speckit_hygiene::builtin_plugins()).await {
         Err(EngineError::Storage(StorageError::Missing { path })) => {
-            eprintln!(
+            let message = format!(
                 "no database at {}: nothing to vacuum (nothing was created)",
                 path.display()
             );
+            if args.json {
+                let data = serde_json::json!({ "database": path, "exists": false });
+                print!(
+                    "{}",
+                    super::json::render("vacuum", true, None, &data, &[message], &[])
+                );
+            } else {
+                eprintln!("{message}");
+            }
             return Ok(EXIT_OK);
         }
         started => started?,

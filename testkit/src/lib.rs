@@ -8,6 +8,7 @@ pub mod bulk;
 pub mod database;
 pub mod evidence;
 pub mod fixtures;
+pub mod json;
 pub mod process;
 pub mod repository;
 pub mod tracker;

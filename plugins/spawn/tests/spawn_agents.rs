@@ -211,10 +211,13 @@ async fn max_concurrency_one_is_sequential_and_more_is_parallel() {
             "agent {k} ready after {us} us: {spawn:?}"
         );
     }
+    // Queued time runs from each agent's own task start, which may come a few
+    // milliseconds after the first agent took the slot (seen: 146 ms for a 150 ms agent on
+    // a loaded machine): the second waited most of one agent, the third most of two.
     let mut queued: Vec<u64> = batch.metrics.agents.iter().map(|a| a.queued_us).collect();
     queued.sort_unstable();
     assert!(
-        queued[1] >= READY_US && queued[2] >= 2 * READY_US,
+        queued[1] >= READY_US / 2 && queued[2] >= READY_US * 3 / 2,
         "{queued:?}"
     );
     for h in batch.handles {
