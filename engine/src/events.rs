@@ -44,6 +44,24 @@ pub enum JobOutcome {
     Skipped,
 }
 
+/// How far a job got: the data of its `progress` plugin events, so the command line, a
+/// host's UI and an embedder draw the same thing. `done` of `total` `unit`s (`SPECs`,
+/// `pages`...) when the job can count its work, else only `message`.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct Progress {
+    pub job: String,
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub done: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unit: Option<String>,
+}
+
+/// The kind of the plugin events whose data is a [`Progress`].
+pub const PROGRESS_EVENT: &str = "progress";
+
 /// One thing that happened in the engine.
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "event", rename_all = "snake_case")]

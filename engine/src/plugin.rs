@@ -167,10 +167,19 @@ impl JobContext {
     pub fn progress(&self, message: impl Into<String>) {
         let message = message.into();
         tracing::info!(job = %self.job, run_id = self.run_id, "{message}");
-        self.emit(
-            "progress",
-            serde_json::json!({ "job": self.job, "message": message }),
-        );
+        self.counter("").send(None, message);
+    }
+
+    /// A counter of this job's work in `unit`s (`SPECs`, `pages`): each
+    /// [`ProgressCounter::set`] sends a `progress` event a host can draw as a bar. Cheap
+    /// to clone; usable from blocking threads.
+    pub fn counter(&self, unit: &str) -> ProgressCounter {
+        ProgressCounter {
+            events: self.events.clone(),
+            plugin: self.plugin.clone(),
+            job: self.job.clone(),
+            unit: unit.to_string(),
+        }
     }
 
     /// Sends a plugin event to the host.
@@ -185,6 +194,37 @@ impl JobContext {
     /// This run's options as the job's own type; see [`crate::options::parse_job_options`].
     pub fn options<T: serde::de::DeserializeOwned>(&self) -> Result<T, PluginError> {
         crate::options::parse_job_options(&self.job, &self.args)
+    }
+}
+
+/// See [`JobContext::counter`].
+#[derive(Clone)]
+pub struct ProgressCounter {
+    events: EventBus,
+    plugin: String,
+    job: String,
+    unit: String,
+}
+
+impl ProgressCounter {
+    /// `done` of `total` so far, with what is being done.
+    pub fn set(&self, done: u64, total: u64, message: impl Into<String>) {
+        self.send(Some((done, total)), message.into());
+    }
+
+    fn send(&self, counts: Option<(u64, u64)>, message: String) {
+        let progress = crate::events::Progress {
+            job: self.job.clone(),
+            message,
+            done: counts.map(|c| c.0),
+            total: counts.map(|c| c.1),
+            unit: counts.map(|_| self.unit.clone()),
+        };
+        self.events.emit(EngineEvent::Plugin {
+            plugin: self.plugin.clone(),
+            kind: crate::events::PROGRESS_EVENT.to_string(),
+            data: serde_json::to_value(progress).unwrap_or_default(),
+        });
     }
 }
 

@@ -8,6 +8,7 @@ mod init;
 mod jobs;
 pub mod json;
 pub mod output;
+mod progress;
 mod run;
 mod spawn;
 mod stats;
@@ -28,6 +29,8 @@ pub const EXIT_OK: u8 = 0;
 pub const EXIT_FAILED: u8 = 1;
 pub const EXIT_USAGE: u8 = 2;
 pub const EXIT_BLOCKED: u8 = 3;
+/// Stopped by Ctrl-C or SIGTERM (128 + SIGINT, as shells report it).
+pub const EXIT_INTERRUPTED: u8 = 130;
 
 /// Keeps a spec-kit consensus database and evidence repository healthy.
 #[derive(Debug, Parser)]
@@ -113,6 +116,26 @@ pub fn init_tracing(global: &GlobalArgs) {
 }
 
 impl Command {
+    /// The command's name, as typed.
+    fn name(&self) -> &'static str {
+        match self {
+            Command::Run(_) => "run",
+            Command::Check(_) => "check",
+            Command::Plugins(_) => "plugins",
+            Command::Jobs(_) => "jobs",
+            Command::Demo(_) => "demo",
+            Command::Vacuum(_) => "vacuum",
+            Command::Cleanup(_) => "cleanup",
+            Command::Restore(_) => "restore",
+            Command::Stats(_) => "stats",
+            Command::Guard(_) => "guard",
+            Command::Spawn(_) => "spawn",
+            Command::Init(_) => "init",
+            Command::Completions(_) => "completions",
+            Command::Man(_) => "man",
+        }
+    }
+
     /// The command's name in a JSON envelope, when it was asked for `--json`.
     fn json_output(&self) -> Option<&'static str> {
         match self {
@@ -138,6 +161,7 @@ impl Command {
 pub async fn dispatch(cli: Cli) -> ExitCode {
     let global = cli.global;
     let json_output = cli.command.json_output();
+    let command_name = cli.command.name();
     let result = match cli.command {
         Command::Init(a) => init::init(&global, a),
         Command::Run(a) => run::run(&global, a).await,
@@ -155,6 +179,10 @@ pub async fn dispatch(cli: Cli) -> ExitCode {
         Command::Man(a) => docs::man(a),
     };
     match result {
+        Ok(_) if progress::was_interrupted() => {
+            eprintln!("{}", progress::interrupted_note(command_name));
+            ExitCode::from(EXIT_INTERRUPTED)
+        }
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             let usage = e
@@ -270,6 +298,8 @@ pub async fn run_job(
     options: &impl serde::Serialize,
 ) -> Result<JobRun> {
     let args = serde_json::to_value(options)?;
+    // On a terminal: its progress on stderr; Ctrl-C stops it at its next safe point.
+    let _watch = progress::watch(engine, job);
     Ok(engine.run_job(job, JobTrigger::Manual, args).await?)
 }
 

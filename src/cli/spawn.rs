@@ -84,7 +84,6 @@ pub async fn spawn(global: &GlobalArgs, args: SpawnArgs) -> Result<u8> {
     let engine = start_engine(global, Access::ReadWrite).await?;
     // The job checks the stage and the agents against the policy in effect; its
     // refusal comes back as an InvalidOptions error (exit 2) with the plugin's message.
-    let interrupt = stop_agents_on_signal(&engine);
     let run = run_job(
         &engine,
         "spawn",
@@ -98,7 +97,6 @@ pub async fn spawn(global: &GlobalArgs, args: SpawnArgs) -> Result<u8> {
         },
     )
     .await;
-    interrupt.abort();
     let run = run?;
     let code = if args.json {
         print_job(&run, true)
@@ -207,31 +205,6 @@ fn print_stage_prompts(
         }
     }
     Ok(())
-}
-
-/// On SIGINT or SIGTERM, cancels the job so its agents are killed and recorded, instead of
-/// dying and leaving them running (they are in their own process groups, out of reach of
-/// the terminal's Ctrl-C).
-fn stop_agents_on_signal(engine: &Engine) -> tokio::task::JoinHandle<()> {
-    let token = engine.shutdown_token().clone();
-    tokio::spawn(async move {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(term) => term,
-                Err(e) => {
-                    tracing::warn!("cannot watch SIGTERM: {e}");
-                    let _ = tokio::signal::ctrl_c().await;
-                    token.cancel();
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
-        eprintln!("interrupted: stopping the agents");
-        token.cancel();
-    })
 }
 
 /// The demo's spawn step: the demo policy's stub agents for one SPEC. With

@@ -118,6 +118,7 @@ fn main() {
         zstd_level: policy.section::<RetentionPolicy>().zstd_level,
         faults: None,
         cancelled: &|| false,
+        progress: &|_, _| {},
         workers: threads,
         keep_actions: false,
     });

@@ -33,6 +33,8 @@ pub struct ExecRequest<'a> {
     pub faults: Option<&'a dyn Faults>,
     /// Polled between steps: stop at the next safe point when it returns true.
     pub cancelled: &'a (dyn Fn() -> bool + Sync),
+    /// Told `(SPECs done, SPECs in the plan)` after each SPEC (from the worker threads).
+    pub progress: &'a (dyn Fn(u64, u64) + Sync),
     /// SPECs worked on at once.
     pub workers: usize,
     /// Return every action with its status (`cleanup --json`); off, only the figures are
@@ -145,6 +147,7 @@ pub fn run(req: &ExecRequest<'_>) -> Outcome {
     let groups: Vec<(&str, Vec<usize>)> = by_tracker.into_iter().collect();
     let results: Vec<Mutex<Option<UnitOutcome>>> = units.iter().map(|_| Mutex::new(None)).collect();
     let next = AtomicUsize::new(0);
+    let finished = AtomicUsize::new(0);
     let workers = req.workers.clamp(1, groups.len().max(1));
     std::thread::scope(|scope| {
         for _ in 0..workers {
@@ -154,6 +157,8 @@ pub fn run(req: &ExecRequest<'_>) -> Outcome {
                     break;
                 };
                 let outcomes = run_group(req, tracker_id, members);
+                let done = finished.fetch_add(members.len(), Ordering::Relaxed) + members.len();
+                (req.progress)(done as u64, units.len() as u64);
                 for (i, mut result) in members.iter().zip(outcomes) {
                     if !req.keep_actions {
                         result.actions = Vec::new();

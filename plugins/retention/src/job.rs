@@ -79,6 +79,22 @@ fn failed(e: RetentionError) -> PluginError {
     }
 }
 
+/// How a caller steers a cleanup it runs: when to stop, and where progress goes.
+pub struct Control<'a> {
+    /// Polled between steps: stop at the next safe point when it returns true.
+    pub cancelled: &'a (dyn Fn() -> bool + Sync),
+    /// Told `(SPECs done, SPECs in the plan)` as the run goes.
+    pub progress: &'a (dyn Fn(u64, u64) + Sync),
+}
+
+impl Control<'static> {
+    /// Never stops early, reports nothing.
+    pub const NONE: Control<'static> = Control {
+        cancelled: &|| false,
+        progress: &|_, _| {},
+    };
+}
+
 /// Plans and (unless a dry run) executes, blocking. The library entry point the job, the
 /// benchmark and the tests share.
 #[allow(clippy::too_many_arguments)]
@@ -88,10 +104,11 @@ pub fn cleanup_blocking(
     now: chrono::DateTime<chrono::Utc>,
     options: &CleanupOptions,
     faults: Option<&dyn Faults>,
-    cancelled: &(dyn Fn() -> bool + Sync),
+    control: &Control<'_>,
     run_id: i64,
     workers: usize,
 ) -> Result<CleanupResult, RetentionError> {
+    let cancelled = control.cancelled;
     let started = Instant::now();
     let root = ctx_policy.section::<EvidencePolicy>().root.clone();
     let trackers = Trackers::load(&ctx_policy.section::<EvidencePolicy>().tracker_paths)?;
@@ -152,6 +169,7 @@ pub fn cleanup_blocking(
         zstd_level: ctx_policy.section::<RetentionPolicy>().zstd_level,
         faults,
         cancelled,
+        progress: control.progress,
         workers,
         keep_actions: options.list_actions,
     });
@@ -417,6 +435,7 @@ pub async fn cleanup(
     let storage = ctx.storage.clone();
     let now = ctx.clock.now();
     let cancel = ctx.cancel.clone();
+    let counter = ctx.counter("SPECs");
     let run_id = ctx.run_id;
     ctx.progress(if options.dry_run {
         "planning cleanup (dry run)"
@@ -435,7 +454,12 @@ pub async fn cleanup(
             now,
             &opts,
             faults.as_deref(),
-            &|| cancel.is_cancelled(),
+            &Control {
+                cancelled: &|| cancel.is_cancelled(),
+                progress: &|done, total| {
+                    counter.set(done, total, format!("{done} of {total} SPECs done"));
+                },
+            },
             run_id,
             workers,
         )

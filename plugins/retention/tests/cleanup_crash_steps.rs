@@ -79,7 +79,7 @@ fn fresh() -> (Ws, Storage) {
         earlier,
         &CleanupOptions::default(),
         None,
-        &|| false,
+        &speckit_retention::job::Control::NONE,
         0,
         1,
     )
@@ -100,7 +100,7 @@ fn run(
         now(),
         &CleanupOptions::default(),
         faults,
-        &|| false,
+        &speckit_retention::job::Control::NONE,
         1,
         1,
     )

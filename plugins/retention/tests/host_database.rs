@@ -54,7 +54,7 @@ fn run(ws: &Ws, storage: &Storage, faults: Option<&dyn Faults>) -> CleanupResult
             ..CleanupOptions::default()
         },
         faults,
-        &|| false,
+        &speckit_retention::job::Control::NONE,
         1,
         2,
     )
@@ -304,7 +304,7 @@ fn run_dry(ws: &Ws, storage: &Storage) -> CleanupResult {
             ..CleanupOptions::default()
         },
         None,
-        &|| false,
+        &speckit_retention::job::Control::NONE,
         1,
         1,
     )
@@ -537,7 +537,7 @@ fn a_real_run_on_a_read_only_storage_is_refused_before_writing_anything() {
         now(),
         &CleanupOptions::default(),
         None,
-        &|| false,
+        &speckit_retention::job::Control::NONE,
         1,
         1,
     )

@@ -55,7 +55,7 @@ fn odd_names_are_archived_and_restored_and_non_utf8_is_kept() {
         now_real,
         &CleanupOptions::default(),
         None,
-        &|| false,
+        &speckit_retention::job::Control::NONE,
         1,
         1,
     )

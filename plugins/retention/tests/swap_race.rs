@@ -149,7 +149,7 @@ impl Race {
                 ..CleanupOptions::default()
             },
             None,
-            &|| false,
+            &speckit_retention::job::Control::NONE,
             1,
             1,
         )

@@ -22,6 +22,8 @@ pub async fn incremental(
     // Free the pages that were free when the job started: pages other connections free
     // meanwhile wait for the next run, so the job always ends.
     let mut remaining = before.pages.freelist_count;
+    let total = before.pages.freelist_count.max(0) as u64;
+    let counter = ctx.counter("pages");
     while remaining > 0 {
         if ctx.cancel.is_cancelled() {
             report.outcome = Outcome::Cancelled;
@@ -58,6 +60,11 @@ pub async fn incremental(
             "vacuum chunk done"
         );
         remaining -= chunk.pages_freed;
+        counter.set(
+            report.pages_freed.max(0) as u64,
+            total,
+            format!("{} of {total} free pages freed", report.pages_freed),
+        );
         if chunk.checkpoint.busy {
             report.checkpoints_busy += 1;
             if !settle_checkpoint(ctx, maintenance, report, warnings).await? {
