@@ -20,6 +20,7 @@ fn the_bash_completion_script_is_valid_bash_and_knows_every_command() {
     let script = output(&["completions", "bash"]);
     for word in [
         "init",
+        "service",
         "--database",
         "cleanup",
         "restore",
@@ -84,6 +85,7 @@ fn the_man_page_is_roff_naming_every_command() {
         "spawn",
         "completions",
         "man",
+        "service",
     ] {
         assert!(
             subcommands.contains(&format!("speckit\\-hygiene\\-{command}(1)")),

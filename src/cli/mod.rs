@@ -10,6 +10,7 @@ pub mod json;
 pub mod output;
 mod progress;
 mod run;
+mod service;
 mod spawn;
 mod stats;
 mod stats_render;
@@ -91,6 +92,8 @@ pub enum Command {
     Completions(docs::CompletionsArgs),
     /// Write the man page (roff) to stdout.
     Man(docs::ManArgs),
+    /// Write a systemd user unit or a crontab line running the jobs for this config.
+    Service(service::ServiceArgs),
 }
 
 /// Logs on stderr: `-q` errors only, default warnings, `-v` info, `-vv` debug; `RUST_LOG`
@@ -133,6 +136,7 @@ impl Command {
             Command::Init(_) => "init",
             Command::Completions(_) => "completions",
             Command::Man(_) => "man",
+            Command::Service(_) => "service",
         }
     }
 
@@ -177,6 +181,7 @@ pub async fn dispatch(cli: Cli) -> ExitCode {
         Command::Spawn(a) => spawn::spawn(&global, a).await,
         Command::Completions(a) => docs::completions(a),
         Command::Man(a) => docs::man(a),
+        Command::Service(a) => service::service(&global, a),
     };
     match result {
         Ok(_) if progress::was_interrupted() => {

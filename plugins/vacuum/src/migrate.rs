@@ -87,7 +87,17 @@ pub async fn migrate(
         .migrate_to_incremental()
         .await
         .map_err(VacuumError::from_storage)?;
-    report.pages_freed = outcome.page_count_before - outcome.page_count_after;
+    // Incremental auto-vacuum keeps pointer-map pages: a small file with nothing free
+    // grows by them. Freed is what the file lost, never a negative count.
+    let shrunk = outcome.page_count_before - outcome.page_count_after;
+    report.pages_freed = shrunk.max(0);
+    if shrunk < 0 {
+        warnings.push(format!(
+            "{} grew by {} page(s): incremental auto-vacuum keeps pointer-map pages, and the file had no free pages to give back",
+            ctx.storage.path().display(),
+            -shrunk
+        ));
+    }
     report.wal_bytes_peak = report.wal_bytes_peak.max(outcome.wal_bytes_peak);
     report.max_step_ms = outcome.duration_us as f64 / 1000.0;
     report.checkpoints += 1;

@@ -178,3 +178,30 @@ async fn migration_switched_off_leaves_a_none_database_alone_and_says_why() {
     engine.shutdown(Duration::from_secs(10)).await;
     assert_eq!(db_state(&Connection::open(&db).unwrap()).auto_vacuum, 0);
 }
+
+/// A new, tiny database has nothing free; switching it to incremental auto-vacuum adds
+/// pointer-map pages. The report says the file grew, and never "-1 pages freed".
+#[tokio::test]
+async fn migrating_a_tiny_database_reports_no_negative_freed_pages() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("consensus_artifacts.db");
+    let engine = engine(dir.path(), &db, "").await;
+    let run = run_job(&engine, "vacuum", serde_json::json!({"force": true})).await;
+    assert_succeeded(&run);
+    let report = report_of(&run);
+    assert!(report.migrated);
+    assert!(report.pages_freed >= 0, "{}", report.pages_freed);
+    let text = report.render();
+    assert!(
+        text.contains(" 0 pages freed") && !text.contains("-1"),
+        "{text}"
+    );
+    if report.page_count_after > report.page_count_before {
+        let warnings = &run.report.as_ref().unwrap().warnings;
+        assert!(
+            warnings.iter().any(|w| w.contains("grew by")),
+            "{warnings:?}"
+        );
+    }
+    engine.shutdown(Duration::from_secs(10)).await;
+}
