@@ -245,3 +245,38 @@ fn a_failure_with_json_is_json_on_stdout_and_a_non_zero_exit() {
     assert_eq!(envelope["errors"][0]["kind"], "refused", "{envelope}");
     assert_eq!(out.status.code(), Some(3));
 }
+
+#[test]
+fn job_history_says_which_config_a_run_served() {
+    // Two repositories on one shared database (as with the host's per-user file).
+    let shared = tempfile::tempdir().unwrap();
+    let db = shared.path().join("consensus_artifacts.db");
+    let repo = |name: &str| {
+        let dir = shared.path().join(name);
+        fs::create_dir_all(dir.join("evidence")).unwrap();
+        speckit_testkit::tracker::write_four_column(&dir.join("SPEC.md"), &[]).unwrap();
+        let config = dir.join("speckit.toml");
+        fs::write(
+            &config,
+            format!(
+                "[storage]\ndatabase_path = {:?}\n[evidence]\nroot = \"evidence\"\ntracker_paths = [\"SPEC.md\"]\n",
+                db.display().to_string()
+            ),
+        )
+        .unwrap();
+        config.canonicalize().unwrap()
+    };
+    let (a, b) = (repo("a"), repo("b"));
+    let cleanup = run(&a, &["cleanup"]);
+    assert!(cleanup.status.success(), "{}", text(&cleanup.stderr));
+
+    let listed = run(&b, &["jobs", "--json"]);
+    let runs = speckit_testkit::json::data(&listed.stdout)["runs"].clone();
+    assert_eq!(runs[0]["job"], "cleanup");
+    assert_eq!(runs[0]["config_path"], a.display().to_string(), "{runs}");
+    // The table in repository B marks A's run; in A it needs no mark.
+    let table = text(&run(&b, &["jobs"]).stdout);
+    assert!(table.contains(&format!("[for {}]", a.display())), "{table}");
+    let table = text(&run(&a, &["jobs"]).stdout);
+    assert!(!table.contains("[for "), "{table}");
+}

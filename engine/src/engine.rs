@@ -73,6 +73,8 @@ pub struct JobRun {
     /// What kind of failure `error` is, when the run failed without a report.
     pub error_kind: Option<JobErrorKind>,
     pub duration_ms: u64,
+    /// The policy file the run served (recorded with it in the job history).
+    pub config_path: PathBuf,
 }
 
 /// A cheap, cloneable handle to a running engine.
@@ -393,6 +395,7 @@ impl Engine {
                 error: Some(reason),
                 error_kind: None,
                 duration_ms: 0,
+                config_path: self.policy().source.path.clone(),
             });
         }
         let _running = RunningGuard {
@@ -400,6 +403,7 @@ impl Engine {
             job: job.to_string(),
         };
         let policy = self.policy();
+        let config_path = policy.source.path.clone();
         let clock = self.inner.options.clock.clone();
         let started_at = clock.now().timestamp_millis();
         let (job_name, plugin_name, engine_id, trigger_label) = (
@@ -413,7 +417,14 @@ impl Engine {
         }
         let history = JobHistory::of(&self.inner.storage);
         let recorded = history
-            .started(job_name, plugin_name, engine_id, trigger_label, started_at)
+            .started(
+                job_name,
+                plugin_name,
+                engine_id,
+                trigger_label,
+                started_at,
+                config_path.display().to_string(),
+            )
             .await?;
         // 0 when the database refuses writes (read-only open, failed quick_check).
         let run_id = recorded.unwrap_or(0);
@@ -518,6 +529,7 @@ impl Engine {
             error,
             error_kind,
             duration_ms,
+            config_path,
         })
     }
 

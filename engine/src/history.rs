@@ -50,6 +50,7 @@ impl<'a> JobHistory<'a> {
         engine_id: String,
         trigger: &'static str,
         started_at_ms: i64,
+        config_path: String,
     ) -> Result<Option<i64>, StorageError> {
         if let Some(reason) = self.storage.write_refusal() {
             tracing::info!(
@@ -62,8 +63,8 @@ impl<'a> JobHistory<'a> {
         self.storage
             .write(move |tx| {
                 tx.execute(
-                    "INSERT INTO hygiene_job_runs (job, plugin, engine_id, trigger, started_at, outcome) VALUES (?1, ?2, ?3, ?4, ?5, 'running')",
-                    params![job, plugin, engine_id, trigger, started_at_ms],
+                    "INSERT INTO hygiene_job_runs (job, plugin, engine_id, trigger, started_at, outcome, config_path) VALUES (?1, ?2, ?3, ?4, ?5, 'running', ?6)",
+                    params![job, plugin, engine_id, trigger, started_at_ms, config_path],
                 )
                 .map_err(sql_error(tx))?;
                 Ok::<_, StorageError>(Some(tx.last_insert_rowid()))
@@ -227,6 +228,9 @@ pub struct JobRecord {
     pub outcome: String,
     pub report: Option<JobReport>,
     pub error: Option<String>,
+    /// The policy file the run served (`None` for runs recorded before version 0.3):
+    /// one database may serve several repositories.
+    pub config_path: Option<String>,
 }
 
 impl JobRecord {
@@ -248,10 +252,17 @@ pub async fn recent(storage: &Storage, limit: u32) -> Result<Vec<JobRecord>, Sto
             if !crate::storage::table_exists(conn, "hygiene_job_runs")? {
                 return Ok(Vec::new());
             }
-            let mut stmt = conn.prepare(
-                "SELECT id, job, plugin, trigger, engine_id, started_at, finished_at, outcome, report_json \
-                 FROM hygiene_job_runs ORDER BY id DESC LIMIT ?1",
-            )?;
+            // A read-only open does not bring the table up to date: before version 2 it
+            // has no config_path.
+            let config_path = if crate::storage::column_exists(conn, "hygiene_job_runs", "config_path")? {
+                "config_path"
+            } else {
+                "NULL"
+            };
+            let mut stmt = conn.prepare(&format!(
+                "SELECT id, job, plugin, trigger, engine_id, started_at, finished_at, outcome, report_json, {config_path} \
+                 FROM hygiene_job_runs ORDER BY id DESC LIMIT ?1"
+            ))?;
             let rows = stmt.query_map([limit], |r| {
                 let report_json: Option<String> = r.get(8)?;
                 let (report, error) = parse_report(report_json.as_deref());
@@ -266,6 +277,7 @@ pub async fn recent(storage: &Storage, limit: u32) -> Result<Vec<JobRecord>, Sto
                     outcome: r.get(7)?,
                     report,
                     error,
+                    config_path: r.get(9)?,
                 })
             })?;
             rows.collect()

@@ -447,7 +447,10 @@ fn two_processes_creating_one_new_database_both_succeed() {
             );
         }
         let conn = read_only(&path);
-        assert_eq!(schema::recorded_version(&conn, "engine").unwrap(), 1);
+        assert_eq!(
+            schema::recorded_version(&conn, "engine").unwrap(),
+            speckit_engine::storage::ENGINE_SCHEMA.latest_version()
+        );
         assert_eq!(
             host_objects(&conn),
             host_objects(&read_only(&fixtures::upstream_db()))

@@ -20,6 +20,7 @@ pub struct JobsArgs {
 pub async fn jobs(global: &GlobalArgs, args: JobsArgs) -> Result<u8> {
     let engine = super::start_engine(global, super::Access::ReadOnly).await?;
     let records = history::recent(engine.storage(), args.limit).await;
+    let this_config = engine.policy().source.path.display().to_string();
     engine.shutdown(std::time::Duration::from_secs(5)).await;
     let records = match records {
         Err(StorageError::Missing { path }) => {
@@ -36,6 +37,15 @@ pub async fn jobs(global: &GlobalArgs, args: JobsArgs) -> Result<u8> {
         super::json::print_data("jobs", &serde_json::json!({ "runs": runs }));
         return Ok(EXIT_OK);
     }
+    // One database can serve several repositories: runs of another policy file say so.
+    let other_config = |record: &history::JobRecord| {
+        record
+            .config_path
+            .as_ref()
+            .filter(|path| **path != this_config)
+            .map(|path| format!(" [for {path}]"))
+            .unwrap_or_default()
+    };
     println!(
         "{:>6}  {:<16} {:<9} {:<10} {:<20} summary",
         "id", "job", "trigger", "outcome", "started (UTC)"
@@ -46,13 +56,14 @@ pub async fn jobs(global: &GlobalArgs, args: JobsArgs) -> Result<u8> {
             .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
             .unwrap_or_default();
         println!(
-            "{:>6}  {:<16} {:<9} {:<10} {:<20} {}",
+            "{:>6}  {:<16} {:<9} {:<10} {:<20} {}{}",
             record.run_id,
             record.job,
             record.trigger,
             record.outcome,
             started,
-            record.summary()
+            record.summary(),
+            other_config(record)
         );
     }
     Ok(EXIT_OK)

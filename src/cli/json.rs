@@ -61,6 +61,8 @@ pub struct JobJson {
     pub summary: String,
     /// The failure's kind when the run failed without a report.
     pub error: Option<ErrorJson>,
+    /// The policy file the run served (`null` for runs recorded before it was kept).
+    pub config_path: Option<String>,
 }
 
 pub fn outcome_word(outcome: &JobOutcome) -> &'static str {
@@ -94,6 +96,7 @@ impl From<&JobRun> for JobJson {
                 .or_else(|| run.error.clone())
                 .unwrap_or_default(),
             error: run.error.as_ref().map(|e| ErrorJson::new(kind, e.clone())),
+            config_path: Some(run.config_path.display().to_string()),
         }
     }
 }
@@ -117,6 +120,7 @@ impl From<&JobRecord> for JobJson {
                 .error
                 .as_ref()
                 .map(|e| ErrorJson::new("failed", e.clone())),
+            config_path: record.config_path.clone(),
         }
     }
 }

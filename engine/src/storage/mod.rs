@@ -35,7 +35,9 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 pub use retry::{is_transient, RetryPolicy};
-pub use schema::{table_exists, ComponentSchema, Migration, MigrationStep, ENGINE_SCHEMA};
+pub use schema::{
+    column_exists, table_exists, ComponentSchema, Migration, MigrationStep, ENGINE_SCHEMA,
+};
 
 /// The oldest SQLite the engine accepts: earlier releases have a WAL-reset bug that
 /// concurrent writers and checkpoints can turn into corruption.

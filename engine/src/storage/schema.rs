@@ -66,6 +66,13 @@ pub fn table_exists(conn: &Connection, name: &str) -> rusqlite::Result<bool> {
     .map(|n| n > 0)
 }
 
+/// Whether `table` has a column named `column` (false when the table does not exist).
+pub fn column_exists(conn: &Connection, table: &str, column: &str) -> rusqlite::Result<bool> {
+    conn.prepare_cached("SELECT count(*) FROM pragma_table_info(?1) WHERE name = ?2")?
+        .query_row([table, column], |r| r.get::<_, i64>(0))
+        .map(|n| n > 0)
+}
+
 /// Whether any schema object (table, index, view, trigger) of that name exists.
 pub fn object_exists(conn: &Connection, name: &str) -> rusqlite::Result<bool> {
     conn.prepare_cached("SELECT count(*) FROM sqlite_master WHERE name = ?1")?
@@ -202,13 +209,29 @@ fn apply_step(
 /// the same transaction that first records a version here.
 pub static ENGINE_SCHEMA: ComponentSchema = ComponentSchema {
     component: "engine",
-    migrations: &[Migration {
-        version: 1,
-        name: "job runs, schedule state and leases",
-        apply: MigrationStep::Code(engine_v1),
-    }],
+    migrations: &[
+        Migration {
+            version: 1,
+            name: "job runs, schedule state and leases",
+            apply: MigrationStep::Code(engine_v1),
+        },
+        Migration {
+            version: 2,
+            name: "the policy file each job run served",
+            apply: MigrationStep::Code(engine_v2),
+        },
+    ],
     sandbox: None,
 };
+
+/// Version 2: `hygiene_job_runs.config_path`, the policy file a run served (one database
+/// may serve several repositories). Looked for first: ADD COLUMN has no IF NOT EXISTS.
+fn engine_v2(conn: &Connection) -> rusqlite::Result<()> {
+    if !column_exists(conn, "hygiene_job_runs", "config_path")? {
+        conn.execute_batch("ALTER TABLE hygiene_job_runs ADD COLUMN config_path TEXT")?;
+    }
+    Ok(())
+}
 
 fn engine_v1(conn: &Connection) -> rusqlite::Result<()> {
     super::legacy::repair(conn)?;
