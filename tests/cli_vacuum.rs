@@ -235,3 +235,54 @@ fn the_demo_vacuums_its_bloated_database() {
     assert_eq!(pragma(&db, "freelist_count"), 0);
     assert!(std::fs::metadata(&db).unwrap().len() < 1024 * 1024);
 }
+
+/// Another process holding the database's write lock: the command says it is waiting (on
+/// stderr, once per retry after SQLite's busy timeout) instead of sitting silent, and
+/// finishes once the lock is released.
+#[test]
+fn a_vacuum_waiting_for_another_processs_lock_says_so() {
+    use std::io::{BufRead, BufReader};
+    let (dir, _, db) = workspace(2);
+    let config = dir.path().join("waiting.toml");
+    std::fs::write(
+        &config,
+        "[storage]\ndatabase_path = \"consensus_artifacts.db\"\nbusy_timeout_ms = 100\nwrite_retry_attempts = 200\n[vacuum]\nchunk_pages = 128\n",
+    )
+    .unwrap();
+    // The holder: this test's own connection, in an exclusive transaction.
+    let holder = Connection::open(&db).unwrap();
+    holder
+        .execute_batch("PRAGMA journal_mode = WAL; BEGIN EXCLUSIVE;")
+        .unwrap();
+    let mut child = Command::new(BIN)
+        .arg("--config")
+        .arg(&config)
+        .args(["vacuum", "--force"])
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut said = String::new();
+    let waited = loop {
+        let mut line = String::new();
+        if stderr.read_line(&mut line).unwrap() == 0 {
+            break false;
+        }
+        said.push_str(&line);
+        if line.contains("another process holds the database's lock")
+            && line.contains("still waiting")
+        {
+            break true;
+        }
+    };
+    holder.execute_batch("ROLLBACK").unwrap();
+    drop(holder);
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
+    let status = child.wait().unwrap();
+    assert!(waited, "no word while waiting for the lock:\n{said}{rest}");
+    assert!(status.success(), "{said}{rest}");
+    assert!(said.contains(db.to_str().unwrap()), "{said}");
+}

@@ -71,6 +71,24 @@ fn new_bar() -> ProgressBar {
     bar
 }
 
+/// A spinner with `message` on stderr for work that cannot count itself (a walk of the
+/// evidence tree); cleared when dropped. Drawn only on a terminal and never with `-q`.
+pub struct Spinner(ProgressBar);
+
+impl Spinner {
+    pub fn new(message: impl Into<String>) -> Self {
+        let bar = new_bar();
+        bar.set_message(message.into());
+        Self(bar)
+    }
+}
+
+impl Drop for Spinner {
+    fn drop(&mut self) {
+        self.0.finish_and_clear();
+    }
+}
+
 fn spinner_style() -> ProgressStyle {
     ProgressStyle::with_template("{spinner} {elapsed:>4} {msg}")
         .unwrap_or_else(|_| ProgressStyle::default_spinner())

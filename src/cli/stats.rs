@@ -98,6 +98,14 @@ fn stats_error(e: StatsError, snapshot: &PolicySnapshot) -> anyhow::Error {
 
 /// Measures on a blocking thread: a large tree is seconds of file-system calls.
 async fn measure(snapshot: &PolicySnapshot, scope: Scope) -> Result<StatsReport> {
+    let _spinner = super::progress::Spinner::new(format!(
+        "measuring the evidence under {}",
+        snapshot
+            .policy
+            .section::<speckit_retention::EvidencePolicy>()
+            .root
+            .display()
+    ));
     let policy = snapshot.policy.clone();
     let measured = tokio::task::spawn_blocking(move || collect_with_trackers(&policy, &scope))
         .await

@@ -115,7 +115,15 @@ impl RetryPolicy {
                 Err(e) if e.is_transient() && attempt + 1 < attempts => {
                     counters.busy_retries.fetch_add(1, Ordering::Relaxed);
                     let delay = self.backoff(attempt);
-                    tracing::debug!(database = %path.display(), attempt = attempt + 1, ?delay, error = %e, "database busy; retrying");
+                    // SQLite's busy_timeout already waited for the lock: another process
+                    // holds it that long. Said at warn so a waiting command is not silent.
+                    tracing::warn!(
+                        database = %path.display(),
+                        attempt = attempt + 1,
+                        of = attempts,
+                        waited_ms = started.elapsed().as_millis() as u64,
+                        "another process holds the database's lock ({e}); still waiting"
+                    );
                     std::thread::sleep(delay);
                 }
                 Err(e) if e.is_transient() => {
