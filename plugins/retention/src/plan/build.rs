@@ -320,6 +320,7 @@ pub fn build(req: &PlanRequest<'_>) -> Result<Plan, RetentionError> {
                         path: relative.clone(),
                         created_at_ms: verified.manifest.created_at_ms,
                         bytes: verified.bytes,
+                        remote: None,
                     });
                 }
                 unit.adopt.push(Adopt {
@@ -336,6 +337,7 @@ pub fn build(req: &PlanRequest<'_>) -> Result<Plan, RetentionError> {
             )),
         }
     }
+    let offload = crate::offload::Planner::new(req.policy, req.now);
     for rec in &recorded {
         let Some(k) = unit_for(&mut units, &mut decider, &mut exempt, req.only, &rec.spec) else {
             continue;
@@ -346,7 +348,10 @@ pub fn build(req: &PlanRequest<'_>) -> Result<Plan, RetentionError> {
                 path: rec.path.clone(),
                 created_at_ms: rec.created_at_ms,
                 bytes: rec.bytes,
+                remote: rec.remote.as_ref().map(|r| r.url.clone()),
             });
+        } else if let Some(o) = offload.plan(req.root, rec) {
+            units.get_mut(&k).expect("unit").offload.push(o);
         }
         // A recorded archive missing or damaged on disk is reported by `verify`.
     }
