@@ -38,7 +38,7 @@ pub enum OffloadError {
     Url { url: String, why: String },
     #[error("{0}")]
     Credentials(String),
-    #[error("{url}: {op} failed: {source}")]
+    #[error("{url}: {op} failed: {}", with_causes(source))]
     Store {
         url: String,
         op: &'static str,
@@ -58,6 +58,22 @@ pub enum OffloadError {
     Refused { url: String, detail: String },
     #[error("the offload client cannot start: {0}")]
     Runtime(io::Error),
+}
+
+/// An error and its causes (`error sending request: ...: Connection refused`): the
+/// store's own message often leaves the telling part to its sources.
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
 }
 
 /// Which store an object is in.

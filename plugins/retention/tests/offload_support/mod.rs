@@ -78,7 +78,8 @@ pub fn run_at(
         faults,
         &|| false,
         1,
-        2,
+        // One SPEC after the other: the fault tests stop the server between two archives.
+        1,
     )
     .unwrap()
 }
