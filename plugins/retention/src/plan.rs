@@ -105,7 +105,8 @@ pub struct Purge {
 /// A recorded archive to offload (or whose offload to finish).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Offload {
-    pub archive_id: i64,
+    /// Its record; `None` for an archive adopted in the same run.
+    pub archive_id: Option<i64>,
     /// Relative to the root.
     pub path: String,
     pub created_at_ms: i64,

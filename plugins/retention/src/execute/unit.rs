@@ -475,12 +475,25 @@ impl UnitRun<'_, '_> {
             if (self.req.cancelled)() {
                 return; // the rest are marked skipped ("cancelled")
             }
+            let id = o
+                .archive_id
+                .or_else(|| self.adopted_ids.get(&o.path).copied());
+            let Some(id) = id else {
+                self.t.set(
+                    plan::ActionKind::Offload,
+                    &o.path,
+                    ActionStatus::Skipped,
+                    Some("its adoption failed".into()),
+                );
+                continue;
+            };
             let result = match self.req.remote {
                 Ok(remote) => crate::offload::offload_one(
                     remote,
                     &self.tree,
                     self.req.storage,
                     o,
+                    id,
                     self.req.now,
                     self.faults(),
                 ),

@@ -72,7 +72,7 @@ impl Planner {
             return None; // verify reports damage; a damaged archive is never uploaded
         }
         let offload = |target: String, recorded: Option<RemoteCopy>| Offload {
-            archive_id: rec.id,
+            archive_id: Some(rec.id),
             path: rec.path.clone(),
             created_at_ms: rec.created_at_ms,
             bytes: rec.bytes,
@@ -86,6 +86,21 @@ impl Planner {
         let base = self.base.as_ref()?;
         (rec.created_at_ms < self.cutoff_ms)
             .then(|| offload(base.join(object_key(&rec.path)).to_string(), None))
+    }
+
+    /// The offload of an unrecorded archive this run adopts (found verified on disk), if
+    /// offload is on and it is past the age: it runs once the adoption is recorded.
+    pub fn plan_adopted(&self, relative: &str, verified: &archive::Verified) -> Option<Offload> {
+        let base = self.base.as_ref()?;
+        (verified.manifest.created_at_ms < self.cutoff_ms).then(|| Offload {
+            archive_id: None,
+            path: relative.to_string(),
+            created_at_ms: verified.manifest.created_at_ms,
+            bytes: verified.bytes,
+            sha256: verified.sha256.clone(),
+            target: base.join(object_key(relative)).to_string(),
+            recorded: None,
+        })
     }
 }
 
@@ -123,6 +138,7 @@ pub fn offload_one(
     tree: &Tree,
     storage: &Storage,
     o: &Offload,
+    archive_id: i64,
     now: DateTime<Utc>,
     faults: Option<&dyn Faults>,
 ) -> Result<Offloaded, String> {
@@ -179,7 +195,7 @@ pub fn offload_one(
                 version: uploaded.version,
                 offloaded_at_ms: now.timestamp_millis(),
             };
-            let id = o.archive_id;
+            let id = archive_id;
             let row = copy.clone();
             let marked = storage.write_blocking(move |tx| {
                 catalog::mark_offloaded(tx, id, &row)

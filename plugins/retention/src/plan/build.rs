@@ -307,6 +307,7 @@ pub fn build(req: &PlanRequest<'_>) -> Result<Plan, RetentionError> {
                 .push(relative);
         }
     }
+    let offload = crate::offload::Planner::new(req.policy, req.now);
     for (key, relative) in disk_archives {
         let Some(k) = unit_for(&mut units, &mut decider, &mut exempt, req.only, &key) else {
             continue;
@@ -314,6 +315,9 @@ pub fn build(req: &PlanRequest<'_>) -> Result<Plan, RetentionError> {
         match archive::verify(&req.root.join(&relative)) {
             Ok(verified) if verified.manifest.spec == key => {
                 let unit = units.get_mut(&k).expect("unit");
+                if verified.manifest.created_at_ms >= purge_cutoff_ms {
+                    unit.offload.extend(offload.plan_adopted(&relative, &verified));
+                }
                 if verified.manifest.created_at_ms < purge_cutoff_ms {
                     unit.purge.push(Purge {
                         archive_id: None,
@@ -337,7 +341,6 @@ pub fn build(req: &PlanRequest<'_>) -> Result<Plan, RetentionError> {
             )),
         }
     }
-    let offload = crate::offload::Planner::new(req.policy, req.now);
     for rec in &recorded {
         let Some(k) = unit_for(&mut units, &mut decider, &mut exempt, req.only, &rec.spec) else {
             continue;
