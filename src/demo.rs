@@ -20,7 +20,17 @@ pub struct DemoWorkspace {
     pub database_bytes: u64,
     /// Archives an earlier cleanup wrote long ago (the pass purges them).
     pub old_archives: usize,
+    /// Archives an earlier cleanup wrote [`OFFLOAD_AGE_DAYS`] days ago: past
+    /// `offload.after_days`, before the purge age (the pass offloads them).
+    pub offload_archives: usize,
+    /// The demo's `file://` offload store (a folder in the workspace).
+    pub offload_store: PathBuf,
 }
+
+/// The demo policy's `offload.after_days`.
+pub const OFFLOAD_AFTER_DAYS: i64 = 45;
+/// How old the demo's archives to offload are.
+pub const OFFLOAD_AGE_DAYS: i64 = 60;
 
 /// SPECs of the demo and their tracker statuses.
 pub const DEMO_SPECS: &[(&str, &str)] = &[
@@ -57,7 +67,10 @@ pub fn create_workspace(dir: &Path) -> std::io::Result<DemoWorkspace> {
         })
         .collect();
     let files = evidence::generate(&evidence_root, &specs, now)?;
-    let old_archives = write_old_archives(dir, &evidence_root, now)?;
+    let old_archives = write_old_archives(dir, &evidence_root, now, 120)?;
+    let offload_archives = write_old_archives(dir, &evidence_root, now, OFFLOAD_AGE_DAYS)?;
+    let offload_store = dir.join("offload-store");
+    std::fs::create_dir_all(&offload_store)?;
     tracker::write_eleven_column(&dir.join("SPEC.md"), DEMO_SPECS)?;
 
     let database_path = dir.join("consensus_artifacts.db");
@@ -83,10 +96,16 @@ pub fn create_workspace(dir: &Path) -> std::io::Result<DemoWorkspace> {
     let config_path = dir.join("speckit.toml");
     std::fs::write(
         &config_path,
-        format!("{DEMO_CONFIG}{}", crate::demo_agents::agents_toml()),
+        format!(
+            "{DEMO_CONFIG}{}{}",
+            offload_section(&offload_store),
+            crate::demo_agents::agents_toml()
+        ),
     )?;
     Ok(DemoWorkspace {
         old_archives,
+        offload_archives,
+        offload_store,
         dir: dir.to_path_buf(),
         config_path,
         database_bytes: std::fs::metadata(&database_path)?.len(),
@@ -116,13 +135,24 @@ free_fraction_threshold = 0.1
 chunk_pages = 512
 "#;
 
-/// Archives of the finished SPECs as an earlier cleanup wrote them 120 days ago (their
-/// sources long deleted), so the demo pass has old archives to purge. The fresh demo
-/// database has no record of them: the pass adopts them (verified) and then purges them.
+/// The demo's `[offload]`: a `file://` store in the workspace (a folder on this machine
+/// stands in for a bucket), with an age the demo's 60-day-old archives are past.
+fn offload_section(store: &Path) -> String {
+    format!(
+        "\n# Old archives go to object storage (here a folder of the workspace; s3://bucket/prefix\n# for S3), and only then leave the evidence tree.\n[offload]\nafter_days = {OFFLOAD_AFTER_DAYS}\nurl = \"file://{}\"\n",
+        store.display()
+    )
+}
+
+/// Archives of the finished SPECs as an earlier cleanup wrote them `age_days` ago (their
+/// sources long deleted): at 120 days the demo pass has old archives to purge, at 60 days
+/// archives to offload. The fresh demo database has no record of them: the pass adopts
+/// them (verified) and then purges or offloads them.
 fn write_old_archives(
     dir: &Path,
     evidence_root: &Path,
     now: chrono::DateTime<Utc>,
+    age_days: i64,
 ) -> std::io::Result<usize> {
     use speckit_retention::archive;
     let staging = dir.join(".demo-staging");
@@ -131,15 +161,15 @@ fn write_old_archives(
         if !status.eq_ignore_ascii_case("done") {
             continue;
         }
-        let created_at = now - Duration::days(120);
+        let created_at = now - Duration::days(age_days);
         let generated = evidence::generate(
             &staging,
             &[evidence::SpecEvidence {
                 spec_id: spec.to_string(),
                 files_per_kind: 4,
                 file_bytes: 8_000,
-                oldest_age: Duration::days(200),
-                newest_age: Duration::days(160),
+                oldest_age: Duration::days(age_days + 80),
+                newest_age: Duration::days(age_days + 40),
             }],
             now,
         )?;

@@ -74,6 +74,66 @@ fn the_demo_refuses_then_cleans_then_spawns_and_keeps_its_workspace() {
         "{}",
         String::from_utf8_lossy(&stats.stderr)
     );
+    // Offload to the workspace's file:// store: the 60-day-old archives went there, and
+    // `archives` (a next step) says where each archive is.
+    assert!(
+        stdout.contains("offloaded 2 archive(s)"),
+        "no offload in the cleanup summary:\n{stdout}"
+    );
+    let store = kept.join("offload-store");
+    let objects: Vec<_> = std::fs::read_dir(&store)
+        .unwrap()
+        .flat_map(|spec| std::fs::read_dir(spec.unwrap().path()).unwrap())
+        .map(|f| f.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(objects.len(), 2, "{objects:?}");
+    let archives = Command::new(BIN)
+        .args(["archives", "--json"])
+        .current_dir(&kept)
+        .env_remove("SPECKIT_CONFIG")
+        .output()
+        .unwrap();
+    assert!(
+        archives.status.success(),
+        "{}",
+        String::from_utf8_lossy(&archives.stderr)
+    );
+    let listed = speckit_testkit::json::data(&archives.stdout)["archives"].clone();
+    let count = |w: &str| {
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|a| a["location"] == w)
+            .count()
+    };
+    assert_eq!(count("remote"), 2, "{listed:#}");
+    assert_eq!(count("purged"), 2, "{listed:#}");
+    assert!(count("local") >= 1, "{listed:#}");
+    let table = Command::new(BIN)
+        .arg("archives")
+        .current_dir(&kept)
+        .env_remove("SPECKIT_CONFIG")
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&table.stdout);
+    assert!(
+        table.contains(&format!("-> file://{}", store.display())),
+        "{table}"
+    );
+    // A restore fetches the offloaded archives back from the store.
+    let restore = Command::new(BIN)
+        .args(["restore", "SPEC-KIT-900", "--to", "restored"])
+        .current_dir(&kept)
+        .env_remove("SPECKIT_CONFIG")
+        .output()
+        .unwrap();
+    assert!(
+        restore.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&restore.stdout),
+        String::from_utf8_lossy(&restore.stderr)
+    );
     assert!(stdout.contains(&format!("rm -rf {}", kept.display())));
     std::fs::remove_dir_all(&kept).unwrap();
 }

@@ -153,6 +153,7 @@ fn every_json_output_is_the_one_envelope() {
             "spawn",
         ),
         (&["run", "--once", "--json"], "run"),
+        (&["archives", "--json"], "archives"),
     ];
     for (args, command) in commands {
         let out = run(&config, args);

@@ -34,6 +34,7 @@ fn the_documented_file_holds_every_default_and_nothing_else() {
         "schedule",
         "evidence",
         "retention",
+        "offload",
         "vacuum",
         "spawn",
     ] {

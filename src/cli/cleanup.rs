@@ -54,7 +54,7 @@ pub struct RestoreArgs {
 }
 
 /// Clap's parser for SPEC-ID arguments: an invalid one is a usage error (exit 2) naming why.
-fn parse_spec_id(value: &str) -> Result<SpecId, String> {
+pub(super) fn parse_spec_id(value: &str) -> Result<SpecId, String> {
     SpecId::parse(value).map_err(|e| e.to_string())
 }
 
@@ -150,6 +150,15 @@ fn action_line(a: &Action) -> String {
                 };
                 let day = made.get(..10).unwrap_or(made);
                 line.push_str(&format!(" [made {day}, from {source}]"));
+            }
+        }
+        ActionKind::Offload => {
+            if let Some(url) = &a.archive {
+                let size = a
+                    .bytes
+                    .map(speckit_engine::units::human_bytes)
+                    .unwrap_or_default();
+                line.push_str(&format!(" -> {url} [{size}]"));
             }
         }
         ActionKind::ArchiveRows => {

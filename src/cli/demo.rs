@@ -58,6 +58,13 @@ pub async fn demo(_global: &GlobalArgs, args: DemoArgs) -> Result<u8> {
         ws.old_archives
     );
     println!(
+        "  {} archive(s) an earlier cleanup wrote {} days ago (past offload.after_days = {}: the pass offloads them to file://{})",
+        ws.offload_archives,
+        speckit_hygiene::demo::OFFLOAD_AGE_DAYS,
+        speckit_hygiene::demo::OFFLOAD_AFTER_DAYS,
+        ws.offload_store.display()
+    );
+    println!(
         "  consensus database {} ({}, upstream-shaped, mostly free pages)",
         ws.database_path
             .file_name()
@@ -113,6 +120,9 @@ fn print_next_steps(dir: &std::path::Path) {
     println!("  speckit-hygiene stats                  # evidence per SPEC against the limits");
     println!("  speckit-hygiene jobs                   # the runs this pass recorded");
     println!("  speckit-hygiene cleanup --dry-run      # what a cleanup would do now");
-    println!("  speckit-hygiene restore SPEC-KIT-900   # put archived evidence back");
+    println!(
+        "  speckit-hygiene archives               # where each archive is: local, remote, purged"
+    );
+    println!("  speckit-hygiene restore SPEC-KIT-900   # put archived evidence back (offloaded ones are fetched)");
     println!("Remove it with: rm -rf {}", dir.display());
 }

@@ -1,5 +1,6 @@
 //! Argument parsing and dispatch; one module per command group.
 
+mod archives;
 mod check;
 mod cleanup;
 mod demo;
@@ -80,8 +81,11 @@ pub enum Command {
     Vacuum(vacuum::VacuumArgs),
     /// Archive old evidence of inactive SPECs and purge old archives.
     Cleanup(cleanup::CleanupArgs),
-    /// Put a SPEC's archived files and database rows back.
+    /// Put a SPEC's archived files and database rows back (fetching offloaded archives).
     Restore(cleanup::RestoreArgs),
+    /// List every recorded archive and where it is: local, remote (offloaded), both,
+    /// missing or purged.
+    Archives(archives::ArchivesArgs),
     /// Evidence sizes per SPEC against the limits.
     Stats(stats::StatsArgs),
     /// Whether automation may start on a SPEC (exit 0 allow/warn, 3 block).
@@ -137,6 +141,7 @@ impl Command {
             Command::Completions(_) => "completions",
             Command::Man(_) => "man",
             Command::Service(_) => "service",
+            Command::Archives(_) => "archives",
         }
     }
 
@@ -152,6 +157,7 @@ impl Command {
             Command::Restore(a) if a.json => Some("restore"),
             Command::Stats(a) if a.json => Some("stats"),
             Command::Guard(a) if a.json => Some("guard"),
+            Command::Archives(a) if a.json => Some("archives"),
             Command::Spawn(a) => match &a.command {
                 Some(spawn::SpawnCommand::Stats { json: true }) => Some("spawn stats"),
                 None if a.json => Some("spawn"),
@@ -176,6 +182,7 @@ pub async fn dispatch(cli: Cli) -> ExitCode {
         Command::Vacuum(a) => vacuum::vacuum(&global, a).await,
         Command::Cleanup(a) => cleanup::cleanup(&global, a).await,
         Command::Restore(a) => cleanup::restore(&global, a).await,
+        Command::Archives(a) => archives::archives(&global, a).await,
         Command::Stats(a) => stats::stats(&global, a).await,
         Command::Guard(a) => stats::guard(&global, a).await,
         Command::Spawn(a) => spawn::spawn(&global, a).await,

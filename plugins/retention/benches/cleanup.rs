@@ -117,6 +117,7 @@ fn main() {
         now,
         zstd_level: policy.section::<RetentionPolicy>().zstd_level,
         faults: None,
+        remote: Err("no offload in this benchmark"),
         cancelled: &|| false,
         progress: &|_, _| {},
         workers: threads,

@@ -39,6 +39,26 @@ pub struct ArchiveRecord {
     /// What the last check found wrong (`None`: intact), and when it was first found.
     pub damage: Option<String>,
     pub damage_found_at_ms: Option<i64>,
+    /// The offloaded copy (see [`crate::offload`]); `None`: never offloaded.
+    pub remote: Option<RemoteCopy>,
+}
+
+/// Where an offloaded archive's copy is: recorded only after the object was read back
+/// and matched the archive's sha256 and size.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RemoteCopy {
+    /// The object's full URL (`s3://bucket/prefix/SPEC/name.tar.zst`, `file:///...`).
+    pub url: String,
+    pub etag: Option<String>,
+    pub version: Option<String>,
+    pub offloaded_at_ms: i64,
+}
+
+impl ArchiveRecord {
+    /// Whether the archive was offloaded (its local file may be gone).
+    pub fn is_offloaded(&self) -> bool {
+        self.remote.is_some()
+    }
 }
 
 /// A member of a recorded archive (from its manifest), with the archive it is in.
@@ -51,20 +71,31 @@ pub struct RecordedMember {
     pub sha256: String,
 }
 
-const COLUMNS: &str = "id, spec_id, path, created_at, bytes, member_count, source_bytes, sha256, db_rows, origin, purged_at, verified_at, damage, damage_found_at";
+const COLUMNS: &str = "id, spec_id, path, created_at, bytes, member_count, source_bytes, sha256, db_rows, origin, purged_at, verified_at, damage, damage_found_at, remote_url, remote_etag, remote_version, offloaded_at";
 
-/// [`COLUMNS`] for a table still at schema version 1 (a dry run opens the database
-/// read-only, so its tables are not brought up to date): no health columns yet.
-const COLUMNS_V1: &str = "id, spec_id, path, created_at, bytes, member_count, source_bytes, sha256, db_rows, origin, purged_at, NULL, NULL, NULL";
+/// [`COLUMNS`] for a table still at schema version 2 (a dry run opens the database
+/// read-only, so its tables are not brought up to date): no offload columns yet.
+const COLUMNS_V2: &str = "id, spec_id, path, created_at, bytes, member_count, source_bytes, sha256, db_rows, origin, purged_at, verified_at, damage, damage_found_at, NULL, NULL, NULL, NULL";
 
-/// The columns to select: the health columns where the table has them.
+/// [`COLUMNS`] for a table still at schema version 1: no health columns either.
+const COLUMNS_V1: &str = "id, spec_id, path, created_at, bytes, member_count, source_bytes, sha256, db_rows, origin, purged_at, NULL, NULL, NULL, NULL, NULL, NULL, NULL";
+
+/// The columns to select: the health and offload columns where the table has them.
 fn columns(conn: &Connection) -> rusqlite::Result<&'static str> {
-    let has_health: bool = conn.query_row(
-        "SELECT EXISTS (SELECT 1 FROM pragma_table_info('hygiene_archives') WHERE name = 'damage')",
-        [],
-        |r| r.get(0),
-    )?;
-    Ok(if has_health { COLUMNS } else { COLUMNS_V1 })
+    let has = |column: &str| -> rusqlite::Result<bool> {
+        conn.query_row(
+            "SELECT EXISTS (SELECT 1 FROM pragma_table_info('hygiene_archives') WHERE name = ?1)",
+            [column],
+            |r| r.get(0),
+        )
+    };
+    Ok(if has("remote_url")? {
+        COLUMNS
+    } else if has("damage")? {
+        COLUMNS_V2
+    } else {
+        COLUMNS_V1
+    })
 }
 
 fn record_from(row: &rusqlite::Row<'_>) -> rusqlite::Result<ArchiveRecord> {
@@ -83,6 +114,15 @@ fn record_from(row: &rusqlite::Row<'_>) -> rusqlite::Result<ArchiveRecord> {
         verified_at_ms: row.get(11)?,
         damage: row.get(12)?,
         damage_found_at_ms: row.get(13)?,
+        remote: match row.get::<_, Option<String>>(14)? {
+            Some(url) => Some(RemoteCopy {
+                url,
+                etag: row.get(15)?,
+                version: row.get(16)?,
+                offloaded_at_ms: row.get::<_, Option<i64>>(17)?.unwrap_or_default(),
+            }),
+            None => None,
+        },
     })
 }
 
@@ -107,6 +147,19 @@ pub fn unpurged(conn: &Connection) -> rusqlite::Result<Vec<ArchiveRecord>> {
     let columns = columns(conn)?;
     let mut stmt = conn.prepare(&format!(
         "SELECT {columns} FROM hygiene_archives WHERE purged_at IS NULL ORDER BY created_at, id"
+    ))?;
+    let rows = stmt.query_map([], record_from)?;
+    rows.collect()
+}
+
+/// Every archive record, purged ones included, oldest first (none without the table).
+pub fn all(conn: &Connection) -> rusqlite::Result<Vec<ArchiveRecord>> {
+    if !table_exists(conn, ARCHIVES_TABLE)? {
+        return Ok(Vec::new());
+    }
+    let columns = columns(conn)?;
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {columns} FROM hygiene_archives ORDER BY created_at, id"
     ))?;
     let rows = stmt.query_map([], record_from)?;
     rows.collect()
@@ -162,6 +215,13 @@ pub fn file_members_of(root: &Path, recorded: &[ArchiveRecord], spec: &str) -> H
     mine.sort_by_key(|r| (r.created_at_ms, r.id));
     for record in mine {
         let path = root.join(&record.path);
+        // An offloaded archive whose local file is gone holds its files only remotely:
+        // deleting a source on its word would need the archive fetched to check each
+        // member's hash, so its files count as not archived here (if a copy is still in
+        // the tree, a new local archive takes it; nothing is deleted without one).
+        if record.is_offloaded() && std::fs::symlink_metadata(&path).is_err() {
+            continue;
+        }
         let manifest = match sidecar::manifest_of(&path, &record.sha256, record.bytes) {
             Ok((manifest, sidecar::Source::Sidecar)) => manifest,
             Ok((manifest, sidecar::Source::Archive)) => {
@@ -245,6 +305,22 @@ pub fn mark_purged(tx: &Transaction<'_>, id: i64, at_ms: i64) -> rusqlite::Resul
         params![id, at_ms],
     )?;
     Ok(())
+}
+
+/// Records archive `id` as offloaded to `remote` (its object read back and matched), in
+/// the caller's transaction; only after this commits may the local file be deleted.
+/// Returns whether the record was there (unpurged) to mark.
+pub fn mark_offloaded(
+    tx: &Transaction<'_>,
+    id: i64,
+    remote: &RemoteCopy,
+) -> rusqlite::Result<bool> {
+    let n = tx.execute(
+        "UPDATE hygiene_archives SET remote_url = ?2, remote_etag = ?3, remote_version = ?4, offloaded_at = ?5 \
+         WHERE id = ?1 AND purged_at IS NULL",
+        params![id, remote.url, remote.etag, remote.version, remote.offloaded_at_ms],
+    )?;
+    Ok(n == 1)
 }
 
 /// Records a full check of archive `id` that found it intact at `at_ms` (clearing any

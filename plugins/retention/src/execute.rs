@@ -1,5 +1,6 @@
 //! Executes a [`Plan`]: per SPEC, under its lock, in this order: discard temporaries, adopt
-//! unrecorded archives, purge old archives, delete already-archived sources, then write
+//! unrecorded archives, purge old archives (an offloaded one's object first), offload old
+//! archives (see [`crate::offload`]), delete already-archived sources, then write
 //! the new archive (temp, fsync, verify, rename, fsync folder), write its manifest sidecar
 //! (see [`crate::sidecar`]), record it (one row) and delete its database rows in one
 //! transaction, and only then delete its sources.
@@ -31,6 +32,9 @@ pub struct ExecRequest<'a> {
     pub now: DateTime<Utc>,
     pub zstd_level: i32,
     pub faults: Option<&'a dyn Faults>,
+    /// The offload store's client, when the plan offloads or purges an offloaded archive
+    /// (`Err`: why there is none; those actions fail with it).
+    pub remote: Result<&'a crate::offload::Remote, &'a str>,
     /// Polled between steps: stop at the next safe point when it returns true.
     pub cancelled: &'a (dyn Fn() -> bool + Sync),
     /// Told `(SPECs done, SPECs in the plan)` after each SPEC (from the worker threads).
@@ -56,6 +60,21 @@ pub struct Figures {
     pub deleted_bytes: u64,
     pub purged_archives: u64,
     pub purged_bytes: u64,
+    /// Offloaded archives' objects deleted by purges.
+    #[serde(default)]
+    pub purged_remote_objects: u64,
+    /// Archives whose local copy was deleted after their offloaded copy was read back and
+    /// recorded, and those local bytes (apparent, from `stat` before the unlink).
+    #[serde(default)]
+    pub offloaded_archives: u64,
+    #[serde(default)]
+    pub offloaded_local_bytes: u64,
+    /// Bytes sent to the offload store.
+    #[serde(default)]
+    pub uploaded_bytes: u64,
+    /// Allocated bytes of the offloaded archives' local copies deleted.
+    #[serde(default)]
+    pub offloaded_allocated_bytes: u64,
     pub adopted_archives: u64,
     pub discarded_temps: u64,
     pub archived_rows: u64,
@@ -88,6 +107,11 @@ impl Figures {
         self.deleted_bytes += o.deleted_bytes;
         self.purged_archives += o.purged_archives;
         self.purged_bytes += o.purged_bytes;
+        self.purged_remote_objects += o.purged_remote_objects;
+        self.offloaded_archives += o.offloaded_archives;
+        self.offloaded_local_bytes += o.offloaded_local_bytes;
+        self.uploaded_bytes += o.uploaded_bytes;
+        self.offloaded_allocated_bytes += o.offloaded_allocated_bytes;
         self.adopted_archives += o.adopted_archives;
         self.discarded_temps += o.discarded_temps;
         self.archived_rows += o.archived_rows;
@@ -179,9 +203,11 @@ pub fn run(req: &ExecRequest<'_>) -> Outcome {
         outcome.cancelled |= u.cancelled;
     }
     let f = &mut outcome.figures;
-    f.bytes_reclaimed = (f.deleted_bytes + f.purged_bytes) as i64 - f.archive_bytes_written as i64;
-    f.allocated_bytes_reclaimed = (f.deleted_allocated_bytes + f.purged_allocated_bytes) as i64
-        - f.archive_allocated_bytes_written as i64;
+    f.bytes_reclaimed = (f.deleted_bytes + f.purged_bytes + f.offloaded_local_bytes) as i64
+        - f.archive_bytes_written as i64;
+    f.allocated_bytes_reclaimed =
+        (f.deleted_allocated_bytes + f.purged_allocated_bytes + f.offloaded_allocated_bytes) as i64
+            - f.archive_allocated_bytes_written as i64;
     if f.allocated_bytes_reclaimed < 0 {
         let f = outcome.figures.clone();
         outcome.warnings.push(format!(

@@ -29,6 +29,18 @@ pub enum Step {
     DeleteSource,
     /// Deleting an old archive.
     PurgeArchive,
+    /// Uploading an archive to the offload store (after its local file was checked).
+    UploadArchive,
+    /// Reading an uploaded archive back from the store.
+    ReadBackArchive,
+    /// Recording an archive as offloaded (one transaction).
+    RecordOffload,
+    /// Deleting an offloaded archive's local file (after its record).
+    DeleteOffloaded,
+    /// Deleting an offloaded archive's object (a purge, before its record).
+    PurgeRemote,
+    /// Fetching an offloaded archive for a restore.
+    FetchArchive,
     /// Writing a restored file.
     RestoreFile,
     /// Writing the daily summary.

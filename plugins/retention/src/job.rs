@@ -162,12 +162,17 @@ pub fn cleanup_blocking(
         result.duration_ms = started.elapsed().as_millis() as u64;
         return Ok(result);
     }
+    let remote = offload_client(&result.plan, ctx_policy);
     let outcome = execute::run(&ExecRequest {
         plan: &result.plan,
         storage,
         now,
         zstd_level: ctx_policy.section::<RetentionPolicy>().zstd_level,
         faults,
+        remote: match &remote {
+            Ok(r) => Ok(r),
+            Err(why) => Err(why.as_str()),
+        },
         cancelled,
         progress: control.progress,
         workers,
@@ -200,6 +205,23 @@ pub fn cleanup_blocking(
     }
     result.executed = Some(outcome);
     Ok(result)
+}
+
+/// The offload store's client, when the plan offloads an archive or purges an offloaded
+/// one (else, or when it cannot start, why there is none).
+fn offload_client(
+    plan: &Plan,
+    policy: &speckit_engine::Policy,
+) -> Result<crate::offload::Remote, String> {
+    let needed = plan
+        .units
+        .iter()
+        .any(|u| !u.offload.is_empty() || u.purge.iter().any(|p| p.remote.is_some()));
+    if !needed {
+        return Err("no offload in this plan".into());
+    }
+    crate::offload::Remote::new(&policy.section::<crate::OffloadPolicy>())
+        .map_err(|e| e.to_string())
 }
 
 /// Checks the recorded archives the plan keeps (see [`crate::verify`]); a real run first
@@ -277,6 +299,35 @@ fn run_note(result: &CleanupResult, figures: &Figures, force: bool) -> String {
     out
 }
 
+/// The offload part of a real run's summary: what was offloaded, measured, and how many
+/// planned offloads did not finish (their archives stay local; the errors say why).
+fn offload_note(figures: &Figures, planned: &PlanFigures) -> String {
+    if planned.offload_archives == 0 && figures.purged_remote_objects == 0 {
+        return String::new();
+    }
+    let mut out = format!(
+        "; offloaded {} archive(s) ({} sent, {} of local copies deleted)",
+        figures.offloaded_archives,
+        human_bytes(figures.uploaded_bytes),
+        human_bytes(figures.offloaded_local_bytes)
+    );
+    let left = planned
+        .offload_archives
+        .saturating_sub(figures.offloaded_archives);
+    if left > 0 {
+        out.push_str(&format!(
+            ", {left} not offloaded (kept local, retried next run)"
+        ));
+    }
+    if figures.purged_remote_objects > 0 {
+        out.push_str(&format!(
+            "; deleted {} offloaded object(s)",
+            figures.purged_remote_objects
+        ));
+    }
+    out
+}
+
 /// The `cleanup` job's report data: `report.figures::<CleanupReport>()`. Each figure
 /// counts what the run did (a dry run: what its plan would do).
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -346,7 +397,7 @@ pub fn cleanup_report(
     let exempt = plan.exempt.len();
     let summary = if result.executed.is_some() {
         format!(
-            "{}archived {} file(s) ({}) and {} database row(s) into {} archive(s) ({}); deleted {} source file(s); purged {} archive(s) ({}){}; {} reclaimed; {} SPEC(s) exempt; {} error(s){}",
+            "{}archived {} file(s) ({}) and {} database row(s) into {} archive(s) ({}); deleted {} source file(s); purged {} archive(s) ({}){}{}; {} reclaimed; {} SPEC(s) exempt; {} error(s){}",
             run_note(result, &figures, options.force),
             figures.archived_files,
             human_bytes(figures.archived_bytes),
@@ -364,6 +415,7 @@ pub fn cleanup_report(
             } else {
                 String::new()
             },
+            offload_note(&figures, &planned),
             {
                 // Apparent bytes, then allocated blocks: what `du` and `df` see.
                 let signed = human_bytes_signed;
@@ -381,7 +433,7 @@ pub fn cleanup_report(
         format!("refused: {}", result.refused.as_deref().unwrap_or_default())
     } else {
         format!(
-            "dry run, nothing changed. The plan: archive {} file(s) ({}) and {} database row(s); delete {} already archived file(s); keep {} by rule; purge {} archive(s) ({}); adopt {}; discard {} temporary file(s); {} SPEC(s) exempt",
+            "dry run, nothing changed. The plan: archive {} file(s) ({}) and {} database row(s); delete {} already archived file(s); keep {} by rule; purge {} archive(s) ({}); offload {} archive(s) ({}); adopt {}; discard {} temporary file(s); {} SPEC(s) exempt",
             planned.archive_files,
             human_bytes(planned.archive_bytes),
             planned.archive_rows,
@@ -389,6 +441,8 @@ pub fn cleanup_report(
             planned.keep_files,
             planned.purge_archives,
             human_bytes(planned.purge_bytes),
+            planned.offload_archives,
+            human_bytes(planned.offload_bytes),
             planned.adopt_archives,
             planned.discard_temps,
             exempt
@@ -487,6 +541,7 @@ pub async fn restore(
 ) -> Result<JobReport, PluginError> {
     let RestoreOptions { spec, archive, to } = ctx.options()?;
     let root = ctx.policy.policy.section::<EvidencePolicy>().root.clone();
+    let offload = ctx.policy.policy.section::<crate::OffloadPolicy>();
     let storage = ctx.storage.clone();
     let report = tokio::task::spawn_blocking(move || {
         restore::restore(&RestoreRequest {
@@ -496,6 +551,7 @@ pub async fn restore(
             archive: archive.as_deref(),
             to: to.as_deref(),
             faults: faults.as_deref(),
+            offload: Some(&offload),
         })
     })
     .await

@@ -1,7 +1,8 @@
 //! The retention plugin: evidence layout, archive, purge, restore, size limits and stats.
 //!
 //! Jobs: `cleanup` (plan, then archive old evidence and database rows of inactive SPECs,
-//! purge old archives; see [`plan`] and [`execute`]) and `restore` (see [`restore`]).
+//! offload old archives to object storage, purge old archives; see [`plan`], [`execute`]
+//! and [`offload`]) and `restore` (see [`restore`]).
 //! Size limits and stats: issue 5 ([`stats`], [`limits`], [`guard`]).
 
 pub mod age;
@@ -18,6 +19,7 @@ pub mod job;
 pub mod layout;
 pub mod limits;
 pub mod lock;
+pub mod offload;
 pub mod plan;
 pub mod removal_guard;
 pub mod restore;
@@ -40,7 +42,9 @@ use std::sync::{Arc, Mutex};
 use faults::Faults;
 use plan::Action;
 pub use schema::RETENTION_SCHEMA;
-pub use settings::{EvidencePolicy, NonSpecEntries, RetentionPolicy, UntrackedSpecs};
+pub use settings::{
+    EvidencePolicy, NonSpecEntries, OffloadPolicy, RetentionPolicy, UntrackedSpecs,
+};
 
 /// How many runs' action lists are kept for callers that asked for them.
 const KEPT_ACTION_LISTS: usize = 4;
@@ -79,7 +83,14 @@ impl Plugin for RetentionPlugin {
         vec![
             SectionSpec::of::<EvidencePolicy>(),
             SectionSpec::of::<RetentionPolicy>(),
+            SectionSpec::of::<OffloadPolicy>(),
         ]
+    }
+    fn validate(&self, policy: &speckit_engine::Policy) -> Result<(), String> {
+        settings::check_offload_ages(
+            &policy.section::<OffloadPolicy>(),
+            &policy.section::<RetentionPolicy>(),
+        )
     }
     fn schema(&self) -> Option<&'static ComponentSchema> {
         Some(&RETENTION_SCHEMA)

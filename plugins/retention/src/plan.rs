@@ -9,7 +9,11 @@
 //!   never the only copy of anything);
 //! - **adopt**: a verified archive on disk without a database record (a run stopped between
 //!   rename and record, or the database was replaced): recorded as found;
-//! - **purge**: an archive older than `purge_after_days`;
+//! - **purge**: an archive older than `purge_after_days` (its offloaded copy too);
+//! - **offload**: a recorded local archive older than `offload.after_days` (when on): uploaded,
+//!   read back, recorded, then deleted locally; or an offloaded archive whose local copy
+//!   is still there (a run stopped after recording): deleted locally once the object is
+//!   found as recorded (see [`crate::offload`]);
 //! - **delete_archived**: a file old enough to archive that an unpurged, verified archive
 //!   already holds with the same size and mtime (an interrupted run's sources): deleted
 //!   after its hash is checked against the archive;
@@ -94,6 +98,24 @@ pub struct Purge {
     pub path: String,
     pub created_at_ms: i64,
     pub bytes: u64,
+    /// The offloaded copy's URL: deleted first (see [`crate::offload`]).
+    pub remote: Option<String>,
+}
+
+/// A recorded archive to offload (or whose offload to finish).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Offload {
+    /// Its record; `None` for an archive adopted in the same run.
+    pub archive_id: Option<i64>,
+    /// Relative to the root.
+    pub path: String,
+    pub created_at_ms: i64,
+    pub bytes: u64,
+    pub sha256: String,
+    /// The object's URL.
+    pub target: String,
+    /// Already recorded as offloaded (to `target`): only the local copy is left to delete.
+    pub recorded: Option<crate::catalog::RemoteCopy>,
 }
 
 /// An unrecorded archive found verified on disk.
@@ -130,6 +152,7 @@ pub struct Unit {
     pub discard_temps: Vec<String>,
     pub adopt: Vec<Adopt>,
     pub purge: Vec<Purge>,
+    pub offload: Vec<Offload>,
     pub finish: Vec<Finish>,
     pub keep: Vec<Keep>,
     pub archive: Option<NewArchive>,
@@ -149,6 +172,7 @@ impl Unit {
             discard_temps: Vec::new(),
             adopt: Vec::new(),
             purge: Vec::new(),
+            offload: Vec::new(),
             finish: Vec::new(),
             keep: Vec::new(),
             archive: None,
@@ -161,6 +185,7 @@ impl Unit {
         self.discard_temps.is_empty()
             && self.adopt.is_empty()
             && self.purge.is_empty()
+            && self.offload.is_empty()
             && self.finish.is_empty()
             && self.keep.is_empty()
             && self.archive.is_none()
@@ -210,6 +235,7 @@ pub enum ActionKind {
     DiscardTemp,
     Adopt,
     Purge,
+    Offload,
     DeleteArchived,
     Keep,
     Archive,
@@ -283,6 +309,11 @@ pub struct PlanFigures {
     pub delete_archived_bytes: u64,
     pub purge_archives: u64,
     pub purge_bytes: u64,
+    /// Archives to upload (or whose local copy to delete after an interrupted offload).
+    #[serde(default)]
+    pub offload_archives: u64,
+    #[serde(default)]
+    pub offload_bytes: u64,
     pub adopt_archives: u64,
     pub discard_temps: u64,
     pub keep_files: u64,
@@ -329,6 +360,8 @@ impl Plan {
             f.delete_archived_bytes += u.finish.iter().map(|x| x.file.size).sum::<u64>();
             f.purge_archives += u.purge.len() as u64;
             f.purge_bytes += u.purge.iter().map(|x| x.bytes).sum::<u64>();
+            f.offload_archives += u.offload.len() as u64;
+            f.offload_bytes += u.offload.iter().map(|x| x.bytes).sum::<u64>();
             f.adopt_archives += u.adopt.len() as u64;
             f.discard_temps += u.discard_temps.len() as u64;
             f.keep_files += u.keep.len() as u64;
@@ -378,8 +411,8 @@ fn skip_reason(s: &Skipped) -> String {
     }
 }
 
-/// A unit's actions, in execution order: discard_temp, adopt, purge, delete_archived, keep,
-/// archive, archive_rows.
+/// A unit's actions, in execution order: discard_temp, adopt, purge, offload,
+/// delete_archived, keep, archive, archive_rows.
 pub fn unit_actions(u: &Unit) -> Vec<Action> {
     let mut out = Vec::new();
     let why = archive_reason(u);
@@ -398,6 +431,23 @@ pub fn unit_actions(u: &Unit) -> Vec<Action> {
         let mut a = Action::new(ActionKind::Purge, p.path.clone(), &u.key);
         a.bytes = Some(p.bytes);
         a.made_at = DateTime::<Utc>::from_timestamp_millis(p.created_at_ms).map(|t| t.to_rfc3339());
+        if let Some(url) = &p.remote {
+            a.archive = Some(url.clone());
+            a.reason = Some(format!(
+                "older than retention.purge_after_days; its offloaded copy {url} is deleted first"
+            ));
+        }
+        out.push(a);
+    }
+    for o in &u.offload {
+        let mut a = Action::new(ActionKind::Offload, o.path.clone(), &u.key);
+        a.archive = Some(o.target.clone());
+        a.bytes = Some(o.bytes);
+        a.made_at = DateTime::<Utc>::from_timestamp_millis(o.created_at_ms).map(|t| t.to_rfc3339());
+        a.reason = Some(match &o.recorded {
+            None => "older than offload.after_days: upload, read back, record, then delete the local copy".into(),
+            Some(_) => "offloaded by an interrupted run: delete the local copy once the object is found as recorded".into(),
+        });
         out.push(a);
     }
     for f in &u.finish {

@@ -13,6 +13,9 @@
 //!   are reached by descriptor from the root (or `--to`), never through a symlink.
 //! - Database rows go back in one transaction (rows whose key exists are left alone), or,
 //!   with `--to`, are written as `db/<table>.jsonl` under DIR and the database is untouched.
+//! - An offloaded archive whose local file is gone is fetched from its recorded URL into
+//!   an unnamed temporary file (in `$TMPDIR`), checked against its recorded sha256 and
+//!   size, and restored from there; it is never written back into the archive folder.
 //! - Archives stay where they are; restore takes the SPEC's lock like cleanup does.
 
 use serde::Serialize;
@@ -40,6 +43,8 @@ pub struct RestoreRequest<'a> {
     /// Restore under this folder instead of the evidence root.
     pub to: Option<&'a Path>,
     pub faults: Option<&'a dyn Faults>,
+    /// `[offload]`, to fetch offloaded archives (`None`: they count as missing).
+    pub offload: Option<&'a crate::OffloadPolicy>,
 }
 
 /// What became of one archived file.
@@ -95,13 +100,25 @@ struct Chosen {
     path: PathBuf,
     label: String,
     record: Option<ArchiveRecord>,
+    /// An offloaded archive fetched into a temporary file.
+    fetched: Option<fs::File>,
 }
 
 impl Chosen {
-    /// Opens the archive: a recorded one through the root's held folders (never through
-    /// a symlink below the root), a named one by its path.
+    /// Opens the archive: a fetched one from its temporary file, a recorded one through
+    /// the root's held folders (never through a symlink below the root), a named one by
+    /// its path.
     fn open(&self, root: &Tree) -> Result<(fs::File, PathBuf), archive::ArchiveError> {
         let read_error = |path: PathBuf| move |source| archive::ArchiveError::Read { path, source };
+        if let Some(fetched) = &self.fetched {
+            use std::io::Seek;
+            let shown = PathBuf::from(self.remote_url().unwrap_or_default());
+            return fetched
+                .try_clone()
+                .and_then(|mut f| f.rewind().map(|()| f))
+                .map(|f| (f, shown.clone()))
+                .map_err(read_error(shown));
+        }
         if self.record.is_some() {
             let shown = root.display(&self.path);
             root.open_file(&self.path)
@@ -112,6 +129,55 @@ impl Chosen {
                 .map(|file| (file, self.path.clone()))
                 .map_err(read_error(self.path.clone()))
         }
+    }
+
+    fn remote_url(&self) -> Option<&str> {
+        self.record
+            .as_ref()
+            .and_then(|r| r.remote.as_ref())
+            .map(|c| c.url.as_str())
+    }
+
+    /// Fetches an offloaded archive whose local file is gone into a temporary file,
+    /// checked against its record (a local file, when there, is used as it is).
+    fn fetch_if_remote(
+        &mut self,
+        root: &Tree,
+        remote: &mut Option<crate::offload::Remote>,
+        req: &RestoreRequest<'_>,
+    ) -> Result<(), String> {
+        let (Some(record), Some(url)) = (&self.record, self.remote_url()) else {
+            return Ok(());
+        };
+        if root.stat(&self.path).is_ok() {
+            return Ok(());
+        }
+        let policy = req.offload.ok_or_else(|| {
+            format!(
+                "{}: offloaded to {url}, and no [offload] policy to fetch it with",
+                self.label
+            )
+        })?;
+        if remote.is_none() {
+            *remote = Some(crate::offload::Remote::new(policy).map_err(|e| e.to_string())?);
+        }
+        let remote = remote.as_ref().expect("set above");
+        let object = crate::offload::StoreUrl::parse(url).map_err(|why| format!("{url}: {why}"))?;
+        faults::check(req.faults, Step::FetchArchive, Path::new(url))
+            .map_err(|e| format!("fetching {url}: {e}"))?;
+        let mut file =
+            tempfile::tempfile().map_err(|e| format!("a temporary file for {url}: {e}"))?;
+        let (sha, bytes) = remote
+            .download(&object, &mut file)
+            .map_err(|e| format!("fetching {}: {e}", self.label))?;
+        if sha != record.sha256 || bytes != record.bytes {
+            return Err(format!(
+                "{url}: fetched {bytes} bytes with sha256 {sha}, but {} bytes with sha256 {} were recorded",
+                record.bytes, record.sha256
+            ));
+        }
+        self.fetched = Some(file);
+        Ok(())
     }
 
     /// Verifies it in full, against its record when it has one.
@@ -138,11 +204,12 @@ pub fn restore(req: &RestoreRequest<'_>) -> Result<RestoreReport, RetentionError
     let spec = req.spec.as_str();
     let root = Tree::open(req.root).map_err(RetentionError::io(req.root))?;
     // Which archives.
-    let chosen: Vec<Chosen> = match req.archive {
+    let mut chosen: Vec<Chosen> = match req.archive {
         Some(file) => vec![Chosen {
             path: file.to_path_buf(),
             label: file.to_string_lossy().into_owned(),
             record: None,
+            fetched: None,
         }],
         None => {
             let recorded = catalog::read(req.storage, catalog::unpurged)?;
@@ -153,6 +220,7 @@ pub fn restore(req: &RestoreRequest<'_>) -> Result<RestoreReport, RetentionError
                     path: PathBuf::from(&r.path),
                     label: r.path.clone(),
                     record: Some(r),
+                    fetched: None,
                 })
                 .collect();
             if mine.is_empty() {
@@ -167,7 +235,15 @@ pub fn restore(req: &RestoreRequest<'_>) -> Result<RestoreReport, RetentionError
     // and left out; the intact ones are restored (a named `--archive` must be intact).
     let mut verified = Vec::new();
     let mut damaged = Vec::new();
-    for c in &chosen {
+    let mut remote = None;
+    let mut unfetched = vec![false; chosen.len()];
+    for (i, c) in chosen.iter_mut().enumerate() {
+        if let Err(why) = c.fetch_if_remote(&root, &mut remote, req) {
+            damaged.push(format!("{why}; not restored from it"));
+            unfetched[i] = true;
+        }
+    }
+    for (c, _) in chosen.iter().zip(&unfetched).filter(|(_, skip)| !**skip) {
         match c.verify(&root) {
             Ok(v) => {
                 if !belongs(&v.manifest.spec, spec) {

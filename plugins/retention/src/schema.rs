@@ -30,6 +30,11 @@ pub static RETENTION_SCHEMA: ComponentSchema = ComponentSchema {
             name: "archive health: when each archive was last verified, and damage found",
             apply: MigrationStep::Code(retention_v2),
         },
+        Migration {
+            version: 3,
+            name: "offload: where each archive's remote copy is",
+            apply: MigrationStep::Code(retention_v3),
+        },
     ],
     sandbox: None,
 };
@@ -100,6 +105,52 @@ fn retention_v2(conn: &Connection) -> rusqlite::Result<()> {
     Ok(())
 }
 
+/// Version 3: the remote copy of an offloaded archive (see [`crate::offload`]).
+fn retention_v3(conn: &Connection) -> rusqlite::Result<()> {
+    add_missing_columns(
+        conn,
+        &[
+            // the object's full URL (s3://bucket/prefix/SPEC/name.tar.zst or
+            // file:///folder/SPEC/name.tar.zst); NULL: never offloaded. Set only after
+            // the object was read back and matched sha256; the local file may then be gone.
+            (
+                "remote_url",
+                "ALTER TABLE hygiene_archives ADD COLUMN remote_url TEXT",
+            ),
+            // the store's ETag and version id of that object, when it gave them
+            (
+                "remote_etag",
+                "ALTER TABLE hygiene_archives ADD COLUMN remote_etag TEXT",
+            ),
+            (
+                "remote_version",
+                "ALTER TABLE hygiene_archives ADD COLUMN remote_version TEXT",
+            ),
+            // ms since the epoch when the offload was recorded
+            (
+                "offloaded_at",
+                "ALTER TABLE hygiene_archives ADD COLUMN offloaded_at INTEGER",
+            ),
+        ],
+    )
+}
+
+/// Adds each column the table lacks. ALTER TABLE ... ADD COLUMN has no IF NOT EXISTS:
+/// looking first makes a rerun after a crash between the change and its version row
+/// harmless.
+fn add_missing_columns(conn: &Connection, columns: &[(&str, &str)]) -> rusqlite::Result<()> {
+    let have: Vec<String> = conn
+        .prepare("SELECT name FROM pragma_table_info('hygiene_archives')")?
+        .query_map([], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    for (column, ddl) in columns {
+        if !have.iter().any(|c| c == column) {
+            conn.execute_batch(ddl)?;
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -142,6 +193,30 @@ mod tests {
         for c in ["verified_at", "damage", "damage_found_at"] {
             assert!(columns.iter().any(|x| x == c), "{c} missing: {columns:?}");
         }
-        assert_eq!(RETENTION_SCHEMA.latest_version(), 2);
+    }
+
+    #[test]
+    fn version_3_adds_the_offload_columns_once() {
+        let conn = Connection::open_in_memory().unwrap();
+        retention_v1(&conn).unwrap();
+        retention_v2(&conn).unwrap();
+        retention_v3(&conn).unwrap();
+        retention_v3(&conn).unwrap(); // a rerun after a crash
+        let columns: Vec<String> = conn
+            .prepare("SELECT name FROM pragma_table_info('hygiene_archives')")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        for c in [
+            "remote_url",
+            "remote_etag",
+            "remote_version",
+            "offloaded_at",
+        ] {
+            assert!(columns.iter().any(|x| x == c), "{c} missing: {columns:?}");
+        }
+        assert_eq!(RETENTION_SCHEMA.latest_version(), 3);
     }
 }

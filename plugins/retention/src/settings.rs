@@ -1,6 +1,7 @@
-//! Retention's policy: the `[evidence]` section (where evidence lives, its size limits)
-//! and the `[retention]` section (archiving and purging), with their checks. Both are
-//! declared by this plugin ([`speckit_engine::policy::Section`]); the spawn plugin reads
+//! Retention's policy: the `[evidence]` section (where evidence lives, its size limits),
+//! the `[retention]` section (archiving and purging) and the `[offload]` section (moving
+//! old archives to object storage), with their checks. All three are declared by this
+//! plugin ([`speckit_engine::policy::Section`]); the spawn plugin reads
 //! `[evidence]` too.
 
 use serde::{Deserialize, Serialize};
@@ -257,6 +258,139 @@ impl Section for RetentionPolicy {
     }
 }
 
+/// `[offload]`: old archives moved to object storage (S3 or an S3-compatible server, or a
+/// local or network folder), then deleted locally; their manifest sidecars stay. Off by
+/// default. Credentials come only from the environment (`AWS_ACCESS_KEY_ID`,
+/// `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, ...), never from this file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OffloadPolicy {
+    /// Archives older than this many days are uploaded to `url`, checked, recorded and
+    /// then deleted locally. `0` (the default): off. Otherwise it must be above
+    /// `retention.archive_after_days` and below `retention.purge_after_days`.
+    pub after_days: u32,
+    /// Where archives go: `s3://bucket/prefix` or `file:///absolute/folder`. An archive
+    /// `cleanup/archives/<SPEC>/<name>` becomes the object `<prefix>/<SPEC>/<name>`.
+    pub url: String,
+    /// The S3 region; empty: `AWS_REGION` / `AWS_DEFAULT_REGION`, else `us-east-1`.
+    pub region: String,
+    /// An S3-compatible server's endpoint (`https://minio.example:9000`); empty: AWS.
+    pub endpoint: String,
+    /// Allow a plain `http://` endpoint (a server on loopback); off: HTTPS only.
+    pub allow_http: bool,
+    /// Path-style requests (`endpoint/bucket/key`), as most S3-compatible servers want;
+    /// off: virtual-hosted style (`bucket.endpoint/key`), as AWS wants.
+    pub path_style: bool,
+    /// Archives larger than this many MiB are uploaded in parts of this size (5-5000,
+    /// S3's limits); smaller ones in one request.
+    pub part_size_mib: u32,
+    /// A request to the store that takes longer than this many seconds fails (1-3600);
+    /// that archive stays local and the next run tries again.
+    pub timeout_seconds: u32,
+}
+
+impl Default for OffloadPolicy {
+    fn default() -> Self {
+        Self {
+            after_days: 0,
+            url: String::new(),
+            region: String::new(),
+            endpoint: String::new(),
+            allow_http: false,
+            path_style: false,
+            part_size_mib: 16,
+            timeout_seconds: 60,
+        }
+    }
+}
+
+impl OffloadPolicy {
+    /// Whether offloading is on.
+    pub fn enabled(&self) -> bool {
+        self.after_days > 0
+    }
+}
+
+impl Section for OffloadPolicy {
+    const NAME: &'static str = "offload";
+
+    fn validate(&self, problems: &mut SectionProblems) {
+        if self.after_days > MAX_AGE_DAYS {
+            problems.bad(
+                "after_days",
+                format!(
+                    "must be 0 (off) to {MAX_AGE_DAYS} days, got {}",
+                    self.after_days
+                ),
+            );
+        }
+        if self.enabled() || !self.url.is_empty() {
+            if let Err(why) = crate::offload::StoreUrl::parse(&self.url) {
+                problems.bad("url", why);
+            }
+        }
+        if !self.endpoint.is_empty() {
+            let http = self.endpoint.starts_with("http://");
+            if !(http || self.endpoint.starts_with("https://")) {
+                problems.bad(
+                    "endpoint",
+                    format!(
+                        "must start with https:// (or http:// with allow_http), got {:?}",
+                        self.endpoint
+                    ),
+                );
+            } else if http && !self.allow_http {
+                problems.bad(
+                    "endpoint",
+                    format!(
+                        "{:?} is plain HTTP: set allow_http = true (for a server on loopback) or use https://",
+                        self.endpoint
+                    ),
+                );
+            }
+            if self.endpoint.contains('@') {
+                problems.bad(
+                    "endpoint",
+                    "must not carry credentials; they are read from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY",
+                );
+            }
+        }
+        if !(5..=5000).contains(&self.part_size_mib) {
+            problems.bad(
+                "part_size_mib",
+                format!("must be 5 to 5000 MiB, got {}", self.part_size_mib),
+            );
+        }
+        if !(1..=3600).contains(&self.timeout_seconds) {
+            problems.bad(
+                "timeout_seconds",
+                format!("must be 1 to 3600 seconds, got {}", self.timeout_seconds),
+            );
+        }
+    }
+}
+
+/// The check across `[offload]` and `[retention]`: an offload age, when on, lies between
+/// the archive and purge ages (an archive is offloaded after it is written and before it
+/// is purged). The message names the key.
+pub fn check_offload_ages(
+    offload: &OffloadPolicy,
+    retention: &RetentionPolicy,
+) -> Result<(), String> {
+    if !offload.enabled() {
+        return Ok(());
+    }
+    if offload.after_days <= retention.archive_after_days
+        || offload.after_days >= retention.purge_after_days
+    {
+        return Err(format!(
+            "offload.after_days: must be 0 (off) or above retention.archive_after_days ({}) and below retention.purge_after_days ({}), got {}",
+            retention.archive_after_days, retention.purge_after_days, offload.after_days
+        ));
+    }
+    Ok(())
+}
+
 /// The largest age in days a policy may give (100 years).
 const MAX_AGE_DAYS: u32 = 36_500;
 
@@ -270,4 +404,60 @@ fn status_key(status: &str) -> String {
         .map(str::to_uppercase)
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn problems_of(p: &OffloadPolicy) -> String {
+        let mut problems = SectionProblems::default();
+        p.validate(&mut problems);
+        format!("{problems:?}")
+    }
+
+    #[test]
+    fn offload_is_off_by_default_and_valid() {
+        let p = OffloadPolicy::default();
+        assert!(!p.enabled());
+        let mut problems = SectionProblems::default();
+        p.validate(&mut problems);
+        assert!(problems.is_empty(), "{problems:?}");
+        assert!(check_offload_ages(&p, &RetentionPolicy::default()).is_ok());
+    }
+
+    #[test]
+    fn offload_checks_name_the_key() {
+        let on = OffloadPolicy {
+            after_days: 60,
+            ..OffloadPolicy::default()
+        };
+        assert!(problems_of(&on).contains("url"), "{}", problems_of(&on));
+        let http = OffloadPolicy {
+            url: "s3://b/p".into(),
+            endpoint: "http://127.0.0.1:9000".into(),
+            ..on.clone()
+        };
+        let shown = problems_of(&http);
+        assert!(
+            shown.contains("endpoint") && shown.contains("allow_http"),
+            "{shown}"
+        );
+        let parts = OffloadPolicy {
+            url: "s3://b/p".into(),
+            part_size_mib: 4,
+            ..on.clone()
+        };
+        assert!(problems_of(&parts).contains("part_size_mib"));
+        let r = RetentionPolicy::default();
+        for days in [30, 90, 120] {
+            let p = OffloadPolicy {
+                after_days: days,
+                ..on.clone()
+            };
+            let e = check_offload_ages(&p, &r).unwrap_err();
+            assert!(e.starts_with("offload.after_days"), "{e}");
+        }
+        assert!(check_offload_ages(&on, &r).is_ok());
+    }
 }

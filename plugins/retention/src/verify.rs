@@ -11,6 +11,12 @@
 //!   (a file put back is found intact and cleared). What it finds is recorded in
 //!   `hygiene_archives` (`verified_at`, `damage`, `damage_found_at`) in one transaction.
 //!
+//! - An offloaded archive whose local file is gone is not missing: its object was read
+//!   back and matched its sha256 before it was recorded and the local file deleted
+//!   (see [`crate::offload`]); it is counted in `remote_archives` and not looked up on the
+//!   store (a store that is down must not turn into recorded damage). Where the local
+//!   file is still there, it is checked like any other.
+//!
 //! Damage not recorded before is an error of the run that finds it (the run fails, so a
 //! scheduled run alerts); damage already recorded is a warning on each later run.
 //! A damaged archive changes nothing else: its sources, where they still exist, are only
@@ -48,6 +54,9 @@ pub struct DamagedArchive {
 pub struct ArchiveHealth {
     /// Archives whose size was checked.
     pub checked_archives: u64,
+    /// Offloaded archives whose local file is gone (not checked here: see above).
+    #[serde(default)]
+    pub remote_archives: u64,
     /// Archives read in full and hashed by this run, and their bytes.
     pub hashed_archives: u64,
     pub hashed_bytes: u64,
@@ -141,8 +150,14 @@ pub fn check(req: &CheckRequest<'_>, storage: &Storage) -> Result<ArchiveHealth,
         if (req.cancelled)() {
             break;
         }
+        let inspection = inspect(&tree, record, now_ms, req);
+        if matches!(inspection, Inspection::Remote) {
+            health.remote_archives += 1;
+            continue;
+        }
         health.checked_archives += 1;
-        let found = match inspect(&tree, record, now_ms, req) {
+        let found = match inspection {
+            Inspection::Remote => None,
             Inspection::Intact => None,
             Inspection::Hashed { bytes } => {
                 health.hashed_archives += 1;
@@ -199,12 +214,17 @@ enum Inspection {
     Damaged(String),
     /// Right size, damaged by hash before, and this run does not hash (a dry run).
     KnownDamage,
+    /// Offloaded, and its local file deleted as planned.
+    Remote,
 }
 
 fn inspect(tree: &Tree, record: &ArchiveRecord, now_ms: i64, req: &CheckRequest<'_>) -> Inspection {
     let relative = Path::new(&record.path);
     let stat = match tree.stat(relative) {
         Ok(stat) => stat,
+        Err(e) if e.kind() == io::ErrorKind::NotFound && record.is_offloaded() => {
+            return Inspection::Remote
+        }
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             return Inspection::Damaged("missing from disk".into())
         }

@@ -86,6 +86,7 @@ fn odd_names_are_archived_and_restored_and_non_utf8_is_kept() {
         archive: None,
         to: None,
         faults: None,
+        offload: None,
     })
     .unwrap();
     assert!(report.errors.is_empty(), "{:?}", report.errors);

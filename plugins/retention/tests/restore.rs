@@ -263,6 +263,7 @@ async fn a_damaged_archive_is_named_and_the_intact_ones_are_restored() {
         archive: None,
         to: None,
         faults: None,
+        offload: None,
     })
     .unwrap();
     let name = damaged.file_name().unwrap().to_string_lossy().to_string();

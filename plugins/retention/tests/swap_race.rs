@@ -165,6 +165,7 @@ impl Race {
             archive: None,
             to: None,
             faults: None,
+            offload: None,
         });
     }
 

@@ -168,6 +168,7 @@ pub(super) fn run_unit(
     run.repair_sidecars();
     run.adopt();
     run.purge();
+    run.offload();
     run.finish();
     for k in &unit.keep {
         run.t
@@ -389,6 +390,17 @@ impl UnitRun<'_, '_> {
                 continue;
             };
             let path = self.tree.display(Path::new(&p.path));
+            // An offloaded archive's object goes first: its record is dropped only once
+            // the object is gone (see `crate::offload`).
+            if let Some(url) = &p.remote {
+                match self.purge_remote(url, &path) {
+                    Ok(existed) => self.figures.purged_remote_objects += u64::from(existed),
+                    Err(message) => {
+                        self.error(plan::ActionKind::Purge, &p.path, message);
+                        continue;
+                    }
+                }
+            }
             let removed = (|| -> io::Result<u64> {
                 let (dir, name) = self.tree.parent_of(Path::new(&p.path))?;
                 faults::check(self.faults(), Step::PurgeArchive, &path)?;
@@ -437,6 +449,73 @@ impl UnitRun<'_, '_> {
                     &p.path,
                     format!("{} was deleted but recording the purge failed: {e} (the next run records it)", path.display()),
                 ),
+            }
+        }
+    }
+
+    /// Deletes an offloaded archive's object; whether there was one.
+    fn purge_remote(&self, url: &str, path: &Path) -> Result<bool, String> {
+        let remote = self
+            .req
+            .remote
+            .map_err(|why| format!("purging {url}: {why}; the archive and its record are kept"))?;
+        faults::check(self.faults(), Step::PurgeRemote, path)
+            .map_err(|e| format!("purging {url}: {e}; the archive and its record are kept"))?;
+        let object = crate::offload::StoreUrl::parse(url).map_err(|why| format!("{url}: {why}"))?;
+        remote.delete(&object).map_err(|e| {
+            format!(
+                "purging {}: {e}; the archive and its record are kept",
+                path.display()
+            )
+        })
+    }
+
+    fn offload(&mut self) {
+        for o in &self.unit.offload {
+            if (self.req.cancelled)() {
+                return; // the rest are marked skipped ("cancelled")
+            }
+            let id = o
+                .archive_id
+                .or_else(|| self.adopted_ids.get(&o.path).copied());
+            let Some(id) = id else {
+                self.t.set(
+                    plan::ActionKind::Offload,
+                    &o.path,
+                    ActionStatus::Skipped,
+                    Some("its adoption failed".into()),
+                );
+                continue;
+            };
+            let result = match self.req.remote {
+                Ok(remote) => crate::offload::offload_one(
+                    remote,
+                    &self.tree,
+                    self.req.storage,
+                    o,
+                    id,
+                    self.req.now,
+                    self.faults(),
+                ),
+                Err(why) => Err(format!(
+                    "offloading {}: {why}; the archive stays local",
+                    o.path
+                )),
+            };
+            match result {
+                Ok(done) => {
+                    self.figures.offloaded_archives += 1;
+                    self.figures.offloaded_local_bytes += done.local_bytes;
+                    self.figures.offloaded_allocated_bytes += done.local_allocated_bytes;
+                    self.figures.uploaded_bytes += done.uploaded_bytes;
+                    self.t.set(
+                        plan::ActionKind::Offload,
+                        &o.path,
+                        ActionStatus::Done,
+                        done.detail,
+                    );
+                }
+                Err(message) => self.error(plan::ActionKind::Offload, &o.path, message),
             }
         }
     }

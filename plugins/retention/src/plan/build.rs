@@ -307,6 +307,7 @@ pub fn build(req: &PlanRequest<'_>) -> Result<Plan, RetentionError> {
                 .push(relative);
         }
     }
+    let offload = crate::offload::Planner::new(req.policy, req.now);
     for (key, relative) in disk_archives {
         let Some(k) = unit_for(&mut units, &mut decider, &mut exempt, req.only, &key) else {
             continue;
@@ -314,12 +315,16 @@ pub fn build(req: &PlanRequest<'_>) -> Result<Plan, RetentionError> {
         match archive::verify(&req.root.join(&relative)) {
             Ok(verified) if verified.manifest.spec == key => {
                 let unit = units.get_mut(&k).expect("unit");
+                if verified.manifest.created_at_ms >= purge_cutoff_ms {
+                    unit.offload.extend(offload.plan_adopted(&relative, &verified));
+                }
                 if verified.manifest.created_at_ms < purge_cutoff_ms {
                     unit.purge.push(Purge {
                         archive_id: None,
                         path: relative.clone(),
                         created_at_ms: verified.manifest.created_at_ms,
                         bytes: verified.bytes,
+                        remote: None,
                     });
                 }
                 unit.adopt.push(Adopt {
@@ -346,7 +351,10 @@ pub fn build(req: &PlanRequest<'_>) -> Result<Plan, RetentionError> {
                 path: rec.path.clone(),
                 created_at_ms: rec.created_at_ms,
                 bytes: rec.bytes,
+                remote: rec.remote.as_ref().map(|r| r.url.clone()),
             });
+        } else if let Some(o) = offload.plan(req.root, rec) {
+            units.get_mut(&k).expect("unit").offload.push(o);
         }
         // A recorded archive missing or damaged on disk is reported by `verify`.
     }

@@ -1,0 +1,663 @@
+//! The object store behind `[offload] url`, through the `object_store` crate (S3 and
+//! S3-compatible servers, local or network folders), with blocking calls for the
+//! retention code, which runs on blocking threads.
+//!
+//! Every object is named by its full URL (`s3://bucket/prefix/SPEC/name.tar.zst`,
+//! `file:///folder/SPEC/name.tar.zst`), and that URL is what the catalog records: a later
+//! change of `[offload] url` never loses track of an object already offloaded (purge and
+//! restore reach it by its recorded URL; region, endpoint and path style come from the
+//! policy in effect).
+//!
+//! Credentials for S3 come only from the environment (`AWS_ACCESS_KEY_ID`,
+//! `AWS_SECRET_ACCESS_KEY`, optionally `AWS_SESSION_TOKEN`); without them the store is not
+//! used at all (no instance-metadata lookups), and they are never logged or reported.
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use object_store::aws::AmazonS3Builder;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path as ObjectPath;
+use object_store::{
+    BackoffConfig, ClientOptions, ObjectStore, ObjectStoreExt, PutPayload, RetryConfig,
+    WriteMultipart,
+};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::settings::OffloadPolicy;
+
+/// An offload failure, naming the object or file and the cause. Never carries a credential.
+#[derive(Debug, thiserror::Error)]
+pub enum OffloadError {
+    #[error("offload.url {url:?}: {why}")]
+    Url { url: String, why: String },
+    #[error("{0}")]
+    Credentials(String),
+    #[error("{url}: {op} failed: {}", with_causes(source))]
+    Store {
+        url: String,
+        op: &'static str,
+        source: object_store::Error,
+    },
+    #[error("{}: {source}", path.display())]
+    Local { path: PathBuf, source: io::Error },
+    #[error("{url}: read back {got_bytes} bytes with sha256 {got}, but the archive is {expected_bytes} bytes with sha256 {expected}")]
+    Mismatch {
+        url: String,
+        got: String,
+        got_bytes: u64,
+        expected: String,
+        expected_bytes: u64,
+    },
+    #[error("{url}: {detail}")]
+    Refused { url: String, detail: String },
+    #[error("the offload client cannot start: {0}")]
+    Runtime(io::Error),
+}
+
+/// An error and its causes (`error sending request: ...: Connection refused`): the
+/// store's own message often leaves the telling part to its sources.
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
+}
+
+/// Which store an object is in.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum StoreKey {
+    S3 {
+        bucket: String,
+    },
+    /// The local file system (`file://`), rooted at `/`.
+    File,
+}
+
+/// A parsed `[offload] url`, or an object's URL: the store and the key (or prefix) in it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreUrl {
+    store: StoreKey,
+    /// The key (an object) or prefix (the configured url), without leading or trailing `/`.
+    key: String,
+}
+
+impl StoreUrl {
+    /// Parses `s3://bucket[/prefix]` or `file:///absolute/path`; the message says why not.
+    pub fn parse(url: &str) -> Result<StoreUrl, String> {
+        if url.is_empty() {
+            return Err(
+                "is empty; set it to s3://bucket/prefix or file:///absolute/folder (or after_days = 0 to turn offload off)"
+                    .into(),
+            );
+        }
+        if let Some(rest) = url.strip_prefix("s3://") {
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            if bucket.is_empty() {
+                return Err(format!("{url:?} names no bucket (s3://bucket/prefix)"));
+            }
+            if bucket.contains('@') || bucket.contains(':') {
+                return Err(format!(
+                    "{url:?}: the bucket name must not carry credentials or a port; credentials are read from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, the server from endpoint"
+                ));
+            }
+            return Ok(StoreUrl {
+                store: StoreKey::S3 {
+                    bucket: bucket.to_string(),
+                },
+                key: clean_key(prefix)?,
+            });
+        }
+        if let Some(path) = url.strip_prefix("file://") {
+            if !path.starts_with('/') {
+                return Err(format!(
+                    "{url:?}: a file:// url needs an absolute path (file:///srv/archives)"
+                ));
+            }
+            return Ok(StoreUrl {
+                store: StoreKey::File,
+                key: clean_key(path)?,
+            });
+        }
+        Err(format!(
+            "{url:?} is not supported: use s3://bucket/prefix or file:///absolute/folder"
+        ))
+    }
+
+    /// The URL of the object `relative` below this prefix.
+    pub fn join(&self, relative: &str) -> StoreUrl {
+        let key = match (self.key.is_empty(), relative.trim_matches('/')) {
+            (true, r) => r.to_string(),
+            (false, r) => format!("{}/{r}", self.key),
+        };
+        StoreUrl {
+            store: self.store.clone(),
+            key,
+        }
+    }
+
+    /// The folder a `file://` url names (`None` for S3).
+    pub fn local_path(&self) -> Option<PathBuf> {
+        matches!(self.store, StoreKey::File).then(|| PathBuf::from(format!("/{}", self.key)))
+    }
+
+    fn object_path(&self) -> ObjectPath {
+        ObjectPath::from(self.key.as_str())
+    }
+}
+
+impl std::fmt::Display for StoreUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.store {
+            StoreKey::S3 { bucket } if self.key.is_empty() => write!(f, "s3://{bucket}"),
+            StoreKey::S3 { bucket } => write!(f, "s3://{bucket}/{}", self.key),
+            StoreKey::File => write!(f, "file:///{}", self.key),
+        }
+    }
+}
+
+/// A prefix or key without empty, `.` or `..` segments (object_store refuses those).
+fn clean_key(raw: &str) -> Result<String, String> {
+    let parts: Vec<&str> = raw.split('/').filter(|p| !p.is_empty()).collect();
+    if let Some(bad) = parts.iter().find(|p| **p == "." || **p == "..") {
+        return Err(format!("{raw:?}: a path segment {bad:?} is not allowed"));
+    }
+    Ok(parts.join("/"))
+}
+
+/// What an upload left on the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Uploaded {
+    pub e_tag: Option<String>,
+    pub version: Option<String>,
+    /// The object was already there with the archive's exact bytes (a rerun after a crash
+    /// between upload and record): nothing was sent.
+    pub already_there: bool,
+}
+
+/// An object's figures from a HEAD request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectInfo {
+    pub size: u64,
+    pub e_tag: Option<String>,
+    pub version: Option<String>,
+}
+
+/// The stores of one run, and the runtime their clients run on.
+pub struct Remote {
+    /// Always `Some` until dropped.
+    runtime: Option<tokio::runtime::Runtime>,
+    policy: OffloadPolicy,
+    stores: Mutex<HashMap<StoreKey, Arc<dyn ObjectStore>>>,
+}
+
+impl std::fmt::Debug for Remote {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Remote")
+            .field("url", &self.policy.url)
+            .finish()
+    }
+}
+
+impl Drop for Remote {
+    fn drop(&mut self) {
+        // A runtime dropped on a thread inside another runtime's context must not block.
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+impl Remote {
+    /// A client for the stores `policy` reaches (nothing is contacted yet).
+    pub fn new(policy: &OffloadPolicy) -> Result<Remote, OffloadError> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("speckit-offload")
+            .enable_all()
+            .build()
+            .map_err(OffloadError::Runtime)?;
+        Ok(Remote {
+            runtime: Some(runtime),
+            policy: policy.clone(),
+            stores: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The configured `[offload] url`.
+    pub fn base(&self) -> Result<StoreUrl, OffloadError> {
+        StoreUrl::parse(&self.policy.url).map_err(|why| OffloadError::Url {
+            url: self.policy.url.clone(),
+            why,
+        })
+    }
+
+    fn part_size(&self) -> usize {
+        self.policy.part_size_mib as usize * 1024 * 1024
+    }
+
+    fn store(&self, url: &StoreUrl) -> Result<Arc<dyn ObjectStore>, OffloadError> {
+        let mut stores = self.stores.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(s) = stores.get(&url.store) {
+            return Ok(s.clone());
+        }
+        let store: Arc<dyn ObjectStore> = match &url.store {
+            StoreKey::File => Arc::new(LocalFileSystem::new()),
+            StoreKey::S3 { bucket } => Arc::new(self.s3(bucket, url)?),
+        };
+        stores.insert(url.store.clone(), store.clone());
+        Ok(store)
+    }
+
+    fn s3(
+        &self,
+        bucket: &str,
+        url: &StoreUrl,
+    ) -> Result<object_store::aws::AmazonS3, OffloadError> {
+        for var in ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"] {
+            if std::env::var_os(var).is_none_or(|v| v.is_empty()) {
+                return Err(OffloadError::Credentials(format!(
+                    "{url}: {var} is not set; S3 credentials are read only from the environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN), never from speckit.toml"
+                )));
+            }
+        }
+        let p = &self.policy;
+        let timeout = Duration::from_secs(u64::from(p.timeout_seconds));
+        let mut builder = AmazonS3Builder::from_env()
+            .with_bucket_name(bucket)
+            .with_allow_http(p.allow_http)
+            .with_virtual_hosted_style_request(!p.path_style)
+            .with_client_options(
+                ClientOptions::new()
+                    .with_allow_http(p.allow_http)
+                    .with_timeout(timeout)
+                    .with_connect_timeout(Duration::from_secs(5).min(timeout)),
+            )
+            // A few quick retries: a server that is down fails this archive's step within
+            // seconds, and the next run tries again.
+            .with_retry(RetryConfig {
+                backoff: BackoffConfig {
+                    init_backoff: Duration::from_millis(100),
+                    max_backoff: Duration::from_secs(2),
+                    base: 2.0,
+                },
+                max_retries: 2,
+                retry_timeout: timeout,
+            });
+        let region = if !p.region.is_empty() {
+            Some(p.region.clone())
+        } else {
+            std::env::var("AWS_REGION")
+                .or_else(|_| std::env::var("AWS_DEFAULT_REGION"))
+                .ok()
+        };
+        builder = builder.with_region(region.unwrap_or_else(|| "us-east-1".into()));
+        if !p.endpoint.is_empty() {
+            builder = builder.with_endpoint(&p.endpoint);
+        }
+        builder.build().map_err(|source| OffloadError::Store {
+            url: url.to_string(),
+            op: "setting up the S3 client",
+            source,
+        })
+    }
+
+    fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
+        // Called from blocking threads only (cleanup and restore run there), never from
+        // inside an async task.
+        self.runtime
+            .as_ref()
+            .expect("runtime until drop")
+            .block_on(f)
+    }
+
+    /// The object's figures, or `None` when there is none at `url`.
+    pub fn head(&self, url: &StoreUrl) -> Result<Option<ObjectInfo>, OffloadError> {
+        let store = self.store(url)?;
+        let location = url.object_path();
+        match self.block_on(store.head(&location)) {
+            Ok(meta) => Ok(Some(ObjectInfo {
+                size: meta.size,
+                e_tag: meta.e_tag,
+                version: meta.version,
+            })),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(source) => Err(OffloadError::Store {
+                url: url.to_string(),
+                op: "looking up the object",
+                source,
+            }),
+        }
+    }
+
+    /// Uploads `file` (`size` bytes, whose sha256 must be `sha256`) to `url`: in one
+    /// request up to `part_size_mib`, else in parts. The bytes are hashed as they are
+    /// sent; a file that is not the recorded archive is not left on the store. For a
+    /// `file://` store the object is fsynced (file and folder) before this returns.
+    pub fn upload(
+        &self,
+        url: &StoreUrl,
+        file: File,
+        shown: &Path,
+        size: u64,
+        sha256: &str,
+    ) -> Result<Uploaded, OffloadError> {
+        if let Some(folder) = url.local_path().as_deref().and_then(Path::parent) {
+            self.check_file_base(url, folder)?;
+        }
+        let store = self.store(url)?;
+        let location = url.object_path();
+        let store_error = |op| {
+            let url = url.to_string();
+            move |source| OffloadError::Store { url, op, source }
+        };
+        let local_error = |source| OffloadError::Local {
+            path: shown.to_path_buf(),
+            source,
+        };
+        let part = self.part_size();
+        let mut hasher = Sha256::new();
+        let mut reader = io::BufReader::with_capacity(1 << 20, file);
+        let result = if size as usize <= part {
+            let mut bytes = Vec::with_capacity(size as usize);
+            reader.read_to_end(&mut bytes).map_err(local_error)?;
+            hasher.update(&bytes);
+            check_local(
+                shown,
+                &hex::encode(hasher.clone().finalize()),
+                bytes.len() as u64,
+                sha256,
+                size,
+            )?;
+            self.block_on(store.put(&location, PutPayload::from(Bytes::from(bytes))))
+                .map_err(store_error("uploading"))?
+        } else {
+            self.block_on(async {
+                let upload = store
+                    .put_multipart(&location)
+                    .await
+                    .map_err(store_error("starting a multipart upload"))?;
+                let mut writer = WriteMultipart::new_with_chunk_size(upload, part);
+                let mut sent = 0u64;
+                let mut buf = vec![0u8; 1 << 20];
+                loop {
+                    // Blocking reads are fine here: this future runs on the calling
+                    // (blocking) thread; the parts go out on the runtime's workers.
+                    let n = match reader.read(&mut buf) {
+                        Ok(0) => break,
+                        Ok(n) => n,
+                        Err(e) => {
+                            let _ = writer.abort().await;
+                            return Err(local_error(e));
+                        }
+                    };
+                    hasher.update(&buf[..n]);
+                    sent += n as u64;
+                    if let Err(e) = writer.wait_for_capacity(4).await {
+                        return Err(store_error("uploading a part")(e));
+                    }
+                    writer.write(&buf[..n]);
+                }
+                let got = hex::encode(hasher.clone().finalize());
+                if let Err(e) = check_local(shown, &got, sent, sha256, size) {
+                    let _ = writer.abort().await;
+                    return Err(e);
+                }
+                writer
+                    .finish()
+                    .await
+                    .map_err(store_error("completing the multipart upload"))
+            })?
+        };
+        if let Some(path) = url.local_path() {
+            sync_local_object(&path)?;
+        }
+        Ok(Uploaded {
+            e_tag: result.e_tag,
+            version: result.version,
+            already_there: false,
+        })
+    }
+
+    /// Reads the object at `url` in full: its sha256 and size.
+    pub fn read_back(&self, url: &StoreUrl) -> Result<(String, u64), OffloadError> {
+        self.download(url, &mut io::sink())
+    }
+
+    /// Downloads the object at `url` into `out`: its sha256 and size.
+    pub fn download(
+        &self,
+        url: &StoreUrl,
+        out: &mut dyn Write,
+    ) -> Result<(String, u64), OffloadError> {
+        let store = self.store(url)?;
+        let location = url.object_path();
+        let op_error = |op| {
+            let url = url.to_string();
+            move |source| OffloadError::Store { url, op, source }
+        };
+        self.block_on(async {
+            let got = store
+                .get(&location)
+                .await
+                .map_err(op_error("reading back"))?;
+            let mut stream = got.into_stream();
+            let mut hasher = Sha256::new();
+            let mut count = 0u64;
+            while let Some(chunk) = stream.next().await {
+                let chunk = chunk.map_err(op_error("reading back"))?;
+                hasher.update(&chunk);
+                count += chunk.len() as u64;
+                out.write_all(&chunk)
+                    .map_err(|source| OffloadError::Local {
+                        path: PathBuf::from("(download)"),
+                        source,
+                    })?;
+            }
+            Ok((hex::encode(hasher.finalize()), count))
+        })
+    }
+
+    /// Deletes the object at `url`; `false` when there was none (already deleted).
+    pub fn delete(&self, url: &StoreUrl) -> Result<bool, OffloadError> {
+        let store = self.store(url)?;
+        let location = url.object_path();
+        // S3 answers a DELETE of a missing key with success; ask first to tell.
+        let existed = self.head(url)?.is_some();
+        match self.block_on(store.delete(&location)) {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(existed),
+            Err(source) => Err(OffloadError::Store {
+                url: url.to_string(),
+                op: "deleting",
+                source,
+            }),
+        }
+    }
+
+    /// A `file://` store's folder must exist: an unmounted network folder must not be
+    /// filled in its mount point's place.
+    fn check_file_base(&self, url: &StoreUrl, object_folder: &Path) -> Result<(), OffloadError> {
+        let base = self.base().ok().and_then(|b| b.local_path());
+        let must_exist = match &base {
+            Some(b) if object_folder.starts_with(b) => b.as_path(),
+            _ => object_folder,
+        };
+        match std::fs::metadata(must_exist) {
+            Ok(m) if m.is_dir() => Ok(()),
+            Ok(_) => Err(OffloadError::Refused {
+                url: url.to_string(),
+                detail: format!("{} is not a folder", must_exist.display()),
+            }),
+            Err(e) => Err(OffloadError::Refused {
+                url: url.to_string(),
+                detail: format!(
+                    "the store's folder {}: {e} (create it, or mount it; it is never created by offload)",
+                    must_exist.display()
+                ),
+            }),
+        }
+    }
+}
+
+/// The local archive must be the recorded one before (and while) it is uploaded.
+fn check_local(
+    shown: &Path,
+    got: &str,
+    got_bytes: u64,
+    sha256: &str,
+    size: u64,
+) -> Result<(), OffloadError> {
+    if got == sha256 && got_bytes == size {
+        return Ok(());
+    }
+    Err(OffloadError::Local {
+        path: shown.to_path_buf(),
+        source: io::Error::other(format!(
+            "read {got_bytes} bytes with sha256 {got}, but {size} bytes with sha256 {sha256} were recorded: not offloaded (the next cleanup's archive check reports it)"
+        )),
+    })
+}
+
+/// fsyncs an object `LocalFileSystem` wrote (it renames a staged file into place without
+/// syncing), and its folder, so the local copy is deleted only after the offloaded one
+/// would survive a power loss.
+fn sync_local_object(path: &Path) -> Result<(), OffloadError> {
+    let sync = |p: &Path| -> io::Result<()> { File::open(p)?.sync_all() };
+    sync(path)
+        .and_then(|()| path.parent().map_or(Ok(()), sync))
+        .map_err(|source| OffloadError::Local {
+            path: path.to_path_buf(),
+            source,
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_parse_and_join() {
+        let u = StoreUrl::parse("s3://bucket/a/b/").unwrap();
+        assert_eq!(u.to_string(), "s3://bucket/a/b");
+        assert_eq!(
+            u.join("SPEC/x.tar.zst").to_string(),
+            "s3://bucket/a/b/SPEC/x.tar.zst"
+        );
+        let bare = StoreUrl::parse("s3://bucket").unwrap();
+        assert_eq!(bare.join("S/x").to_string(), "s3://bucket/S/x");
+        let f = StoreUrl::parse("file:///srv/arch").unwrap();
+        assert_eq!(f.join("S/x").to_string(), "file:///srv/arch/S/x");
+        assert_eq!(
+            f.join("S/x").local_path().unwrap(),
+            PathBuf::from("/srv/arch/S/x")
+        );
+        // An object's recorded URL parses back to itself.
+        let o = f.join("S/x");
+        assert_eq!(StoreUrl::parse(&o.to_string()).unwrap(), o);
+    }
+
+    #[test]
+    fn bad_urls_say_why() {
+        for (url, says) in [
+            ("", "is empty"),
+            ("s3:///x", "names no bucket"),
+            ("s3://key:secret@bucket/x", "credentials"),
+            ("file://relative/x", "absolute path"),
+            ("gs://bucket", "not supported"),
+            ("s3://b/a/../c", "not allowed"),
+        ] {
+            let e = StoreUrl::parse(url).unwrap_err();
+            assert!(e.contains(says), "{url}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_file_store_round_trip_with_parts() {
+        let dir = tempfile::tempdir().unwrap();
+        let store_dir = dir.path().join("store");
+        std::fs::create_dir(&store_dir).unwrap();
+        let policy = OffloadPolicy {
+            after_days: 40,
+            url: format!("file://{}", store_dir.display()),
+            part_size_mib: 5,
+            ..OffloadPolicy::default()
+        };
+        let remote = Remote::new(&policy).unwrap();
+        // 12 MiB of noise: three parts of at most 5 MiB.
+        let mut bytes = vec![0u8; 12 << 20];
+        let mut x = 0x2545_f491_u32;
+        for b in &mut bytes {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            *b = x as u8;
+        }
+        let sha = hex::encode(Sha256::digest(&bytes));
+        let src = dir.path().join("a.tar.zst");
+        std::fs::write(&src, &bytes).unwrap();
+        let url = remote.base().unwrap().join("S/a.tar.zst");
+        assert_eq!(remote.head(&url).unwrap(), None);
+        let up = remote
+            .upload(
+                &url,
+                File::open(&src).unwrap(),
+                &src,
+                bytes.len() as u64,
+                &sha,
+            )
+            .unwrap();
+        assert!(!up.already_there);
+        assert_eq!(remote.head(&url).unwrap().unwrap().size, bytes.len() as u64);
+        assert_eq!(
+            remote.read_back(&url).unwrap(),
+            (sha.clone(), bytes.len() as u64)
+        );
+        // A file that is not the recorded archive is refused, and nothing is left.
+        let other = remote.base().unwrap().join("S/b.tar.zst");
+        let e = remote
+            .upload(
+                &other,
+                File::open(&src).unwrap(),
+                &src,
+                bytes.len() as u64,
+                &"0".repeat(64),
+            )
+            .unwrap_err();
+        assert!(e.to_string().contains("not offloaded"), "{e}");
+        assert_eq!(remote.head(&other).unwrap(), None);
+        assert!(remote.delete(&url).unwrap());
+        assert!(!remote.delete(&url).unwrap());
+    }
+
+    #[test]
+    fn a_missing_file_store_folder_is_never_created() {
+        let dir = tempfile::tempdir().unwrap();
+        let policy = OffloadPolicy {
+            after_days: 40,
+            url: format!("file://{}/not-mounted", dir.path().display()),
+            ..OffloadPolicy::default()
+        };
+        let remote = Remote::new(&policy).unwrap();
+        let src = dir.path().join("a");
+        std::fs::write(&src, b"abc").unwrap();
+        let sha = hex::encode(Sha256::digest(b"abc"));
+        let url = remote.base().unwrap().join("S/a");
+        let e = remote
+            .upload(&url, File::open(&src).unwrap(), &src, 3, &sha)
+            .unwrap_err();
+        assert!(e.to_string().contains("never created by offload"), "{e}");
+        assert!(!dir.path().join("not-mounted").exists());
+    }
+}
