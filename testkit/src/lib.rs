@@ -9,6 +9,7 @@ pub mod database;
 pub mod evidence;
 pub mod fixtures;
 pub mod json;
+pub mod moto;
 pub mod process;
 pub mod repository;
 pub mod tracker;

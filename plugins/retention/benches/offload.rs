@@ -21,8 +21,9 @@ use speckit_engine::Storage;
 use speckit_retention::archive::Manifest;
 use speckit_retention::job::{cleanup_blocking, CleanupOptions};
 use speckit_retention::RetentionPlugin;
-use std::io::{Read, Write};
-use std::process::{Child, Command, Stdio};
+use speckit_testkit::moto::{http, Moto};
+use std::io::Write;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const ARCHIVE_BYTES: usize = 256 * 1024;
@@ -31,7 +32,10 @@ const WORKERS: usize = 4;
 fn main() {
     let real = std::env::args().any(|a| a == "--bench");
     let count = if real { 500 } else { 5 };
-    let Some(mut moto) = start_moto() else { return };
+    let Some(mut moto) = Moto::start() else {
+        println!("offload benchmark skipped: moto is not installed");
+        return;
+    };
     std::env::set_var("AWS_ACCESS_KEY_ID", "bench");
     std::env::set_var("AWS_SECRET_ACCESS_KEY", "bench");
     std::env::set_var("AWS_REGION", "us-east-1");
@@ -232,82 +236,4 @@ print(seq, par)
     let seq = parts.next().unwrap();
     let par = parts.next().unwrap();
     (Duration::from_secs_f64(seq), Duration::from_secs_f64(par))
-}
-
-struct Moto {
-    child: Child,
-    port: u16,
-}
-
-impl Moto {
-    fn stop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-/// moto on a free loopback port, polled until it answers (at most 30 s).
-fn start_moto() -> Option<Moto> {
-    let have = Command::new("python3")
-        .args(["-c", "import moto.server, boto3"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !have {
-        let why = "moto and boto3 are not installed (pip install 'moto[server]')";
-        if std::env::var_os("CI").is_some() {
-            panic!("{why}: .ci/run installs them");
-        }
-        println!("offload benchmark skipped: {why}");
-        return None;
-    }
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = Command::new("python3")
-        .args([
-            "-m",
-            "moto.server",
-            "-H",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("python3 -m moto.server");
-    let moto = Moto { child, port };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while http(port, "GET", "/").is_none() {
-        assert!(Instant::now() < deadline, "moto did not answer within 30 s");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    Some(moto)
-}
-
-/// One plain HTTP request to loopback; its status line.
-fn http(port: u16, method: &str, path: &str) -> Option<String> {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut buf = [0u8; 256];
-    let n = s.read(&mut buf).ok()?;
-    String::from_utf8_lossy(&buf[..n])
-        .lines()
-        .next()
-        .map(str::to_string)
 }

@@ -177,19 +177,22 @@ mod tests {
         assert_eq!(names, ["hygiene_archives"]);
     }
 
+    fn archive_columns(conn: &Connection) -> Vec<String> {
+        conn.prepare("SELECT name FROM pragma_table_info('hygiene_archives')")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap()
+    }
+
     #[test]
     fn version_2_adds_the_health_columns_once() {
         let conn = Connection::open_in_memory().unwrap();
         retention_v1(&conn).unwrap();
         retention_v2(&conn).unwrap();
         retention_v2(&conn).unwrap(); // a rerun after a crash
-        let columns: Vec<String> = conn
-            .prepare("SELECT name FROM pragma_table_info('hygiene_archives')")
-            .unwrap()
-            .query_map([], |r| r.get(0))
-            .unwrap()
-            .collect::<rusqlite::Result<_>>()
-            .unwrap();
+        let columns = archive_columns(&conn);
         for c in ["verified_at", "damage", "damage_found_at"] {
             assert!(columns.iter().any(|x| x == c), "{c} missing: {columns:?}");
         }
@@ -202,13 +205,7 @@ mod tests {
         retention_v2(&conn).unwrap();
         retention_v3(&conn).unwrap();
         retention_v3(&conn).unwrap(); // a rerun after a crash
-        let columns: Vec<String> = conn
-            .prepare("SELECT name FROM pragma_table_info('hygiene_archives')")
-            .unwrap()
-            .query_map([], |r| r.get(0))
-            .unwrap()
-            .collect::<rusqlite::Result<_>>()
-            .unwrap();
+        let columns = archive_columns(&conn);
         for c in [
             "remote_url",
             "remote_etag",
