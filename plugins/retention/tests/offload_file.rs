@@ -36,12 +36,13 @@ fn file_workspace_with_tree() -> (
     PathBuf,
     std::collections::BTreeMap<String, String>,
 ) {
-    // The store folder must exist before the policy names it: make it in a folder of its
-    // own, beside the workspace, kept alive by the workspace's temporary folder.
-    let store_parent = tempfile::tempdir().unwrap().keep();
-    let store = store_parent.join("store");
-    std::fs::create_dir(&store).unwrap();
-    let (ws, storage, original) = archived_workspace(&file_section(&store));
+    // The store is a folder inside the workspace (removed with it); it must exist.
+    let mut store = PathBuf::new();
+    let (ws, storage, original) = archived_workspace_with(|dir| {
+        store = dir.join("store");
+        std::fs::create_dir(&store).unwrap();
+        file_section(&store)
+    });
     (ws, storage, store, original)
 }
 
@@ -293,6 +294,7 @@ fn a_crash_at_any_offload_step_leaves_each_archive_somewhere_and_a_rerun_finishe
     let total = counter.seen.load(Ordering::SeqCst);
     let steps = counter.steps.lock().unwrap().clone();
     assert!(total >= 8, "{total} offload steps: {steps:?}");
+    eprintln!("{total} offload steps to crash at: {steps:?}");
     let default_hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(|info| {
         if !info.to_string().contains("simulated crash") {

@@ -18,14 +18,26 @@ pub const ARCHIVED_DAYS_AGO: i64 = 60;
 /// A workspace with two finished SPECs archived `ARCHIVED_DAYS_AGO` days ago, and the
 /// `[offload]` section `offload` in its policy. Returns the original tree too.
 pub fn archived_workspace(offload: &str) -> (Ws, Storage, BTreeMap<String, String>) {
+    archived_workspace_with(|_| offload.to_string())
+}
+
+/// [`archived_workspace`] whose `[offload]` section is made from the workspace's folder
+/// (a `file://` store inside it, removed with it).
+pub fn archived_workspace_with(
+    offload: impl FnOnce(&Path) -> String,
+) -> (Ws, Storage, BTreeMap<String, String>) {
     let ws = Ws::new(
         &[
             ("SPEC-KIT-100", "Done"),
             ("SPEC-KIT-101", "Done"),
             ("SPEC-KIT-200", "In Progress"),
         ],
-        offload,
+        "",
     );
+    let section = offload(ws.dir.path());
+    let mut config = std::fs::read_to_string(&ws.config).unwrap();
+    config.push_str(&section);
+    std::fs::write(&ws.config, config).unwrap();
     ws.generate(&[
         old_spec("SPEC-KIT-100", 3),
         old_spec("SPEC-KIT-101", 3),
