@@ -6,11 +6,7 @@ use std::process::{Command, Output};
 fn bin() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_speckit-hygiene"));
     // A clean environment for policy: no SPECKIT_ variables from the caller.
-    for (key, _) in std::env::vars() {
-        if key.starts_with("SPECKIT_") {
-            cmd.env_remove(key);
-        }
-    }
+    speckit_testkit::process::without_speckit_env(&mut cmd);
     cmd
 }
 

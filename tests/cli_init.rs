@@ -15,11 +15,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_speckit-hygiene");
 fn hygiene(cwd: &Path, home: &Path, args: &[&str]) -> Output {
     let mut cmd = Command::new(BIN);
     cmd.args(args).current_dir(cwd).env("HOME", home);
-    for (key, _) in std::env::vars() {
-        if key.starts_with("SPECKIT_") {
-            cmd.env_remove(key);
-        }
-    }
+    speckit_testkit::process::without_speckit_env(&mut cmd);
     speckit_testkit::process::output_within(
         &mut cmd,
         Duration::from_secs(60),

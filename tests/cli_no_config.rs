@@ -46,11 +46,7 @@ fn hygiene(dir: &Path, args: &[&str]) -> Output {
         .current_dir(dir)
         .env("HOME", dir)
         .env("CODE_HOME", dir.join(".code"));
-    for (key, _) in std::env::vars() {
-        if key.starts_with("SPECKIT_") {
-            cmd.env_remove(key);
-        }
-    }
+    speckit_testkit::process::without_speckit_env(&mut cmd);
     speckit_testkit::process::output_within(
         &mut cmd,
         Duration::from_secs(60),

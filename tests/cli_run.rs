@@ -8,11 +8,7 @@ use std::time::{Duration, Instant};
 
 fn start_run(config: &std::path::Path) -> (Child, mpsc::Receiver<String>) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_speckit-hygiene"));
-    for (key, _) in std::env::vars() {
-        if key.starts_with("SPECKIT_") {
-            cmd.env_remove(key);
-        }
-    }
+    speckit_testkit::process::without_speckit_env(&mut cmd);
     let mut child = cmd
         .arg("-c")
         .arg(config)

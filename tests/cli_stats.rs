@@ -39,11 +39,7 @@ fn command(config: &Path, args: &[&str]) -> Command {
     let mut cmd = Command::new(BIN);
     cmd.arg("--config").arg(config).args(args);
     cmd.env_remove("SPECKIT_CONFIG").env_remove("NO_COLOR");
-    for (key, _) in std::env::vars() {
-        if key.starts_with("SPECKIT_") {
-            cmd.env_remove(key);
-        }
-    }
+    speckit_testkit::process::without_speckit_env(&mut cmd);
     cmd
 }
 

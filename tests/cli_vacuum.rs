@@ -33,11 +33,7 @@ fn workspace(mib: u64) -> (tempfile::TempDir, PathBuf, PathBuf) {
 fn vacuum(config: &Path, args: &[&str]) -> Output {
     let mut cmd = Command::new(BIN);
     cmd.arg("--config").arg(config).arg("vacuum").args(args);
-    for (key, _) in std::env::vars() {
-        if key.starts_with("SPECKIT_") {
-            cmd.env_remove(key);
-        }
-    }
+    speckit_testkit::process::without_speckit_env(&mut cmd);
     cmd.output().unwrap()
 }
 

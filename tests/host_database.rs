@@ -67,11 +67,7 @@ fn workspace(copy_db: bool) -> Ws {
 fn hygiene(ws: &Ws, args: &[&str]) -> Output {
     let mut cmd = Command::new(BIN);
     cmd.arg("--config").arg(&ws.config).args(args);
-    for (key, _) in std::env::vars() {
-        if key.starts_with("SPECKIT_") {
-            cmd.env_remove(key);
-        }
-    }
+    speckit_testkit::process::without_speckit_env(&mut cmd);
     cmd.output().unwrap()
 }
 

@@ -4,6 +4,17 @@ use std::process::{Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
+/// `command` without this process's `SPECKIT_*` variables: a CLI under test reads only
+/// the policy the test wrote, whatever the developer's shell exports.
+pub fn without_speckit_env(command: &mut Command) -> &mut Command {
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("SPECKIT_") {
+            command.env_remove(key);
+        }
+    }
+    command
+}
+
 /// Runs `command` with stdout and stderr captured; SIGKILLs it and panics, naming
 /// `label`, when it takes longer than `limit`.
 pub fn output_within(command: &mut Command, limit: Duration, label: &str) -> Output {
