@@ -9,14 +9,17 @@
 //! ```text
 //! stub_agent [--prompt FILE] [--output FILE] [--ready-after-ms N] [--ready-line TEXT]
 //!            [--never-ready] [--fail-before-ready] [--run-ms N] [--output-bytes N]
-//!            [--exit-code N] [--stderr TEXT]
+//!            [--exit-code N] [--stderr TEXT] [--times]
 //! ```
 //! - waits `--ready-after-ms` (default 0), then prints the ready line (default `READY`);
 //! - `--never-ready` never prints it and sleeps until killed;
 //! - `--fail-before-ready` prints `--stderr` (or a default message) to stderr and exits
 //!   with `--exit-code` (default 3) before it is ready;
 //! - otherwise works `--run-ms` (default 0), writes a response to `--output` (padded to
-//!   `--output-bytes` if given) and exits with `--exit-code` (default 0).
+//!   `--output-bytes` if given) and exits with `--exit-code` (default 0);
+//! - `--times` prints `stub_agent times: main_ns=N ready_ns=N` to stderr once it is ready:
+//!   the wall-clock times (nanoseconds since the epoch) at which `main` began and the
+//!   ready line was written, for the spawn bench's breakdown of where a spawn's time goes.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -34,6 +37,7 @@ struct Options {
     output_bytes: Option<usize>,
     exit_code: Option<u8>,
     stderr: Option<String>,
+    times: bool,
 }
 
 fn parse(mut args: impl Iterator<Item = String>) -> Result<Options, String> {
@@ -65,13 +69,23 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Options, String> {
                 )
             }
             "--stderr" => o.stderr = Some(value("--stderr")?),
+            "--times" => o.times = true,
             other => return Err(format!("unknown option {other:?}")),
         }
     }
     Ok(o)
 }
 
+/// Now as nanoseconds since the epoch: a clock the bench reads too.
+fn wall_ns() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0)
+}
+
 fn main() -> ExitCode {
+    let main_ns = wall_ns();
     let options = match parse(std::env::args().skip(1)) {
         Ok(o) => o,
         Err(message) => {
@@ -96,6 +110,7 @@ fn main() -> ExitCode {
         }
     }
     {
+        let ready_ns = wall_ns();
         let mut stdout = std::io::stdout().lock();
         let _ = writeln!(
             stdout,
@@ -103,6 +118,10 @@ fn main() -> ExitCode {
             options.ready_line.as_deref().unwrap_or("READY")
         );
         let _ = stdout.flush();
+        drop(stdout);
+        if options.times {
+            eprintln!("stub_agent times: main_ns={main_ns} ready_ns={ready_ns}");
+        }
     }
     if let Some(message) = &options.stderr {
         eprintln!("{message}");

@@ -1,7 +1,16 @@
 //! Sizes for people: the one formatter every message, report and screen uses (`bytesize`'s
 //! binary units with one decimal: `812 B`, `11.7 KiB`, `40.0 MiB`, `1.2 GiB`), so a figure
 //! reads the same everywhere and against the limits, which are set in MiB. Where the exact
-//! figure matters (a crossed limit), messages give the byte count beside it.
+//! figure matters (a crossed limit), messages give the byte count beside it. Also the one
+//! nearest-rank percentile that reports and benches use.
+
+/// The nearest-rank percentile `p` (0-100] of a sorted, non-empty sample: the smallest
+/// value with at least `p`% of the sample at or below it.
+pub fn percentile(sorted: &[u64], p: f64) -> u64 {
+    assert!(!sorted.is_empty(), "percentile of an empty sample");
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
 
 /// `1536` -> `1.5 KiB`.
 pub fn human_bytes(bytes: u64) -> String {

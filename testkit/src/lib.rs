@@ -4,6 +4,7 @@
 //! Everything here is the project's own; no upstream data is copied.
 
 pub mod artifacts;
+pub mod bench;
 pub mod bulk;
 pub mod database;
 pub mod evidence;

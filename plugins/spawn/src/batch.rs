@@ -44,6 +44,10 @@ pub struct BatchMetrics {
     pub max_concurrency: usize,
     /// From the request to every agent initialised (ready or failed), in microseconds.
     pub total_us: u64,
+    /// From the request to the batch's set-up done (configuration read, stage prompts
+    /// loaded, schema checked, evidence folder ready), just before its agents' tasks start.
+    #[serde(default)]
+    pub setup_us: u64,
     pub ok_count: usize,
     pub failed_count: usize,
     /// In the order the request named them.
@@ -162,6 +166,7 @@ pub async fn spawn_agents(
         context: &request.prompt,
         config_dir: &policy.source.dir,
     };
+    let setup_us = request_start.elapsed().as_micros() as u64;
     let Initialised {
         mut handles,
         mut agent_metrics,
@@ -201,6 +206,7 @@ pub async fn spawn_agents(
         agent_count: batch.agent_count,
         max_concurrency,
         total_us,
+        setup_us,
         ok_count: agent_metrics.iter().filter(|m| m.ok).count(),
         failed_count: agent_metrics.iter().filter(|m| !m.ok).count(),
         agents: agent_metrics,
@@ -415,6 +421,7 @@ async fn initialisation_panicked(
         ok: false,
         pid: None,
         error: Some(cause.to_string()),
+        phases: Default::default(),
     };
     let failure = AgentFailure {
         agent: name,

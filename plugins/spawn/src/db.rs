@@ -125,6 +125,30 @@ pub struct AgentMetric {
     pub ok: bool,
     pub pid: Option<u32>,
     pub error: Option<String>,
+    /// When each step of this agent's spawn ended, measured like `spawn_us`.
+    #[serde(default)]
+    pub phases: SpawnPhases,
+}
+
+/// When each step of one agent's spawn ended, in microseconds from the request (0: the step
+/// was not reached). The steps overlap: the row commits while the prompt file is written
+/// and the process starts. Kept in the metrics export and event, not in the tables: they
+/// say where a slow spawn's time went.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SpawnPhases {
+    /// The agent's task began (the batch's set-up before it: configuration, stage
+    /// prompts, schema, evidence folder).
+    pub task_started_us: u64,
+    /// It got its concurrency slot.
+    pub slot_us: u64,
+    /// Its prompt file was written.
+    pub prompt_file_us: u64,
+    /// `spawn` returned: the process exists (and has exec'd its program).
+    pub process_spawned_us: u64,
+    /// Its `agent_executions` row was committed.
+    pub row_committed_us: u64,
+    /// Its ready line was read (0 for `readiness = "started"`).
+    pub ready_line_us: u64,
 }
 
 /// Stores a finished batch's figures: totals on the batch row, one metrics row per agent.

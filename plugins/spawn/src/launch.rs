@@ -19,13 +19,16 @@ use speckit_engine::events::{EngineEvent, EventBus};
 use speckit_engine::{Storage, StorageError};
 
 use crate::command::{expand, program_path, PlaceholderValues};
-use crate::db::{self, AgentMetric, BatchRow};
+use crate::db::{self, AgentMetric, BatchRow, SpawnPhases};
 use crate::error::{AgentFailure, FailureCause};
 use crate::evidence::{self, AgentPaths};
 use crate::handle::AgentHandle;
 use crate::logs::{spawn_log_writer, LogInput};
 use crate::process::{describe_status, AgentProcess, ReadyWatch};
 use crate::PLUGIN_NAME;
+
+#[doc(hidden)]
+pub static EXPERIMENT_INLINE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// What every agent of one batch shares.
 pub(crate) struct BatchContext {
@@ -129,6 +132,8 @@ pub(crate) async fn initialize(
     let id = agent_id(&ctx.batch.batch_id, &agent.name);
     let queue_start = Instant::now();
     let mut metric = new_metric(&agent.name, &id);
+    let since_request = |at: Instant| at.duration_since(ctx.request_start).as_micros() as u64;
+    metric.phases.task_started_us = since_request(queue_start);
     let _slot = tokio::select! {
         biased;
         _ = ctx.cancel.cancelled() => {
@@ -140,8 +145,9 @@ pub(crate) async fn initialize(
             Err(_) => return fail(&ctx, metric, None, FailureCause::Cancelled, false).await,
         },
     };
-    metric.queued_us = queue_start.elapsed().as_micros() as u64;
     let init_start = Instant::now();
+    metric.queued_us = init_start.duration_since(queue_start).as_micros() as u64;
+    metric.phases.slot_us = since_request(init_start);
     let paths = AgentPaths::new(
         &ctx.spec_dir,
         &ctx.request_stage,
@@ -162,12 +168,34 @@ pub(crate) async fn initialize(
             ctx.now_text(),
         );
         let to_storage = sqlite_error(&ctx.storage);
-        ctx.storage.write(move |tx| {
+        let write = ctx.storage.write(move |tx| {
             db::insert_execution(tx, &batch, &id, &name, &phase, &spawned_at).map_err(to_storage)
-        })
+        });
+        async {
+            let committed = write.await;
+            (committed, Instant::now())
+        }
     };
-    let start = async { start_process(&ctx, &agent, prompt, &paths, &id) };
-    let (row, started) = tokio::join!(row, start);
+    let start = async {
+        if EXPERIMENT_INLINE.load(std::sync::atomic::Ordering::Relaxed) {
+            let mut phases = SpawnPhases::default();
+            let r = start_process(&ctx, &agent, prompt, &paths, &id, &mut phases);
+            (r, phases)
+        } else {
+            let (c, a, pa, i) = (ctx.clone(), agent.clone(), paths.clone(), id.clone());
+            tokio::task::spawn_blocking(move || {
+                let mut phases = SpawnPhases::default();
+                let r = start_process(&c, &a, prompt, &pa, &i, &mut phases);
+                (r, phases)
+            })
+            .await
+            .expect("spawn task")
+        }
+    };
+    let ((row, row_done), (started, start_phases)) = tokio::join!(row, start);
+    metric.phases.prompt_file_us = start_phases.prompt_file_us;
+    metric.phases.process_spawned_us = start_phases.process_spawned_us;
+    metric.phases.row_committed_us = since_request(row_done);
     let (mut process, watch, process_started) = match (row, started) {
         (Ok(()), Ok(started)) => started,
         (Err(e), started) => {
@@ -204,7 +232,10 @@ pub(crate) async fn initialize(
         let first = tokio::select! {
             biased;
             seen = watch.wait_ready() => match seen {
-                Ok(true) => ReadyWait::Ready,
+                Ok(true) => {
+                    metric.phases.ready_line_us = since_request(Instant::now());
+                    ReadyWait::Ready
+                }
                 Ok(false) => ReadyWait::StdoutClosed,
                 Err(e) => ReadyWait::ReadFailed(e),
             },
@@ -309,6 +340,7 @@ fn new_metric(agent: &str, agent_id: &str) -> AgentMetric {
         ok: false,
         pid: None,
         error: None,
+        phases: SpawnPhases::default(),
     }
 }
 
@@ -331,12 +363,15 @@ fn start_process(
     prompt: Arc<str>,
     paths: &AgentPaths,
     agent_id: &str,
+    phases: &mut SpawnPhases,
 ) -> Result<(AgentProcess, Option<ReadyWatch>, Instant), FailureCause> {
+    let since_request = |at: Instant| at.duration_since(ctx.request_start).as_micros() as u64;
     // The agent's own prompt is kept as evidence whichever way it is handed over.
     evidence::write_prompt_file(paths, &prompt).map_err(|e| FailureCause::EvidenceFile {
         path: paths.prompt.display().to_string(),
         message: e.to_string(),
     })?;
+    phases.prompt_file_us = since_request(Instant::now());
     let program = program_path(&agent.command, &ctx.config_dir);
     let mut values = PlaceholderValues {
         prompt_file: &paths.prompt,
@@ -390,6 +425,7 @@ fn start_process(
         message: e.to_string(),
     })?;
     let started = Instant::now();
+    phases.process_spawned_us = since_request(started);
     if let Some(stdin) = child.stdin.take() {
         hand_over_on_stdin(stdin, prompt, agent.name.clone());
     }

@@ -37,6 +37,7 @@ mod handle;
 pub mod host_agents;
 mod job;
 mod launch;
+pub use launch::EXPERIMENT_INLINE;
 mod logs;
 mod process;
 mod request;
@@ -46,7 +47,7 @@ pub mod stage_prompts;
 pub mod stats;
 
 pub use batch::{spawn_agents, BatchMetrics, PromptSource, SpawnBatch};
-pub use db::AgentMetric;
+pub use db::{AgentMetric, SpawnPhases};
 pub use error::{AgentFailure, CompletionError, FailureCause, RunFailure, SpawnError};
 pub use handle::{AgentCompletion, AgentHandle};
 pub use job::{default_prompt, CompletionFigures, SpawnJobReport, SpawnOptions};

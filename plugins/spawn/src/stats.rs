@@ -39,13 +39,7 @@ impl Percentiles {
     }
 }
 
-/// The nearest-rank percentile `p` (0-100] of a sorted, non-empty sample: the smallest
-/// value with at least `p`% of the sample at or below it.
-pub fn percentile(sorted: &[u64], p: f64) -> u64 {
-    assert!(!sorted.is_empty(), "percentile of an empty sample");
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
-}
+pub use speckit_engine::units::percentile;
 
 /// Parallel against sequential batches of one size.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
