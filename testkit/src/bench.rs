@@ -63,7 +63,11 @@ pub fn verdict(met: bool) -> &'static str {
 /// The first three fields of `/proc/loadavg` ("1.02 0.87 0.60"), or why it is unknown.
 pub fn load_average() -> String {
     match std::fs::read_to_string("/proc/loadavg") {
-        Ok(text) => text.split_whitespace().take(3).collect::<Vec<_>>().join(" "),
+        Ok(text) => text
+            .split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" "),
         Err(e) => format!("unknown ({e})"),
     }
 }

@@ -26,7 +26,7 @@ use crate::evidence;
 use crate::handle::{AgentCompletion, AgentHandle};
 use crate::host_agents::EffectiveAgent;
 use crate::launch::{
-    agent_id, emit, initialize, mark_row_failed, not_started, AgentInit, BatchContext,
+    agent_id, emit, initialize, mark_row_failed, not_started, AgentInit, BatchContext, BatchRows,
 };
 use crate::request::{host_stage, validate_stage, SpawnRequest};
 use crate::schema::SPAWN_SCHEMA;
@@ -135,6 +135,16 @@ pub async fn spawn_agents(
         max_concurrency,
         started_at_ms: started_at.timestamp_millis(),
     });
+    // Every agent gets a slot at once: their rows go in one transaction.
+    let rows = (!chained && planned.len() <= max_concurrency).then(|| {
+        BatchRows::insert(
+            storage,
+            batch.clone(),
+            request.phase_type.clone(),
+            db::host_time(request.clock.now()),
+            planned.iter().map(|p| p.agent.agent.name.clone()).collect(),
+        )
+    });
     let ctx = Arc::new(BatchContext {
         storage: storage.clone(),
         events: events.clone(),
@@ -151,6 +161,7 @@ pub async fn spawn_agents(
         request_start,
         cancel: request.cancel.clone(),
         clock: request.clock.clone(),
+        rows,
     });
     tracing::info!(batch_id = %batch.batch_id, spec = %batch.spec_id, stage = %batch.stage, agents = planned.len(), max_concurrency, chained, "spawning agents");
 

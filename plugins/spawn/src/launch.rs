@@ -27,9 +27,6 @@ use crate::logs::{spawn_log_writer, LogInput};
 use crate::process::{describe_status, AgentProcess, ReadyWatch};
 use crate::PLUGIN_NAME;
 
-#[doc(hidden)]
-pub static EXPERIMENT_INLINE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
 /// What every agent of one batch shares.
 pub(crate) struct BatchContext {
     pub storage: Storage,
@@ -54,6 +51,57 @@ pub(crate) struct BatchContext {
     pub cancel: CancellationToken,
     /// The engine's wall clock, for the rows' times.
     pub clock: SharedClock,
+    /// The rows of every agent, when the batch inserts them in one transaction.
+    pub rows: Option<BatchRows>,
+}
+
+/// The `agent_executions` rows of a whole batch inserted in one transaction, for a batch
+/// whose agents all get a slot at once: one hand-off to the writer thread and one commit
+/// instead of one per agent. If that transaction fails, each agent writes its own row as
+/// before, so a fault in one row fails only its agent. With 32 agents the per-agent commits queued on the writer
+/// thread, and on a busy machine an agent's row came tens of milliseconds after its
+/// process, making the row, not the agent, the slowest part of its spawn.
+#[derive(Clone)]
+pub(crate) struct BatchRows {
+    committed: tokio::sync::watch::Receiver<Option<Result<Instant, String>>>,
+}
+
+impl BatchRows {
+    /// Submits the rows at once (the write runs while the agents start).
+    pub fn insert(
+        storage: &Storage,
+        batch: Arc<BatchRow>,
+        phase_type: String,
+        spawned_at: String,
+        agents: Vec<String>,
+    ) -> Self {
+        let (done, committed) = tokio::sync::watch::channel(None);
+        let to_storage = sqlite_error(storage);
+        let storage = storage.clone();
+        tokio::spawn(async move {
+            let write = storage.write(move |tx| {
+                for name in &agents {
+                    let id = agent_id(&batch.batch_id, name);
+                    db::insert_execution(tx, &batch, &id, name, &phase_type, &spawned_at)
+                        .map_err(&to_storage)?;
+                }
+                Ok::<_, StorageError>(())
+            });
+            let outcome = write.await.map(|()| Instant::now());
+            let _ = done.send(Some(outcome.map_err(|e| e.to_string())));
+        });
+        Self { committed }
+    }
+
+    /// When the rows were committed, or why they were not.
+    pub async fn wait(&self) -> Result<Instant, String> {
+        let mut committed = self.committed.clone();
+        let outcome = match committed.wait_for(Option::is_some).await {
+            Ok(outcome) => outcome.clone(),
+            Err(_) => None,
+        };
+        outcome.unwrap_or_else(|| Err("the batch's row write was dropped".into()))
+    }
 }
 
 impl BatchContext {
@@ -159,7 +207,17 @@ pub(crate) async fn initialize(
     // the process: the agent boots while its row commits, and a write queued behind a
     // vacuum chunk does not delay the start. The agent counts as spawned only once both
     // are done; if either fails, the other is undone (process killed, row marked failed).
-    let row = {
+    let row = async {
+        if let Some(rows) = &ctx.rows {
+            match rows.wait().await {
+                Ok(at) => return (Ok(()), at),
+                // One agent's row may be what failed the batch's transaction: each agent
+                // writes its own, so the fault stays with the agent it belongs to.
+                Err(e) => {
+                    tracing::debug!(agent = %agent.name, "the batch's rows failed ({e}); writing this agent's own")
+                }
+            }
+        }
         let (batch, id, name, phase, spawned_at) = (
             ctx.batch.clone(),
             id.clone(),
@@ -168,30 +226,16 @@ pub(crate) async fn initialize(
             ctx.now_text(),
         );
         let to_storage = sqlite_error(&ctx.storage);
-        let write = ctx.storage.write(move |tx| {
-            db::insert_execution(tx, &batch, &id, &name, &phase, &spawned_at).map_err(to_storage)
-        });
-        async {
-            let committed = write.await;
-            (committed, Instant::now())
-        }
-    };
-    let start = async {
-        if EXPERIMENT_INLINE.load(std::sync::atomic::Ordering::Relaxed) {
-            let mut phases = SpawnPhases::default();
-            let r = start_process(&ctx, &agent, prompt, &paths, &id, &mut phases);
-            (r, phases)
-        } else {
-            let (c, a, pa, i) = (ctx.clone(), agent.clone(), paths.clone(), id.clone());
-            tokio::task::spawn_blocking(move || {
-                let mut phases = SpawnPhases::default();
-                let r = start_process(&c, &a, prompt, &pa, &i, &mut phases);
-                (r, phases)
+        let committed = ctx
+            .storage
+            .write(move |tx| {
+                db::insert_execution(tx, &batch, &id, &name, &phase, &spawned_at)
+                    .map_err(to_storage)
             })
-            .await
-            .expect("spawn task")
-        }
+            .await;
+        (committed.map_err(|e| e.to_string()), Instant::now())
     };
+    let start = start_off_runtime(&ctx, &agent, prompt, &paths, &id);
     let ((row, row_done), (started, start_phases)) = tokio::join!(row, start);
     metric.phases.prompt_file_us = start_phases.prompt_file_us;
     metric.phases.process_spawned_us = start_phases.process_spawned_us;
@@ -209,9 +253,7 @@ pub(crate) async fn initialize(
                 }
                 Err(_) => None,
             };
-            let cause = FailureCause::Database {
-                message: e.to_string(),
-            };
+            let cause = FailureCause::Database { message: e };
             return fail(&ctx, metric, pid, cause, false).await;
         }
         (Ok(()), Err(cause)) => return fail(&ctx, metric, None, cause, true).await,
@@ -354,9 +396,48 @@ pub(crate) async fn not_started(
     failed(ctx, metric, None, cause, false).await
 }
 
+/// [`start_process`] on the blocking pool: a `posix_spawn` holds its thread for as long
+/// as the kernel takes to build the process (0.2 ms on a quiet machine, milliseconds on a
+/// busy one), and on the runtime's few threads those waits queue up. Measured with 32
+/// agents on 2 cores: inline, agents' tasks began 15-20 ms (p50) after the batch set-up
+/// and ready lines were read up to 40 ms (p95) after they were written, behind other
+/// agents' spawns; here they begin within 2 ms and the batch's p99 fell by 40%
+/// (`cargo bench -p speckit-spawn --bench spawn`, see BENCHMARKS.md). The hand-off costs
+/// tens of microseconds.
+async fn start_off_runtime(
+    ctx: &Arc<BatchContext>,
+    agent: &AgentPolicy,
+    prompt: Arc<str>,
+    paths: &AgentPaths,
+    agent_id: &str,
+) -> (StartResult, SpawnPhases) {
+    let (ctx, agent, paths, agent_id) = (
+        ctx.clone(),
+        agent.clone(),
+        paths.clone(),
+        agent_id.to_string(),
+    );
+    let program = agent.command.clone();
+    let started = tokio::task::spawn_blocking(move || {
+        let mut phases = SpawnPhases::default();
+        let started = start_process(&ctx, &agent, prompt, &paths, &agent_id, &mut phases);
+        (started, phases)
+    })
+    .await;
+    started.unwrap_or_else(|e| {
+        let cause = FailureCause::Start {
+            command: program,
+            working_dir: String::new(),
+            message: format!("internal error while starting it: {e}"),
+        };
+        (Err(cause), SpawnPhases::default())
+    })
+}
+
+type StartResult = Result<(AgentProcess, Option<ReadyWatch>, Instant), FailureCause>;
+
 /// Writes the agent's prompt file and starts its process with stdout and stderr piped to
-/// log tasks (which create the log files meanwhile). Runs inline on the agent's task: one
-/// small file write and a `posix_spawn`, each cheaper than a hand-off to the blocking pool.
+/// log tasks (which create the log files meanwhile). Blocking: see [`start_off_runtime`].
 fn start_process(
     ctx: &BatchContext,
     agent: &AgentPolicy,
@@ -364,7 +445,7 @@ fn start_process(
     paths: &AgentPaths,
     agent_id: &str,
     phases: &mut SpawnPhases,
-) -> Result<(AgentProcess, Option<ReadyWatch>, Instant), FailureCause> {
+) -> StartResult {
     let since_request = |at: Instant| at.duration_since(ctx.request_start).as_micros() as u64;
     // The agent's own prompt is kept as evidence whichever way it is handed over.
     evidence::write_prompt_file(paths, &prompt).map_err(|e| FailureCause::EvidenceFile {
@@ -509,7 +590,13 @@ async fn failed(
             tracing::warn!(agent = %metric.agent, pids = ?left, "killed processes the failed agent left running");
         }
     }
-    if has_row {
+    // A batch's shared rows may include this agent's even where it failed before its own
+    // part began: wait for them, so no row is left looking like a running agent.
+    let row_exists = match &ctx.rows {
+        Some(rows) => has_row || rows.wait().await.is_ok(),
+        None => has_row,
+    };
+    if row_exists {
         mark_row_failed(&ctx.storage, &ctx.clock, &metric.agent_id, &message).await;
     }
     metric.spawn_us = ctx.request_start.elapsed().as_micros() as u64;

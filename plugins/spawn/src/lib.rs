@@ -37,7 +37,6 @@ mod handle;
 pub mod host_agents;
 mod job;
 mod launch;
-pub use launch::EXPERIMENT_INLINE;
 mod logs;
 mod process;
 mod request;

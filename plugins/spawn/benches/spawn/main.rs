@@ -201,7 +201,12 @@ async fn three_agents(bench: &Bench, n: usize, prompt: &str, stdin: bool) {
         let batch = bench.batch_with(&parallel_policy, i, prompt).await;
         parallel.push(batch.total_us);
         breakdown.add(&batch);
-        sequential.push(bench.batch_with(&sequential_policy, i, prompt).await.total_us);
+        sequential.push(
+            bench
+                .batch_with(&sequential_policy, i, prompt)
+                .await
+                .total_us,
+        );
     }
     println!(
         "  ({:.1} s, load average {})",
@@ -271,10 +276,18 @@ async fn overhead(bench: &Bench, n: usize, prompt: &str, stdin: bool) -> u64 {
         let batch = bench.batch_with(&started_policy, i, prompt).await;
         started_sample.extend(batch.spawn_times());
         breakdown.add(&batch);
-        line_sample.extend(bench.batch_with(&line_policy, i, prompt).await.spawn_times());
+        line_sample.extend(
+            bench
+                .batch_with(&line_policy, i, prompt)
+                .await
+                .spawn_times(),
+        );
     }
     let p = Summary::print("readiness = started (process exec'd)", &started_sample);
-    Summary::print("ready line printed at once (+ agent start-up)", &line_sample);
+    Summary::print(
+        "ready line printed at once (+ agent start-up)",
+        &line_sample,
+    );
     target("overhead p95", p.p95_us, 1_500);
     breakdown.print("readiness = started");
     p.p95_us
@@ -382,10 +395,7 @@ fn case(n: u32) -> bool {
 
 fn main() {
     phases::check();
-    if std::env::var_os("EXPERIMENT_INLINE").is_some() {
-        speckit_spawn::EXPERIMENT_INLINE.store(true, std::sync::atomic::Ordering::Relaxed);
-        println!("EXPERIMENT: inline spawn");
-    }
+
     let full = std::env::args().any(|a| a == "--bench");
     let n = if full { 120 } else { 2 };
     let n_wide = if full { 100 } else { 1 };

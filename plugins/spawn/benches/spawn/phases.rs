@@ -152,8 +152,11 @@ impl Breakdown {
 /// Checks the parser on a known line (the bench runs it first: a bench binary has no
 /// unit tests).
 pub fn check() {
-    let t = stub_times("x\nstub_agent times: main_ns=2000000 ready_ns=52000000\n", 1_000_000)
-        .expect("parsed");
+    let t = stub_times(
+        "x\nstub_agent times: main_ns=2000000 ready_ns=52000000\n",
+        1_000_000,
+    )
+    .expect("parsed");
     assert_eq!((t.main_us, t.ready_us), (1_000, 51_000));
     assert!(stub_times("nothing", 0).is_none());
 }
