@@ -9,6 +9,11 @@
 //! an `unlink`, archive sizes from the verified file). One file's failure is reported with
 //! its path and the run goes on; the sources of a failed archive stay where they are.
 //! SPECs run on up to `workers` threads; storage writes go through the engine's writer.
+//! Each SPEC deletes its sources on up to `delete_threads` threads (see [`delete`]) only
+//! after its archive is recorded; a crash among those deletions leaves each source in
+//! place or gone, every one held by the recorded archive, and the next run's plan deletes
+//! the rest (`finish`). What each thread did is recorded in the plan's order, so the
+//! report, messages and figures are the same as on one thread.
 
 mod delete;
 mod unit;
