@@ -9,8 +9,16 @@
 //! an `unlink`, archive sizes from the verified file). One file's failure is reported with
 //! its path and the run goes on; the sources of a failed archive stay where they are.
 //! SPECs run on up to `workers` threads; storage writes go through the engine's writer.
+//! Each SPEC deletes its sources on up to `delete_threads` threads (see [`delete`]) only
+//! after its archive is recorded; a crash among those deletions leaves each source in
+//! place or gone, every one held by the recorded archive, and the next run's plan deletes
+//! the rest (`finish`). What each thread did is recorded in the plan's order, so the
+//! report, messages and figures are the same as on one thread.
 
+mod delete;
 mod unit;
+
+pub use delete::DEFAULT_DELETE_THREADS;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -41,6 +49,9 @@ pub struct ExecRequest<'a> {
     pub progress: &'a (dyn Fn(u64, u64) + Sync),
     /// SPECs worked on at once.
     pub workers: usize,
+    /// Source files each of those SPECs deletes at once (unlinks wait on the disk, not
+    /// the CPU: see [`DEFAULT_DELETE_THREADS`]).
+    pub delete_threads: usize,
     /// Return every action with its status (`cleanup --json`); off, only the figures are
     /// kept, so memory does not grow with the number of files.
     pub keep_actions: bool,

@@ -176,6 +176,7 @@ pub fn cleanup_blocking(
         cancelled,
         progress: control.progress,
         workers,
+        delete_threads: execute::DEFAULT_DELETE_THREADS,
         keep_actions: options.list_actions,
     });
     result.duration_ms = started.elapsed().as_millis() as u64;

@@ -7,12 +7,12 @@ use std::ffi::OsStr;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use super::{ExecRequest, Figures, UnitOutcome};
+use super::{delete, ExecRequest, Figures, UnitOutcome};
 use crate::archive::{self, ArchiveError, Excluded, WriteRequest};
 use crate::catalog;
 use crate::error::RetentionError;
 use crate::faults::{self, Faults, Step};
-use crate::folder::{Folder, NodeKind, Removal, Tree};
+use crate::folder::{FileStat, Folder, NodeKind, Removal, Tree};
 use crate::lock::{self, LockError};
 use crate::plan::{self, Action, ActionStatus, Unit};
 use crate::rows;
@@ -525,7 +525,7 @@ impl UnitRun<'_, '_> {
         // came from a sidecar, so each file is checked against the archive itself.
         type Held = HashMap<String, (u64, i64, String)>;
         let mut verified: HashMap<String, Result<Held, String>> = HashMap::new();
-        let mut dirs = BTreeSet::new();
+        let mut ready: Vec<&plan::Finish> = Vec::new();
         for f in &self.unit.finish {
             let tree = &self.tree;
             let check = verified.entry(f.archive.clone()).or_insert_with(|| {
@@ -569,43 +569,18 @@ impl UnitRun<'_, '_> {
                 );
                 continue;
             }
-            let path = self.tree.display(Path::new(&f.file.path));
-            let mut allocated = 0;
-            let result = (|| -> io::Result<Option<String>> {
-                // Hash the file through its held folder, then delete that very file.
-                let (file, stat) = match self.tree.open_file(Path::new(&f.file.path)) {
-                    Ok(opened) => opened,
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                        return Ok(Some("already gone".into()))
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::InvalidInput => {
-                        return Ok(Some(format!("{e}; kept")))
-                    }
-                    Err(e) => return Err(e),
-                };
-                let planned = f.file.identity.is_none_or(|id| id == (stat.dev, stat.ino));
-                if !planned || stat.size != f.file.size || stat.mtime_ns != f.file.mtime_ns {
-                    return Ok(Some("changed since the plan; kept".into()));
-                }
-                let (sha, _) = archive::sha256_of(file)?;
-                if sha != f.sha256 {
-                    return Ok(Some(format!(
-                        "its content differs from the copy in {}; kept",
-                        f.archive
-                    )));
-                }
-                faults::check(self.faults(), Step::DeleteSource, &path)?;
-                match self.tree.remove_if_same(Path::new(&f.file.path), &stat)? {
-                    Removal::Removed => {
-                        allocated = stat.allocated_bytes;
-                        Ok(None)
-                    }
-                    Removal::Gone => Ok(Some("already gone".into())),
-                    Removal::Changed(why) => Ok(Some(format!("{why}; kept"))),
-                }
-            })();
+            ready.push(f);
+        }
+        // Hash each file through its held folder, then delete that very file: many at once
+        // (see `super::delete`), recorded below in the plan's order.
+        let (tree, faults) = (&self.tree, self.faults());
+        let deleted = delete::map(&ready, self.req.delete_threads, |f| {
+            delete_checked_source(tree, faults, f)
+        });
+        let mut dirs = BTreeSet::new();
+        for (f, result) in ready.into_iter().zip(deleted) {
             match result {
-                Ok(None) => {
+                Ok(Ok(allocated)) => {
                     self.figures.deleted_files += 1;
                     self.figures.deleted_bytes += f.file.size;
                     self.figures.deleted_allocated_bytes += allocated;
@@ -617,8 +592,8 @@ impl UnitRun<'_, '_> {
                         None,
                     );
                 }
-                Ok(Some(why)) => {
-                    if why != "already gone" {
+                Ok(Err(why)) => {
+                    if why != ALREADY_GONE {
                         self.warnings.push(format!("{}: {why}", f.file.path));
                     }
                     self.t.set(
@@ -631,7 +606,10 @@ impl UnitRun<'_, '_> {
                 Err(e) => self.error(
                     plan::ActionKind::DeleteArchived,
                     &f.file.path,
-                    format!("{}: {e}", path.display()),
+                    format!(
+                        "{}: {e}",
+                        self.tree.display(Path::new(&f.file.path)).display()
+                    ),
                 ),
             }
         }
@@ -823,33 +801,17 @@ impl UnitRun<'_, '_> {
                 Some(format!("{} row(s) archived", part.rows)),
             );
         }
-        // Only now: delete the sources, each still exactly as archived.
+        // Only now: delete the sources, each still exactly as archived, many at once
+        // (each unlink waits on the disk; see `super::delete`). What each did is recorded
+        // below in the manifest's order, whichever thread did it.
+        let (tree, faults) = (&self.tree, self.faults());
+        let deleted = delete::map(&w.manifest.files, self.req.delete_threads, |m| {
+            delete_archived_source(tree, faults, m, w.sources.get(&m.path))
+        });
         let mut dirs = BTreeSet::new();
-        for m in &w.manifest.files {
-            let path = self.tree.display(Path::new(&m.path));
-            let mut allocated = 0;
-            let result = (|| -> io::Result<Option<String>> {
-                faults::check(self.faults(), Step::DeleteSource, &path)?;
-                let Some(read) = w.sources.get(&m.path) else {
-                    return Ok(Some(
-                        "archived, but how it was read is unknown; kept".into(),
-                    ));
-                };
-                // Through the handle the file was read from, only while its name still
-                // refers to that very file, unchanged.
-                match self.tree.remove_if_same(Path::new(&m.path), read)? {
-                    Removal::Removed => {
-                        allocated = read.allocated_bytes;
-                        Ok(None)
-                    }
-                    Removal::Gone => Ok(Some("archived; the source was already gone".into())),
-                    Removal::Changed(why) => Ok(Some(format!(
-                        "{why} after it was archived; kept in place (the archive holds the version read)"
-                    ))),
-                }
-            })();
+        for (m, result) in w.manifest.files.iter().zip(deleted) {
             match result {
-                Ok(None) => {
+                Ok(Ok(allocated)) => {
                     self.figures.deleted_files += 1;
                     self.figures.deleted_bytes += m.size;
                     self.figures.deleted_allocated_bytes += allocated;
@@ -857,7 +819,7 @@ impl UnitRun<'_, '_> {
                     self.t
                         .set(plan::ActionKind::Archive, &m.path, ActionStatus::Done, None);
                 }
-                Ok(Some(why)) => {
+                Ok(Err(why)) => {
                     self.figures.kept_after_archiving += 1;
                     self.warnings.push(format!("{}: {why}", m.path));
                     self.t.set(
@@ -871,7 +833,7 @@ impl UnitRun<'_, '_> {
                     self.figures.kept_after_archiving += 1;
                     let message = format!(
                         "{}: {e}; it is archived in {} but could not be deleted",
-                        path.display(),
+                        self.tree.display(Path::new(&m.path)).display(),
                         w.path
                     );
                     self.error(plan::ActionKind::Archive, &m.path, message);
@@ -889,4 +851,65 @@ fn parent_dir(relative: &str) -> PathBuf {
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_default()
+}
+
+/// Deletes one source of a recorded archive through the handle it was read from, only
+/// while its name still refers to that very file, unchanged (`read`: how it was read).
+/// `Ok(Ok(allocated bytes freed))`, or `Ok(Err(why it was kept))`.
+fn delete_archived_source(
+    tree: &Tree,
+    faults: Option<&dyn Faults>,
+    m: &archive::Member,
+    read: Option<&FileStat>,
+) -> io::Result<Result<u64, String>> {
+    let path = tree.display(Path::new(&m.path));
+    faults::check(faults, Step::DeleteSource, &path)?;
+    let Some(read) = read else {
+        return Ok(Err("archived, but how it was read is unknown; kept".into()));
+    };
+    Ok(match tree.remove_if_same(Path::new(&m.path), read)? {
+        Removal::Removed => Ok(read.allocated_bytes),
+        Removal::Gone => Err("archived; the source was already gone".into()),
+        Removal::Changed(why) => Err(format!(
+            "{why} after it was archived; kept in place (the archive holds the version read)"
+        )),
+    })
+}
+
+/// Why [`delete_checked_source`] left a file: not a warning, the goal is reached.
+const ALREADY_GONE: &str = "already gone";
+
+/// Deletes a source an earlier run archived (`f`, whose archive was verified to hold it)
+/// once its content, hashed through its held folder, is the archived one; then only while
+/// its name still refers to the file hashed. `Ok(Ok(allocated bytes freed))`, or
+/// `Ok(Err(why it was kept))`.
+fn delete_checked_source(
+    tree: &Tree,
+    faults: Option<&dyn Faults>,
+    f: &plan::Finish,
+) -> io::Result<Result<u64, String>> {
+    let relative = Path::new(&f.file.path);
+    let (file, stat) = match tree.open_file(relative) {
+        Ok(opened) => opened,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Err(ALREADY_GONE.into())),
+        Err(e) if e.kind() == io::ErrorKind::InvalidInput => return Ok(Err(format!("{e}; kept"))),
+        Err(e) => return Err(e),
+    };
+    let planned = f.file.identity.is_none_or(|id| id == (stat.dev, stat.ino));
+    if !planned || stat.size != f.file.size || stat.mtime_ns != f.file.mtime_ns {
+        return Ok(Err("changed since the plan; kept".into()));
+    }
+    let (sha, _) = archive::sha256_of(file)?;
+    if sha != f.sha256 {
+        return Ok(Err(format!(
+            "its content differs from the copy in {}; kept",
+            f.archive
+        )));
+    }
+    faults::check(faults, Step::DeleteSource, &tree.display(relative))?;
+    Ok(match tree.remove_if_same(relative, &stat)? {
+        Removal::Removed => Ok(stat.allocated_bytes),
+        Removal::Gone => Err(ALREADY_GONE.into()),
+        Removal::Changed(why) => Err(format!("{why}; kept")),
+    })
 }
