@@ -75,7 +75,10 @@ impl Setting {
 
     fn describe(&self) -> String {
         let step = if self.step_target_ms > 0.0 {
-            format!("steps of ~{} ms (<= {} pages)", self.step_target_ms, self.chunk_pages)
+            format!(
+                "steps of ~{} ms (<= {} pages)",
+                self.step_target_ms, self.chunk_pages
+            )
         } else {
             format!("{} pages a step", self.chunk_pages)
         };
@@ -176,10 +179,25 @@ fn main() {
             let p99 = run.during.percentile(99.0);
             let max = run.during.percentile(100.0);
             let checks = [
-                (run.mib_per_s >= TARGET_MIB_PER_S, format!("freed {:.0} MiB/s >= {TARGET_MIB_PER_S}", run.mib_per_s)),
-                (p99 <= TARGET_WRITER_P99_MS, format!("writer p99 {p99:.3} ms <= {TARGET_WRITER_P99_MS} ms")),
-                (max <= run.longest_step_ms, format!("writer max {max:.3} ms <= the longest step {:.3} ms", run.longest_step_ms)),
-                (run.freelist_after == 0, format!("freelist_count after {}", run.freelist_after)),
+                (
+                    run.mib_per_s >= TARGET_MIB_PER_S,
+                    format!("freed {:.0} MiB/s >= {TARGET_MIB_PER_S}", run.mib_per_s),
+                ),
+                (
+                    p99 <= TARGET_WRITER_P99_MS,
+                    format!("writer p99 {p99:.3} ms <= {TARGET_WRITER_P99_MS} ms"),
+                ),
+                (
+                    max <= run.longest_step_ms,
+                    format!(
+                        "writer max {max:.3} ms <= the longest step {:.3} ms",
+                        run.longest_step_ms
+                    ),
+                ),
+                (
+                    run.freelist_after == 0,
+                    format!("freelist_count after {}", run.freelist_after),
+                ),
             ];
             for (ok, what) in checks {
                 all &= ok;
@@ -292,7 +310,13 @@ fn one_shot_baselines(pristine: &Path) -> Option<f64> {
             let version = std::process::Command::new("sqlite3")
                 .arg("--version")
                 .output()
-                .map(|o| String::from_utf8_lossy(&o.stdout).split_whitespace().next().unwrap_or("").to_string())
+                .map(|o| {
+                    String::from_utf8_lossy(&o.stdout)
+                        .split_whitespace()
+                        .next()
+                        .unwrap_or("")
+                        .to_string()
+                })
                 .unwrap_or_default();
             println!(
                 "baseline, the sqlite3 shell {version}: {:.1} MiB freed in {:.0} ms = {:.0} MiB/s (load average {})",

@@ -1,10 +1,11 @@
 //! The maintenance steps, each one `Storage::maintain` call on the engine's writer
-//! connection: one chunk of incremental vacuum, the migration `VACUUM`, a checkpoint.
+//! connection: one chunk of incremental vacuum (with or without its checkpoint), the
+//! migration `VACUUM`, a checkpoint.
 //!
 //! One call per step, because every other write of the process queues behind the writer
 //! connection: a step is the longest any of them waits. Writers of other processes meet
 //! SQLite's write lock instead and poll for it in their busy handler; the job pauses
-//! between chunks (`[vacuum] lock_time_fraction`) so their polls find it free.
+//! between steps (`[vacuum] lock_time_fraction`) so their polls find it free.
 
 use rusqlite::Connection;
 use serde::{Deserialize, Serialize};

@@ -34,10 +34,7 @@ async fn one_chunk_of_n_pages_frees_exactly_n_pages() {
         );
         let checkpoint = chunk.checkpoint.expect("incremental_chunk checkpoints");
         assert!(!checkpoint.busy);
-        assert_eq!(
-            checkpoint.wal_bytes_after, 0,
-            "TRUNCATE empties the WAL"
-        );
+        assert_eq!(checkpoint.wal_bytes_after, 0, "TRUNCATE empties the WAL");
         assert!(chunk.wal_bytes_peak > 0, "the chunk went through the WAL");
         let file = std::fs::metadata(&db).unwrap().len() as i64;
         assert_eq!(
