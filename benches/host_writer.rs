@@ -29,7 +29,8 @@
 //!   fresh copy each time and pooled; its incremental vacuum after a second bloat (insert
 //!   and delete of large rows after the migration); the cleanup's database-row archiving
 //!   (50 SPECs Done in the tracker, consensus runs and executions older than 30 days).
-//!   Default policy otherwise (`[vacuum] chunk_pages = 256`, `lock_time_fraction = 0.5`).
+//!   Default policy otherwise (`[vacuum]` steps of about `step_target_ms = 1`,
+//!   `lock_time_fraction = 0.5`).
 //! - "our longest step": the vacuum report's `max_step_ms` (the longest our writer
 //!   connection held the database in one step). The cleanup's report has no per-step
 //!   figure, so that column is empty for it.

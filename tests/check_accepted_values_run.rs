@@ -25,6 +25,8 @@ const KEYS: &[(&str, bool)] = &[
     ("retention.verify_archive_hashes_every_days", false),
     ("vacuum.free_fraction_threshold", true),
     ("vacuum.chunk_pages", false),
+    ("vacuum.step_target_ms", true),
+    ("vacuum.checkpoint_wal_kib", false),
     ("vacuum.lock_time_fraction", true),
     ("spawn.max_concurrency", false),
     ("spawn.spawn_timeout_ms", false),

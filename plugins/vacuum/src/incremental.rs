@@ -1,6 +1,12 @@
-//! Incremental vacuum in chunks: one write transaction per chunk, a TRUNCATE checkpoint
-//! after each, a pause so other processes' writers get in, and no next chunk while the
-//! WAL cannot be checkpointed.
+//! Incremental vacuum in chunks: one write transaction per chunk (one step), sized so a
+//! step holds the writer about `[vacuum] step_target_ms`; a TRUNCATE checkpoint once the
+//! WAL outgrows `checkpoint_wal_kib` and at the end; a pause after each step so other
+//! processes' writers get in; and no next chunk while the WAL cannot be checkpointed.
+//!
+//! Why these parts (measured on a 150 MiB free list, see BENCHMARKS.md): the
+//! `incremental_vacuum` work is about 2 us a page while the chunk's dirty pages fit the page
+//! cache; a checkpoint syncs the database file and costs milliseconds, so checkpointing
+//! after every chunk made the checkpoints most of the run.
 
 use speckit_engine::JobContext;
 use std::time::{Duration, Instant};
@@ -18,7 +24,9 @@ pub async fn incremental(
     report: &mut VacuumReport,
     warnings: &mut Vec<String>,
 ) -> Result<(), VacuumError> {
-    let chunk_pages = report.chunk_pages.max(1) as i64;
+    let policy = ctx.policy.policy.section::<crate::VacuumPolicy>().clone();
+    let mut sizer = ChunkSizer::new(report.chunk_pages, policy.step_target_ms);
+    let checkpoint_after_bytes = policy.checkpoint_wal_kib.saturating_mul(1024);
     // Free the pages that were free when the job started: pages other connections free
     // meanwhile wait for the next run, so the job always ends.
     let mut remaining = before.pages.freelist_count;
@@ -29,16 +37,21 @@ pub async fn incremental(
             report.outcome = Outcome::Cancelled;
             return Ok(());
         }
-        let request = remaining.min(chunk_pages) as u32;
+        let request = remaining.min(sizer.pages() as i64) as u32;
         let chunk = maintenance
-            .incremental_chunk(request)
+            .incremental_chunk_with(request, checkpoint_after_bytes == 0)
             .await
             .map_err(VacuumError::from_storage)?;
+        sizer.observe(&chunk);
         report.chunks += 1;
         report.pages_freed += chunk.pages_freed;
         report.wal_bytes_peak = report.wal_bytes_peak.max(chunk.wal_bytes_peak);
         report.max_step_ms = report.max_step_ms.max(chunk.duration_us as f64 / 1000.0);
-        report.checkpoints += 1;
+        report.max_chunk_pages = report.max_chunk_pages.max(request);
+        report.min_chunk_pages = match report.min_chunk_pages {
+            0 => request,
+            pages => pages.min(request),
+        };
         if chunk.rows_stepped as i64 != chunk.pages_freed {
             tracing::warn!(database = %ctx.storage.path().display(), rows = chunk.rows_stepped, pages = chunk.pages_freed, "incremental_vacuum returned a different number of rows than pages it freed");
         }
@@ -48,9 +61,13 @@ pub async fn incremental(
                 "chunk": report.chunks,
                 "pages_freed": chunk.pages_freed,
                 "freelist_after": chunk.freelist_after,
+                "requested_pages": request,
                 "wal_bytes_peak": chunk.wal_bytes_peak,
-                "checkpoint_busy": chunk.checkpoint.busy,
+                "checkpoint_busy": chunk.checkpoint.is_some_and(|c| c.busy),
                 "duration_us": chunk.duration_us,
+                "vacuum_us": chunk.vacuum_us,
+                "commit_us": chunk.commit_us,
+                "checkpoint_us": chunk.checkpoint_us,
             }),
         );
         tracing::debug!(
@@ -65,17 +82,38 @@ pub async fn incremental(
             total,
             format!("{} of {total} free pages freed", report.pages_freed),
         );
-        if chunk.checkpoint.busy {
-            report.checkpoints_busy += 1;
-            if !settle_checkpoint(ctx, maintenance, report, warnings).await? {
-                return Ok(());
+        let last = remaining <= 0 || chunk.pages_freed < request as i64;
+        let mut held = Duration::from_micros(chunk.duration_us);
+        let checkpoint = match chunk.checkpoint {
+            Some(checkpoint) => Some(checkpoint),
+            // The end's checkpoint shrinks the file and empties the WAL.
+            None if last || chunk.wal_bytes_peak > checkpoint_after_bytes => {
+                let started = Instant::now();
+                let checkpoint = maintenance
+                    .checkpoint()
+                    .await
+                    .map_err(VacuumError::from_storage)?;
+                let took = started.elapsed();
+                report.max_step_ms = report.max_step_ms.max(took.as_secs_f64() * 1000.0);
+                held += took;
+                Some(checkpoint)
+            }
+            None => None,
+        };
+        if let Some(checkpoint) = checkpoint {
+            report.checkpoints += 1;
+            if checkpoint.busy {
+                report.checkpoints_busy += 1;
+                if !settle_checkpoint(ctx, maintenance, report, warnings).await? {
+                    return Ok(());
+                }
             }
         }
         if chunk.pages_freed < request as i64 {
             // The freelist ran out first (another connection reused or freed pages).
             break;
         }
-        if remaining > 0 && !pause_for_other_writers(ctx, &chunk, report).await {
+        if remaining > 0 && !pause_for_other_writers(ctx, held, report).await {
             return Ok(());
         }
     }
@@ -88,6 +126,63 @@ pub async fn incremental(
     Ok(())
 }
 
+/// The fewest pages an adaptive step frees: below this the step's fixed costs
+/// (`BEGIN`, the counts, `COMMIT`) outweigh its vacuum work.
+pub const MIN_ADAPTIVE_CHUNK_PAGES: u32 = 16;
+
+/// How many pages the next step frees: `chunk_pages` each time, or, with a step target,
+/// as many as the last step's rate says fit in the target, changing by at most 2x a step
+/// (one step slowed by the machine should not swing the next one far), within
+/// [`MIN_ADAPTIVE_CHUNK_PAGES`]`..=chunk_pages`.
+#[derive(Debug, Clone)]
+pub struct ChunkSizer {
+    pages: u32,
+    max: u32,
+    target_us: f64,
+}
+
+impl ChunkSizer {
+    pub fn new(chunk_pages: u32, step_target_ms: f64) -> Self {
+        let max = chunk_pages.max(1);
+        let target_us = step_target_ms * 1000.0;
+        // Adaptive runs start small: the first step measures the rate.
+        let pages = if target_us > 0.0 {
+            max.min(64).max(MIN_ADAPTIVE_CHUNK_PAGES.min(max))
+        } else {
+            max
+        };
+        Self {
+            pages,
+            max,
+            target_us,
+        }
+    }
+
+    /// Pages for the next step.
+    pub fn pages(&self) -> u32 {
+        self.pages
+    }
+
+    /// Sizes the next step from one that ran: its pages over the time it held the lock
+    /// for its transaction (the checkpoint, when it has one, is a cost of the WAL's size,
+    /// not of the chunk's).
+    pub fn observe(&mut self, chunk: &ChunkOutcome) {
+        self.observe_rate(chunk.requested_pages, chunk.vacuum_us + chunk.commit_us);
+    }
+
+    /// [`ChunkSizer::observe`] from its figures: `pages` freed holding `held_us`.
+    pub fn observe_rate(&mut self, pages: u32, held_us: u64) {
+        if self.target_us <= 0.0 || pages == 0 {
+            return;
+        }
+        let fitting = pages as f64 * self.target_us / held_us.max(1) as f64;
+        let current = self.pages as f64;
+        let next = fitting.clamp(current / 2.0, current * 2.0);
+        let floor = MIN_ADAPTIVE_CHUNK_PAGES.min(self.max) as f64;
+        self.pages = next.clamp(floor, self.max as f64) as u32;
+    }
+}
+
 /// Leaves the database to other writers after a chunk, so the vacuum holds the write lock
 /// at most `lock_time_fraction` of the time. Writers of this process queue on the writer
 /// connection and get their turn anyway; writers of other processes poll for the lock in
@@ -95,7 +190,7 @@ pub async fn incremental(
 /// inside the next chunk again and again. Returns false if the engine shut down meanwhile.
 async fn pause_for_other_writers(
     ctx: &JobContext,
-    chunk: &ChunkOutcome,
+    held: Duration,
     report: &mut VacuumReport,
 ) -> bool {
     let share = ctx
@@ -104,7 +199,6 @@ async fn pause_for_other_writers(
         .section::<crate::VacuumPolicy>()
         .lock_time_fraction
         .clamp(f64::MIN_POSITIVE, 1.0);
-    let held = Duration::from_micros(chunk.duration_us);
     let pause = held.mul_f64((1.0 - share) / share);
     if pause.is_zero() {
         return true;

@@ -2,9 +2,10 @@
 //!
 //! Jobs:
 //! - `vacuum` switches an `auto_vacuum = NONE` database to INCREMENTAL once, with one full
-//!   `VACUUM` after checking free disk, and otherwise frees free pages in chunks of
-//!   `[vacuum] chunk_pages`, each chunk a write transaction stepping
-//!   `PRAGMA incremental_vacuum(N)` to its end, followed by `wal_checkpoint(TRUNCATE)`.
+//!   `VACUUM` after checking free disk, and otherwise frees free pages in chunks, each a
+//!   write transaction stepping `PRAGMA incremental_vacuum(N)` to its end and sized to
+//!   hold the writer about `[vacuum] step_target_ms` (at most `chunk_pages` pages), with a
+//!   `wal_checkpoint(TRUNCATE)` once the WAL outgrows `checkpoint_wal_kib` and at the end.
 //!   `PRAGMA quick_check` runs first; a database that fails it is not touched.
 //! - `integrity_check` runs `PRAGMA integrity_check` and reports.
 //!

@@ -77,7 +77,13 @@ pub struct VacuumReport {
     /// Dry run: the pages a real run would free (for a migration, at least the free ones).
     pub would_free_pages: Option<i64>,
     pub would_free_bytes: Option<u64>,
+    /// The policy's `chunk_pages` (the most pages a step frees), and the fewest and most
+    /// pages a step of this run was asked to free (steps are sized to `step_target_ms`).
     pub chunk_pages: u32,
+    #[serde(default)]
+    pub min_chunk_pages: u32,
+    #[serde(default)]
+    pub max_chunk_pages: u32,
     pub chunks: u32,
     pub checkpoints: u32,
     /// Checkpoints that could not finish (another connection held the checkpoint lock or
@@ -85,8 +91,8 @@ pub struct VacuumReport {
     pub checkpoints_busy: u32,
     /// Step attempts repeated because another process held the write lock.
     pub busy_retries: u64,
-    /// The longest a single step held the writer connection: the most any other write
-    /// of this process waited for the vacuum.
+    /// The longest a single step (a chunk, or a checkpoint) held the writer connection:
+    /// the most any other write of this process waited for the vacuum.
     pub max_step_ms: f64,
     /// Time spent pausing between chunks for other processes' writers
     /// (`[vacuum] lock_time_fraction`).
@@ -138,6 +144,8 @@ impl VacuumReport {
             would_free_pages: None,
             would_free_bytes: None,
             chunk_pages,
+            min_chunk_pages: 0,
+            max_chunk_pages: 0,
             chunks: 0,
             checkpoints: 0,
             checkpoints_busy: 0,

@@ -9,8 +9,17 @@ use speckit_engine::policy::{Section, SectionProblems};
 pub struct VacuumPolicy {
     /// Run an incremental vacuum when `freelist_count / page_count` reaches this (0-1].
     pub free_fraction_threshold: f64,
-    /// Pages freed per step; writers wait at most one step.
+    /// The most pages one step frees; writers wait at most one step. With
+    /// `step_target_ms > 0` steps are sized to take that long, up to this many pages.
     pub chunk_pages: u32,
+    /// The time one step should hold the writer connection, in milliseconds: after each
+    /// step the next one's page count is set from the pages per millisecond just measured
+    /// (within 16..=`chunk_pages`). 0 frees `chunk_pages` pages in every step.
+    pub step_target_ms: f64,
+    /// Checkpoint the WAL (TRUNCATE) between steps once it holds more than this many KiB,
+    /// and once at the end. 0 checkpoints after every step. A checkpoint syncs the
+    /// database file, so one per step would cost more than the step itself.
+    pub checkpoint_wal_kib: u64,
     /// Switch an `auto_vacuum = NONE` database to INCREMENTAL with one full VACUUM.
     pub migrate_to_incremental: bool,
     /// The largest share (0-1] of the time the vacuum holds the write lock: after a chunk
@@ -23,7 +32,9 @@ impl Default for VacuumPolicy {
     fn default() -> Self {
         Self {
             free_fraction_threshold: 0.1,
-            chunk_pages: 256,
+            chunk_pages: 4096,
+            step_target_ms: 1.0,
+            checkpoint_wal_kib: 2048,
             migrate_to_incremental: true,
             lock_time_fraction: 0.5,
         }
@@ -52,6 +63,12 @@ impl Section for VacuumPolicy {
                     i32::MAX,
                     self.chunk_pages
                 ),
+            );
+        }
+        if !(self.step_target_ms.is_finite() && (0.0..=1000.0).contains(&self.step_target_ms)) {
+            problems.bad(
+                "step_target_ms",
+                format!("must be in [0, 1000], got {}", self.step_target_ms),
             );
         }
         if !(self.lock_time_fraction > 0.0 && self.lock_time_fraction <= 1.0) {

@@ -32,11 +32,9 @@ async fn one_chunk_of_n_pages_frees_exactly_n_pages() {
             (n as i64..=n as i64 + 1).contains(&shrunk),
             "page_count shrank by {shrunk} for {n} pages"
         );
-        assert!(!chunk.checkpoint.busy);
-        assert_eq!(
-            chunk.checkpoint.wal_bytes_after, 0,
-            "TRUNCATE empties the WAL"
-        );
+        let checkpoint = chunk.checkpoint.expect("incremental_chunk checkpoints");
+        assert!(!checkpoint.busy);
+        assert_eq!(checkpoint.wal_bytes_after, 0, "TRUNCATE empties the WAL");
         assert!(chunk.wal_bytes_peak > 0, "the chunk went through the WAL");
         let file = std::fs::metadata(&db).unwrap().len() as i64;
         assert_eq!(
@@ -76,7 +74,13 @@ async fn the_job_frees_every_free_page_in_chunks_and_keeps_every_row() {
     let db = dir.path().join("consensus.db");
     incremental_db(&db, 5, 300, 12 * 1024);
     let rows_before = upstream_rows(&Connection::open(&db).unwrap());
-    let engine = engine(dir.path(), &db, "[vacuum]\nchunk_pages = 64\n").await;
+    // Fixed 64-page chunks, each checkpointed (the policy before steps had a time target).
+    let engine = engine(
+        dir.path(),
+        &db,
+        "[vacuum]\nchunk_pages = 64\nstep_target_ms = 0\ncheckpoint_wal_kib = 0\n",
+    )
+    .await;
 
     let run = run_job(&engine, "vacuum", serde_json::json!({})).await;
     assert_succeeded(&run);
@@ -217,4 +221,88 @@ async fn shutdown_stops_the_vacuum_between_chunks() {
     let conn = Connection::open(&db).unwrap();
     assert_eq!(db_state(&conn).integrity, vec!["ok"]);
     assert_eq!(upstream_rows(&conn), rows_before);
+}
+
+#[test]
+fn adaptive_chunks_follow_the_measured_rate_within_their_bounds() {
+    use speckit_vacuum::incremental::{ChunkSizer, MIN_ADAPTIVE_CHUNK_PAGES};
+    // 1 ms target, at most 1,000 pages; the first step measures.
+    let mut sizer = ChunkSizer::new(1_000, 1.0);
+    assert_eq!(sizer.pages(), 64);
+    // 64 pages in 100 us: 640 fit in 1 ms, but one step grows at most 2x.
+    sizer.observe_rate(64, 100);
+    assert_eq!(sizer.pages(), 128);
+    sizer.observe_rate(128, 200);
+    sizer.observe_rate(256, 400);
+    sizer.observe_rate(512, 800);
+    assert_eq!(sizer.pages(), 640, "settles where a step takes 1 ms");
+    // Much faster: capped by chunk_pages.
+    sizer.observe_rate(640, 10);
+    sizer.observe_rate(1_000, 10);
+    assert_eq!(sizer.pages(), 1_000);
+    // A step that took 1 s: halves at most per step, never below the floor.
+    for _ in 0..20 {
+        let pages = sizer.pages();
+        sizer.observe_rate(pages, 1_000_000);
+    }
+    assert_eq!(sizer.pages(), MIN_ADAPTIVE_CHUNK_PAGES);
+    // A target of 0: chunk_pages every time, whatever the rate.
+    let mut fixed = ChunkSizer::new(300, 0.0);
+    fixed.observe_rate(300, 1_000_000);
+    assert_eq!(fixed.pages(), 300);
+    // chunk_pages below the floor is still the most a step frees.
+    let mut tiny = ChunkSizer::new(4, 1.0);
+    tiny.observe_rate(4, 1);
+    assert_eq!(tiny.pages(), 4);
+}
+
+#[tokio::test]
+async fn the_default_policy_sizes_steps_to_time_and_checkpoints_by_wal_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("consensus.db");
+    incremental_db(&db, 5, 600, 16 * 1024);
+    let rows_before = upstream_rows(&Connection::open(&db).unwrap());
+    // The default step target and chunk bound; a 64 KiB WAL limit so a few checkpoints
+    // fall inside the job.
+    let engine = engine(dir.path(), &db, "[vacuum]\ncheckpoint_wal_kib = 64\n").await;
+    let mut events = engine.events().subscribe();
+    let run = run_job(&engine, "vacuum", serde_json::json!({})).await;
+    assert_succeeded(&run);
+    let report = report_of(&run);
+    assert_eq!(report.outcome, Outcome::Done);
+    assert_eq!(report.freelist_after, 0);
+    assert_eq!(report.pages_freed, report.freelist_before);
+    assert!(report.freelist_before > 2_000, "{report:?}");
+    let policy = speckit_vacuum::VacuumPolicy::default();
+    assert!(
+        report.min_chunk_pages >= 1 && report.max_chunk_pages <= policy.chunk_pages,
+        "{report:?}"
+    );
+    // Steps are sized: the second asks for another count than the first's 64, unless
+    // the rate happened to fit 64 pages in the target exactly.
+    let mut requested = Vec::new();
+    let mut checkpointed_in_step = 0;
+    while let Ok(event) = events.try_recv() {
+        if let speckit_engine::EngineEvent::Plugin { kind, data, .. } = event {
+            if kind == "vacuum_chunk" {
+                requested.push(data["requested_pages"].as_u64().unwrap());
+                checkpointed_in_step += data["checkpoint_us"].as_u64().unwrap_or(0);
+            }
+        }
+    }
+    assert_eq!(requested.len() as u32, report.chunks);
+    assert_eq!(requested[0], 64, "the first step measures with 64 pages");
+    assert_eq!(checkpointed_in_step, 0, "no step checkpoints by itself");
+    // Checkpoints: one each time the WAL passed 64 KiB, and one at the end; fewer than
+    // chunks, and the WAL ends empty and the file shrunk to its pages.
+    assert!(report.checkpoints >= 1, "{report:?}");
+    assert!(report.checkpoints <= report.chunks, "{report:?}");
+    assert_eq!(report.wal_bytes_after, 0);
+    assert_eq!(report.bytes_after, report.page_count_after as u64 * 4096);
+    engine.shutdown(std::time::Duration::from_secs(10)).await;
+    let conn = Connection::open(&db).unwrap();
+    let state = db_state(&conn);
+    assert_eq!(state.freelist_count, 0);
+    assert_eq!(state.integrity, vec!["ok"]);
+    assert_eq!(upstream_rows(&conn), rows_before, "every live row intact");
 }

@@ -336,7 +336,7 @@ async fn a_reader_pinning_an_old_snapshot_pauses_the_vacuum_instead_of_growing_t
     let engine = engine(
         dir.path(),
         &db,
-        "[storage]\nbusy_timeout_ms = 50\nwrite_retry_attempts = 3\n[vacuum]\nchunk_pages = 64\n",
+        "[storage]\nbusy_timeout_ms = 50\nwrite_retry_attempts = 3\n[vacuum]\nchunk_pages = 64\nstep_target_ms = 0\ncheckpoint_wal_kib = 0\n",
     )
     .await;
     let mut reader = Helper::start(
