@@ -145,7 +145,8 @@ pub struct SpawnPhases {
     pub prompt_file_us: u64,
     /// `spawn` returned: the process exists (and has exec'd its program).
     pub process_spawned_us: u64,
-    /// Its `agent_executions` row was committed.
+    /// Its `agent_executions` row was committed (a batch's shared rows, submitted during
+    /// its set-up, may commit before the agent's task begins).
     pub row_committed_us: u64,
     /// Its ready line was read (0 for `readiness = "started"`).
     pub ready_line_us: u64,

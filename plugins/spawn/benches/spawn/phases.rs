@@ -70,7 +70,7 @@ const TASK: &str = "set-up done to the agent's task running";
 const SLOT: &str = "waiting for a slot";
 const PROMPT: &str = "prompt file written";
 const SPAWN: &str = "posix_spawn + exec (spawn call)";
-const ROW: &str = "row committed (from slot; overlaps the two above)";
+const ROW: &str = "row committed (from the request; overlaps)";
 const TO_MAIN: &str = "spawn call to the agent's main()";
 const OWN_WAIT: &str = "the agent's own wait before ready";
 const WAKE: &str = "ready line written to read by the engine";
@@ -116,7 +116,7 @@ impl Breakdown {
             self.push(SLOT, p.slot_us.saturating_sub(p.task_started_us));
             self.push(PROMPT, p.prompt_file_us.saturating_sub(p.slot_us));
             self.push(SPAWN, p.process_spawned_us.saturating_sub(p.prompt_file_us));
-            self.push(ROW, p.row_committed_us.saturating_sub(p.slot_us));
+            self.push(ROW, p.row_committed_us);
             let running = p.row_committed_us.max(p.process_spawned_us);
             if let Some(stub) = agent.stub {
                 self.push(TO_MAIN, stub.main_us.saturating_sub(p.prompt_file_us));
