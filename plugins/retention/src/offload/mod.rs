@@ -297,6 +297,14 @@ fn upload_checked(
             shown.display()
         ));
     }
+    faults::check(faults, Step::PutObject, shown).map_err(|e| {
+        text(OffloadError::Local {
+            path: shown.to_path_buf(),
+            source: e,
+        })
+    })?;
+    // Created only if still absent (archives in one request; see `Remote::upload`): an
+    // object another writer put there since the look-up is not overwritten.
     let uploaded = remote
         .upload(url, file, shown, o.bytes, &o.sha256)
         .map_err(text)?;

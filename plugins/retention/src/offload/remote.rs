@@ -18,8 +18,8 @@ use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path as ObjectPath;
 use object_store::{
-    BackoffConfig, ClientOptions, ObjectStore, ObjectStoreExt, PutPayload, RetryConfig,
-    WriteMultipart,
+    BackoffConfig, ClientOptions, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload,
+    RetryConfig, WriteMultipart,
 };
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -346,6 +346,11 @@ impl Remote {
     /// request up to `part_size_mib`, else in parts. The bytes are hashed as they are
     /// sent; a file that is not the recorded archive is not left on the store. For a
     /// `file://` store the object is fsynced (file and folder) before this returns.
+    ///
+    /// A one-request upload only creates: it fails ([`OffloadError::Refused`]) if an
+    /// object is at `url` by then (`If-None-Match: *` on S3, a hard link on a folder). A
+    /// multipart upload's completion cannot be made conditional through `object_store`,
+    /// so for archives above `part_size_mib` the caller's look-up is the only guard.
     pub fn upload(
         &self,
         url: &StoreUrl,
@@ -354,8 +359,11 @@ impl Remote {
         size: u64,
         sha256: &str,
     ) -> Result<Uploaded, OffloadError> {
-        if let Some(folder) = url.local_path().as_deref().and_then(Path::parent) {
-            self.check_file_base(url, folder)?;
+        if let Some(object) = url.local_path() {
+            if let Some(folder) = object.parent() {
+                self.check_file_base(url, folder)?;
+            }
+            remove_stale_staging(&object)?;
         }
         let store = self.store(url)?;
         let location = url.object_path();
@@ -381,8 +389,24 @@ impl Remote {
                 sha256,
                 size,
             )?;
-            self.block_on(store.put(&location, PutPayload::from(Bytes::from(bytes))))
-                .map_err(store_error("uploading"))?
+            let create = PutOptions {
+                mode: PutMode::Create,
+                ..PutOptions::default()
+            };
+            match self.block_on(store.put_opts(
+                &location,
+                PutPayload::from(Bytes::from(bytes)),
+                create,
+            )) {
+                Ok(done) => done,
+                Err(object_store::Error::AlreadyExists { .. }) => {
+                    return Err(OffloadError::Refused {
+                        url: url.to_string(),
+                        detail: "another object appeared at this key after the look-up (another host offloading to the same prefix?); it is not overwritten".into(),
+                    })
+                }
+                Err(e) => return Err(store_error("uploading")(e)),
+            }
         } else {
             self.block_on(async {
                 let upload = store
@@ -406,6 +430,11 @@ impl Remote {
                     hasher.update(&buf[..n]);
                     sent += n as u64;
                     if let Err(e) = writer.wait_for_capacity(4).await {
+                        // A part failed: abort, or the store keeps the parts sent (an
+                        // incomplete multipart upload, billed and invisible) for good.
+                        if let Err(abort) = writer.abort().await {
+                            tracing::warn!(url = %url, "aborting a failed multipart upload failed too: {} (the parts sent stay on the store until a lifecycle rule removes them)", with_causes(&abort));
+                        }
                         return Err(store_error("uploading a part")(e));
                     }
                     writer.write(&buf[..n]);
@@ -530,6 +559,49 @@ fn check_local(
     })
 }
 
+/// Removes what a killed upload to a `file://` store left beside `object`: the local
+/// store writes `<object>#<n>` and renames it into place when done, so a process killed
+/// mid-upload leaves that file for good (the store's listing hides it). Called under the
+/// SPEC's lock before the next upload of the same key, which is the only writer of those
+/// names (an in-flight upload by another process whose file this removes fails its
+/// rename and keeps its local archive).
+fn remove_stale_staging(object: &Path) -> Result<(), OffloadError> {
+    let (Some(folder), Some(name)) = (object.parent(), object.file_name()) else {
+        return Ok(());
+    };
+    let prefix = format!("{}#", name.to_string_lossy());
+    let entries = match std::fs::read_dir(folder) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()), // first upload here
+        Err(source) => {
+            return Err(OffloadError::Local {
+                path: folder.to_path_buf(),
+                source,
+            })
+        }
+    };
+    let local = |path: PathBuf| move |source| OffloadError::Local { path, source };
+    for entry in entries {
+        let entry = entry.map_err(local(folder.to_path_buf()))?;
+        let file_name = entry.file_name();
+        let Some(n) = file_name.to_str().and_then(|f| f.strip_prefix(&prefix)) else {
+            continue;
+        };
+        if n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit()) {
+            continue; // not a staging name of this object's
+        }
+        let path = entry.path();
+        match std::fs::remove_file(&path) {
+            Ok(()) => {
+                tracing::info!(path = %path.display(), "removed an interrupted upload's staging file")
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(source) => return Err(OffloadError::Local { path, source }),
+        }
+    }
+    Ok(())
+}
+
 /// fsyncs an object `LocalFileSystem` wrote (it renames a staged file into place without
 /// syncing), and its folder, so the local copy is deleted only after the offloaded one
 /// would survive a power loss.
@@ -639,6 +711,37 @@ mod tests {
         assert_eq!(remote.head(&other).unwrap(), None);
         assert!(remote.delete(&url).unwrap());
         assert!(!remote.delete(&url).unwrap());
+    }
+
+    #[test]
+    fn an_interrupted_uploads_staging_files_are_removed_by_the_next_upload() {
+        let dir = tempfile::tempdir().unwrap();
+        let store_dir = dir.path().join("store");
+        std::fs::create_dir_all(store_dir.join("S")).unwrap();
+        let policy = OffloadPolicy {
+            after_days: 40,
+            url: format!("file://{}", store_dir.display()),
+            ..OffloadPolicy::default()
+        };
+        let remote = Remote::new(&policy).unwrap();
+        // What a process killed mid-upload leaves (object_store's local staging names),
+        // and names that are not staging files of this object.
+        for name in ["a#1", "a#2", "a#x", "ab#1", "b#1"] {
+            std::fs::write(store_dir.join("S").join(name), b"partial").unwrap();
+        }
+        let src = dir.path().join("a");
+        std::fs::write(&src, b"abc").unwrap();
+        let sha = hex::encode(Sha256::digest(b"abc"));
+        let url = remote.base().unwrap().join("S/a");
+        remote
+            .upload(&url, File::open(&src).unwrap(), &src, 3, &sha)
+            .unwrap();
+        let mut left: Vec<String> = std::fs::read_dir(store_dir.join("S"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["a", "a#x", "ab#1", "b#1"]);
     }
 
     #[test]
