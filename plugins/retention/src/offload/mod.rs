@@ -25,7 +25,7 @@
 
 mod remote;
 
-pub use remote::{ObjectInfo, OffloadError, Remote, StoreUrl, Uploaded};
+pub use remote::{redacted, ObjectInfo, OffloadError, Remote, StoreUrl, Uploaded};
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;

@@ -97,13 +97,17 @@ pub struct StoreUrl {
 impl StoreUrl {
     /// Parses `s3://bucket[/prefix]` or `file:///absolute/path`; the message says why not.
     pub fn parse(url: &str) -> Result<StoreUrl, String> {
+        let raw = url;
+        // Messages show the url without any user:password part someone put in it.
+        let url = redacted(raw);
+        let url = url.as_str();
         if url.is_empty() {
             return Err(
                 "is empty; set it to s3://bucket/prefix or file:///absolute/folder (or after_days = 0 to turn offload off)"
                     .into(),
             );
         }
-        if let Some(rest) = url.strip_prefix("s3://") {
+        if let Some(rest) = raw.strip_prefix("s3://") {
             let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
             if bucket.is_empty() {
                 return Err(format!("{url:?} names no bucket (s3://bucket/prefix)"));
@@ -120,7 +124,7 @@ impl StoreUrl {
                 key: clean_key(prefix)?,
             });
         }
-        if let Some(path) = url.strip_prefix("file://") {
+        if let Some(path) = raw.strip_prefix("file://") {
             if !path.starts_with('/') {
                 return Err(format!(
                     "{url:?}: a file:// url needs an absolute path (file:///srv/archives)"
@@ -168,6 +172,19 @@ impl std::fmt::Display for StoreUrl {
     }
 }
 
+/// `url` with the `user:password@` of its authority (if any) replaced by `***@`, for
+/// messages: a credential pasted into a url or endpoint is never shown or logged.
+pub fn redacted(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}://***{}", &rest[at..]),
+        None => url.to_string(),
+    }
+}
+
 /// A prefix or key without empty, `.` or `..` segments (object_store refuses those).
 fn clean_key(raw: &str) -> Result<String, String> {
     let parts: Vec<&str> = raw.split('/').filter(|p| !p.is_empty()).collect();
@@ -206,7 +223,7 @@ pub struct Remote {
 impl std::fmt::Debug for Remote {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Remote")
-            .field("url", &self.policy.url)
+            .field("url", &redacted(&self.policy.url))
             .finish()
     }
 }
@@ -239,7 +256,7 @@ impl Remote {
     /// The configured `[offload] url`.
     pub fn base(&self) -> Result<StoreUrl, OffloadError> {
         StoreUrl::parse(&self.policy.url).map_err(|why| OffloadError::Url {
-            url: self.policy.url.clone(),
+            url: redacted(&self.policy.url),
             why,
         })
     }
@@ -653,6 +670,24 @@ mod tests {
             let e = StoreUrl::parse(url).unwrap_err();
             assert!(e.contains(says), "{url}: {e}");
         }
+    }
+
+    #[test]
+    fn credentials_in_a_url_are_never_shown() {
+        for url in [
+            "s3://AKIAEXAMPLE:SeCrEt@bucket/x",
+            "file://AKIAEXAMPLE:SeCrEt@host/x",
+            "gs://AKIAEXAMPLE:SeCrEt@bucket",
+        ] {
+            let e = StoreUrl::parse(url).unwrap_err();
+            assert!(!e.contains("SeCrEt") && !e.contains("AKIAEXAMPLE"), "{e}");
+            assert!(e.contains("***@"), "{e}");
+        }
+        assert_eq!(
+            redacted("https://k:s@minio:9000/a@b"),
+            "https://***@minio:9000/a@b"
+        );
+        assert_eq!(redacted("s3://bucket/pre@fix"), "s3://bucket/pre@fix");
     }
 
     #[test]
