@@ -9,7 +9,7 @@
 //! | step | then a crash leaves | the next run |
 //! |------|---------------------|--------------|
 //! | 1. the local file is checked (regular, recorded size) | local | starts again |
-//! | 2. upload, hashing the bytes sent: a file that is not the recorded archive is refused (a multipart upload aborted) | local (maybe a partial or complete object) | a complete object with the archive's exact bytes is adopted (read back); another object at that key is never overwritten |
+//! | 2. look up the key, then upload, hashing the bytes sent: a file that is not the recorded archive is refused (a multipart upload aborted, also when a part fails); a one-request upload only creates (`PutMode::Create`) | local (maybe a partial or complete object) | a complete object with the archive's exact bytes is adopted (read back); another object at that key is never overwritten; a `file://` store's staging files of that key (`<object>#<n>`, left by a killed upload) are removed first |
 //! | 3. read back in full: sha256 and size must match the record (else the object this run wrote is deleted) | local + object | as 2 |
 //! | 4. record `remote_url`, ETag, version, `offloaded_at` in one transaction | local + recorded object | finds it recorded: HEAD must match size (and ETag), the local file must still hash as recorded, then 5 |
 //! | 5. delete the local file (only if it is still the file checked), fsync its folder | recorded object (+ sidecar) | nothing to do |
@@ -17,6 +17,17 @@
 //! Any error at any step fails that archive's action with the cause, changes no record and
 //! deletes nothing local; the next run tries again. A crash leaves the archive local,
 //! remote, or both, never neither.
+//!
+//! What a crash can leave on the store that no record names, and what clears it: a
+//! `file://` store's staging file of an upload cut short (removed by the next upload of
+//! that key, which the rerun makes); on S3, the parts of a multipart upload cut short by
+//! a crash (object_store cannot list them: an `AbortIncompleteMultipartUpload` lifecycle
+//! rule on the bucket removes them); and a complete object uploaded but not recorded whose
+//! archive, by the next run, is past the purge age (the local purge does not look at the
+//! store, so that object stays until removed by hand). Only a one-request upload (up to
+//! `part_size_mib`) is conditional: a multipart upload's completion cannot be made
+//! create-only through object_store, so for larger archives the look-up before the upload
+//! is the only guard against another writer's object at the same key.
 //!
 //! Purge of an offloaded archive deletes the object first, then the local sidecar (and
 //! file, if any), then records the purge: the record of an object is dropped only once

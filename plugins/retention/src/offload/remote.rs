@@ -10,7 +10,9 @@
 //!
 //! Credentials for S3 come only from the environment (`AWS_ACCESS_KEY_ID`,
 //! `AWS_SECRET_ACCESS_KEY`, optionally `AWS_SESSION_TOKEN`); without them the store is not
-//! used at all (no instance-metadata lookups), and they are never logged or reported.
+//! used at all (no instance-metadata lookups), and they are never logged or reported. A
+//! `user:password@` put into `offload.url` or `endpoint` is refused, and messages show
+//! such a url [`redacted`].
 
 use bytes::Bytes;
 use futures_util::StreamExt;
