@@ -260,8 +260,9 @@ impl Section for RetentionPolicy {
 
 /// `[offload]`: old archives moved to object storage (S3 or an S3-compatible server, or a
 /// local or network folder), then deleted locally; their manifest sidecars stay. Off by
-/// default. Credentials come only from the environment (`AWS_ACCESS_KEY_ID`,
-/// `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, ...), never from this file.
+/// default. Credentials come from the environment (`AWS_ACCESS_KEY_ID`,
+/// `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`) or a profile of the shared credentials
+/// file (`AWS_PROFILE`, `~/.aws/credentials`), never from this file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct OffloadPolicy {

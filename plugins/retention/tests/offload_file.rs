@@ -314,6 +314,44 @@ fn an_object_put_after_the_look_up_is_never_overwritten() {
     assert_eq!(placement(&ws, &storage), before);
 }
 
+#[test]
+fn an_upload_left_unrecorded_goes_with_its_archive_at_the_purge_age() {
+    let (ws, storage, store) = file_workspace();
+    // Uploaded and read back, then the record fails: objects no record names.
+    let errors = offload_run(&ws, &storage, Some(&FailAt(Step::RecordOffload)));
+    assert_eq!(errors.len(), 2, "{errors:?}");
+    let objects = file_store_objects(&store);
+    assert_eq!(objects.len(), 2, "{objects:?}");
+    // Another writer's bytes at one of the keys: not the archive, so never deleted.
+    let rival_key = objects.keys().next().unwrap().clone();
+    std::fs::write(store.join(&rival_key), RIVAL).unwrap();
+    // 60 days on, both archives (written 60 days ago) are past purge_after_days (90).
+    let result = run_at(
+        &ws,
+        &storage,
+        now() + chrono::Duration::days(60),
+        false,
+        None,
+    );
+    let executed = result.executed.expect("a real run");
+    assert!(executed.errors.is_empty(), "{:?}", executed.errors);
+    assert_eq!(executed.figures.purged_archives, 2);
+    assert_eq!(executed.figures.purged_remote_objects, 1);
+    assert!(placement(&ws, &storage).is_empty(), "both purged");
+    assert_eq!(
+        file_store_objects(&store),
+        std::collections::BTreeMap::from([(rival_key.clone(), sha_hex(RIVAL))])
+    );
+    assert!(
+        executed
+            .warnings
+            .iter()
+            .any(|w| w.contains(&rival_key) && w.contains("left alone")),
+        "{:?}",
+        executed.warnings
+    );
+}
+
 /// Panics at the `target`-th offload step (never when 0); counts them.
 struct CrashAt {
     target: usize,

@@ -22,9 +22,10 @@
 //! `file://` store's staging file of an upload cut short (removed by the next upload of
 //! that key, which the rerun makes); on S3, the parts of a multipart upload cut short by
 //! a crash (object_store cannot list them: an `AbortIncompleteMultipartUpload` lifecycle
-//! rule on the bucket removes them); and a complete object uploaded but not recorded whose
-//! archive, by the next run, is past the purge age (the local purge does not look at the
-//! store, so that object stays until removed by hand). Only a one-request upload (up to
+//! rule on the bucket removes them). A complete object uploaded but not recorded is
+//! adopted by the next run's offload, or, when that run finds the archive past the purge
+//! age instead, deleted with it (if it holds the archive's exact bytes; a failure to
+//! look is a warning naming the object, and the local purge goes on). Only a one-request upload (up to
 //! `part_size_mib`) is conditional: a multipart upload's completion cannot be made
 //! create-only through object_store, so for larger archives the look-up before the upload
 //! is the only guard against another writer's object at the same key.
@@ -36,7 +37,7 @@
 
 mod remote;
 
-pub use remote::{redacted, ObjectInfo, OffloadError, Remote, StoreUrl, Uploaded};
+pub use remote::{redacted, ObjectInfo, OffloadError, Remote, StoreUrl, Unrecorded, Uploaded};
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -97,6 +98,13 @@ impl Planner {
         let base = self.base.as_ref()?;
         (rec.created_at_ms < self.cutoff_ms)
             .then(|| offload(base.join(object_key(&rec.path)).to_string(), None))
+    }
+
+    /// The URL the archive at `relative` is offloaded to under the configured
+    /// `[offload] url` (`None` with offload off).
+    pub fn object_url(&self, relative: &str) -> Option<String> {
+        let base = self.base.as_ref()?;
+        Some(base.join(object_key(relative)).to_string())
     }
 
     /// The offload of an unrecorded archive this run adopts (found verified on disk), if

@@ -8,9 +8,12 @@
 //! restore reach it by its recorded URL; region, endpoint and path style come from the
 //! policy in effect).
 //!
-//! Credentials for S3 come only from the environment (`AWS_ACCESS_KEY_ID`,
-//! `AWS_SECRET_ACCESS_KEY`, optionally `AWS_SESSION_TOKEN`); without them the store is not
-//! used at all (no instance-metadata lookups), and they are never logged or reported. A
+//! Credentials for S3 come from the environment (`AWS_ACCESS_KEY_ID`,
+//! `AWS_SECRET_ACCESS_KEY`, optionally `AWS_SESSION_TOKEN`), else from the static keys of
+//! profile `AWS_PROFILE` (or `default`) in the shared credentials file
+//! (`AWS_SHARED_CREDENTIALS_FILE`, or `~/.aws/credentials`; SSO, role and process
+//! profiles are not read); without them the store is not used at all (no
+//! instance-metadata lookups), and they are never logged or reported. A
 //! `user:password@` put into `offload.url` or `endpoint` is refused, and messages show
 //! such a url [`redacted`].
 
@@ -187,6 +190,94 @@ pub fn redacted(url: &str) -> String {
     }
 }
 
+/// Where the S3 keys come from.
+enum Credentials {
+    /// `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY` (`AmazonS3Builder::from_env` reads
+    /// them, with `AWS_SESSION_TOKEN`).
+    Environment,
+    /// A profile of the shared credentials file.
+    Profile(ProfileKeys),
+}
+
+/// The static keys of one profile. No `Debug`: never printed.
+struct ProfileKeys {
+    access_key_id: String,
+    secret_access_key: String,
+    session_token: Option<String>,
+}
+
+/// The S3 keys, as the AWS tools find static ones: the environment first, else profile
+/// `AWS_PROFILE` (or `default`) of the shared credentials file
+/// (`AWS_SHARED_CREDENTIALS_FILE`, or `~/.aws/credentials`). `env` reads a variable. The
+/// message, when there are none, names the variables, profile and file, never a value.
+fn credentials(env: &dyn Fn(&str) -> Option<String>) -> Result<Credentials, String> {
+    if env("AWS_ACCESS_KEY_ID").is_some() && env("AWS_SECRET_ACCESS_KEY").is_some() {
+        return Ok(Credentials::Environment);
+    }
+    let named = env("AWS_PROFILE");
+    let profile = named.clone().unwrap_or_else(|| "default".into());
+    let file = match (env("AWS_SHARED_CREDENTIALS_FILE"), env("HOME")) {
+        (Some(f), _) => PathBuf::from(f),
+        (None, Some(home)) => Path::new(&home).join(".aws/credentials"),
+        (None, None) => PathBuf::from("~/.aws/credentials"),
+    };
+    let none = |why: String| {
+        Err(format!(
+            "no S3 credentials: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY are not both set, and {why} (credentials come from the environment or a shared credentials profile, never from speckit.toml)"
+        ))
+    };
+    let text = match std::fs::read_to_string(&file) {
+        Ok(text) => text,
+        Err(e) => return none(format!("profile {profile:?}: {}: {e}", file.display())),
+    };
+    match profile_keys(&text, &profile) {
+        Some(keys) => Ok(Credentials::Profile(keys)),
+        None => none(format!(
+            "{} has no profile {profile:?} with aws_access_key_id and aws_secret_access_key{}",
+            file.display(),
+            if named.is_some() {
+                ""
+            } else {
+                " (AWS_PROFILE is not set)"
+            }
+        )),
+    }
+}
+
+/// Profile `name`'s static keys in a shared credentials file (`[name]` sections of
+/// `key = value` lines, `#` and `;` comments); `None` without both keys.
+fn profile_keys(text: &str, name: &str) -> Option<ProfileKeys> {
+    let mut inside = false;
+    let (mut id, mut secret, mut token) = (None, None, None);
+    for line in text.lines().map(str::trim) {
+        if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
+            continue;
+        }
+        if let Some(section) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            inside = section.trim() == name;
+            continue;
+        }
+        let Some((key, value)) = line.split_once('=') else {
+            continue;
+        };
+        if !inside {
+            continue;
+        }
+        let value = Some(value.trim().to_string()).filter(|v| !v.is_empty());
+        match key.trim().to_ascii_lowercase().as_str() {
+            "aws_access_key_id" => id = value,
+            "aws_secret_access_key" => secret = value,
+            "aws_session_token" => token = value,
+            _ => {}
+        }
+    }
+    Some(ProfileKeys {
+        access_key_id: id?,
+        secret_access_key: secret?,
+        session_token: token,
+    })
+}
+
 /// A prefix or key without empty, `.` or `..` segments (object_store refuses those).
 fn clean_key(raw: &str) -> Result<String, String> {
     let parts: Vec<&str> = raw.split('/').filter(|p| !p.is_empty()).collect();
@@ -204,6 +295,17 @@ pub struct Uploaded {
     /// The object was already there with the archive's exact bytes (a rerun after a crash
     /// between upload and record): nothing was sent.
     pub already_there: bool,
+}
+
+/// What [`Remote::delete_unrecorded`] found at an archive's key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unrecorded {
+    /// No object.
+    Nothing,
+    /// The archive's exact bytes, now deleted.
+    Deleted,
+    /// An object that is not the archive (left alone).
+    Other { bytes: u64, sha256: String },
 }
 
 /// An object's figures from a HEAD request.
@@ -285,13 +387,8 @@ impl Remote {
         bucket: &str,
         url: &StoreUrl,
     ) -> Result<object_store::aws::AmazonS3, OffloadError> {
-        for var in ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"] {
-            if std::env::var_os(var).is_none_or(|v| v.is_empty()) {
-                return Err(OffloadError::Credentials(format!(
-                    "{url}: {var} is not set; S3 credentials are read only from the environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN), never from speckit.toml"
-                )));
-            }
-        }
+        let keys = credentials(&|var| std::env::var(var).ok().filter(|v| !v.is_empty()))
+            .map_err(|why| OffloadError::Credentials(format!("{url}: {why}")))?;
         let p = &self.policy;
         let timeout = Duration::from_secs(u64::from(p.timeout_seconds));
         let mut builder = AmazonS3Builder::from_env()
@@ -325,6 +422,14 @@ impl Remote {
         builder = builder.with_region(region.unwrap_or_else(|| "us-east-1".into()));
         if !p.endpoint.is_empty() {
             builder = builder.with_endpoint(&p.endpoint);
+        }
+        if let Credentials::Profile(keys) = keys {
+            builder = builder
+                .with_access_key_id(keys.access_key_id)
+                .with_secret_access_key(keys.secret_access_key);
+            if let Some(token) = keys.session_token {
+                builder = builder.with_token(token);
+            }
         }
         builder.build().map_err(|source| OffloadError::Store {
             url: url.to_string(),
@@ -534,6 +639,30 @@ impl Remote {
         }
     }
 
+    /// Clears what an offload of the archive (`size` bytes, sha256 `sha256`) that a crash
+    /// stopped before its record may have left at `url`: a `file://` store's staging
+    /// files, and a complete object only if it holds exactly the archive's bytes (any
+    /// other object there is someone else's and is left alone).
+    pub fn delete_unrecorded(
+        &self,
+        url: &StoreUrl,
+        sha256: &str,
+        size: u64,
+    ) -> Result<Unrecorded, OffloadError> {
+        if let Some(object) = url.local_path() {
+            remove_stale_staging(&object)?;
+        }
+        if self.head(url)?.is_none() {
+            return Ok(Unrecorded::Nothing);
+        }
+        let (sha, bytes) = self.read_back(url)?;
+        if sha != sha256 || bytes != size {
+            return Ok(Unrecorded::Other { bytes, sha256: sha });
+        }
+        self.delete(url)?;
+        Ok(Unrecorded::Deleted)
+    }
+
     /// A `file://` store's folder must exist: an unmounted network folder must not be
     /// filled in its mount point's place.
     fn check_file_base(&self, url: &StoreUrl, object_folder: &Path) -> Result<(), OffloadError> {
@@ -671,6 +800,77 @@ mod tests {
         ] {
             let e = StoreUrl::parse(url).unwrap_err();
             assert!(e.contains(says), "{url}: {e}");
+        }
+    }
+
+    #[test]
+    fn credentials_come_from_the_environment_or_a_profile() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("credentials");
+        std::fs::write(
+            &file,
+            "# shared\n[default]\naws_access_key_id = AKIADEFAULT\naws_secret_access_key = s3cr3t-default\n\n\
+             [team]\n; a comment\nAWS_ACCESS_KEY_ID=AKIATEAM\naws_secret_access_key = s3cr3t-team\naws_session_token = tok\n\
+             [half]\naws_access_key_id = AKIAHALF\n",
+        )
+        .unwrap();
+        let file_s = file.display().to_string();
+        fn with<'a>(
+            vars: &'a [(&'a str, &'a str)],
+            file: &str,
+        ) -> impl Fn(&str) -> Option<String> + 'a {
+            let file = file.to_string();
+            move |k: &str| {
+                if k == "AWS_SHARED_CREDENTIALS_FILE" {
+                    return Some(file.clone());
+                }
+                vars.iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| v.to_string())
+            }
+        }
+        let env_keys = [("AWS_ACCESS_KEY_ID", "a"), ("AWS_SECRET_ACCESS_KEY", "b")];
+        assert!(matches!(
+            credentials(&with(&env_keys, &file_s)),
+            Ok(Credentials::Environment)
+        ));
+        let Ok(Credentials::Profile(k)) = credentials(&with(&[], &file_s)) else {
+            panic!("the default profile")
+        };
+        assert_eq!(
+            (k.access_key_id.as_str(), k.session_token),
+            ("AKIADEFAULT", None)
+        );
+        let Ok(Credentials::Profile(k)) = credentials(&with(&[("AWS_PROFILE", "team")], &file_s))
+        else {
+            panic!("profile team")
+        };
+        assert_eq!(
+            (k.access_key_id.as_str(), k.secret_access_key.as_str()),
+            ("AKIATEAM", "s3cr3t-team")
+        );
+        assert_eq!(k.session_token.as_deref(), Some("tok"));
+        for (vars, file, says) in [
+            (
+                &[("AWS_PROFILE", "half")][..],
+                file_s.clone(),
+                "no profile \"half\"",
+            ),
+            (
+                &[("AWS_PROFILE", "nope")][..],
+                file_s.clone(),
+                "no profile \"nope\"",
+            ),
+            (&[][..], format!("{file_s}.missing"), "credentials.missing"),
+        ] {
+            let Err(e) = credentials(&with(vars, &file)) else {
+                panic!("{vars:?}: no keys")
+            };
+            assert!(
+                e.contains(says) && e.contains("never from speckit.toml"),
+                "{e}"
+            );
+            assert!(!e.contains("s3cr3t") && !e.contains("AKIA"), "{e}");
         }
     }
 
