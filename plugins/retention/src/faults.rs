@@ -31,6 +31,8 @@ pub enum Step {
     PurgeArchive,
     /// Uploading an archive to the offload store (after its local file was checked).
     UploadArchive,
+    /// Sending an archive to the store, after a look-up found no object at its key.
+    PutObject,
     /// Reading an uploaded archive back from the store.
     ReadBackArchive,
     /// Recording an archive as offloaded (one transaction).

@@ -214,10 +214,12 @@ fn offload_client(
     plan: &Plan,
     policy: &speckit_engine::Policy,
 ) -> Result<crate::offload::Remote, String> {
-    let needed = plan
-        .units
-        .iter()
-        .any(|u| !u.offload.is_empty() || u.purge.iter().any(|p| p.remote.is_some()));
+    let needed = plan.units.iter().any(|u| {
+        !u.offload.is_empty()
+            || u.purge
+                .iter()
+                .any(|p| p.remote.is_some() || p.unrecorded_object.is_some())
+    });
     if !needed {
         return Err("no offload in this plan".into());
     }

@@ -100,6 +100,12 @@ pub struct Purge {
     pub bytes: u64,
     /// The offloaded copy's URL: deleted first (see [`crate::offload`]).
     pub remote: Option<String>,
+    /// Its recorded sha256.
+    pub sha256: String,
+    /// With `[offload]` set and no offloaded copy recorded: where its object would be. An
+    /// offload a crash stopped between upload and record left an object there that no
+    /// record names; it is deleted with the archive if it holds the archive's exact bytes.
+    pub unrecorded_object: Option<String>,
 }
 
 /// A recorded archive to offload (or whose offload to finish).

@@ -260,8 +260,9 @@ impl Section for RetentionPolicy {
 
 /// `[offload]`: old archives moved to object storage (S3 or an S3-compatible server, or a
 /// local or network folder), then deleted locally; their manifest sidecars stay. Off by
-/// default. Credentials come only from the environment (`AWS_ACCESS_KEY_ID`,
-/// `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, ...), never from this file.
+/// default. Credentials come from the environment (`AWS_ACCESS_KEY_ID`,
+/// `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`) or a profile of the shared credentials
+/// file (`AWS_PROFILE`, `~/.aws/credentials`), never from this file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct OffloadPolicy {
@@ -330,21 +331,19 @@ impl Section for OffloadPolicy {
             }
         }
         if !self.endpoint.is_empty() {
+            // Shown without any user:password part (rejected below, never echoed).
+            let shown = crate::offload::redacted(&self.endpoint);
             let http = self.endpoint.starts_with("http://");
             if !(http || self.endpoint.starts_with("https://")) {
                 problems.bad(
                     "endpoint",
-                    format!(
-                        "must start with https:// (or http:// with allow_http), got {:?}",
-                        self.endpoint
-                    ),
+                    format!("must start with https:// (or http:// with allow_http), got {shown:?}"),
                 );
             } else if http && !self.allow_http {
                 problems.bad(
                     "endpoint",
                     format!(
-                        "{:?} is plain HTTP: set allow_http = true (for a server on loopback) or use https://",
-                        self.endpoint
+                        "{shown:?} is plain HTTP: set allow_http = true (for a server on loopback) or use https://"
                     ),
                 );
             }
@@ -441,6 +440,17 @@ mod tests {
         let shown = problems_of(&http);
         assert!(
             shown.contains("endpoint") && shown.contains("allow_http"),
+            "{shown}"
+        );
+        let secret = OffloadPolicy {
+            url: "s3://b/p".into(),
+            endpoint: "http://AKIAEXAMPLE:SeCrEt@127.0.0.1:9000".into(),
+            ..on.clone()
+        };
+        let shown = problems_of(&secret);
+        assert!(shown.contains("must not carry credentials"), "{shown}");
+        assert!(
+            !shown.contains("SeCrEt") && !shown.contains("AKIAEXAMPLE"),
             "{shown}"
         );
         let parts = OffloadPolicy {

@@ -192,6 +192,7 @@ impl Faults for FailAt {
 fn a_failing_step_keeps_the_local_archive_and_a_rerun_finishes() {
     for step in [
         Step::UploadArchive,
+        Step::PutObject,
         Step::ReadBackArchive,
         Step::RecordOffload,
         Step::DeleteOffloaded,
@@ -251,6 +252,106 @@ fn a_missing_store_folder_fails_with_the_cause_and_deletes_nothing() {
         .all(|(u, l, _)| u.is_some() && !l));
 }
 
+/// Another writer (a second host offloading to the same prefix) puts its own object at
+/// each archive's key just after the look-up found none.
+struct RivalWriter {
+    store: PathBuf,
+}
+
+const RIVAL: &[u8] = b"another host's object";
+
+impl Faults for RivalWriter {
+    fn check(&self, step: Step, path: &Path) -> std::io::Result<()> {
+        if step == Step::PutObject {
+            let path = path.to_string_lossy();
+            let key = path
+                .split("cleanup/archives/")
+                .nth(1)
+                .expect("an archive path");
+            let object = self.store.join(key);
+            std::fs::create_dir_all(object.parent().unwrap())?;
+            std::fs::write(object, RIVAL)?;
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn an_object_put_after_the_look_up_is_never_overwritten() {
+    let (ws, storage, store) = file_workspace();
+    let before = placement(&ws, &storage);
+    let errors = offload_run(
+        &ws,
+        &storage,
+        Some(&RivalWriter {
+            store: store.clone(),
+        }),
+    );
+    assert_eq!(errors.len(), 2, "{errors:?}");
+    assert!(
+        errors.iter().all(|e| e.contains("it is not overwritten")),
+        "{errors:?}"
+    );
+    assert_eq!(
+        placement(&ws, &storage),
+        before,
+        "records and local files kept"
+    );
+    let objects = file_store_objects(&store);
+    assert_eq!(objects.len(), 2, "{objects:?}");
+    assert!(
+        objects.values().all(|h| *h == sha_hex(RIVAL)),
+        "the rival objects are intact: {objects:?}"
+    );
+    // The next run finds the rival objects and refuses again, still keeping everything.
+    let errors = offload_run(&ws, &storage, None);
+    assert!(
+        errors
+            .iter()
+            .all(|e| e.contains("another object is already there")),
+        "{errors:?}"
+    );
+    assert_eq!(placement(&ws, &storage), before);
+}
+
+#[test]
+fn an_upload_left_unrecorded_goes_with_its_archive_at_the_purge_age() {
+    let (ws, storage, store) = file_workspace();
+    // Uploaded and read back, then the record fails: objects no record names.
+    let errors = offload_run(&ws, &storage, Some(&FailAt(Step::RecordOffload)));
+    assert_eq!(errors.len(), 2, "{errors:?}");
+    let objects = file_store_objects(&store);
+    assert_eq!(objects.len(), 2, "{objects:?}");
+    // Another writer's bytes at one of the keys: not the archive, so never deleted.
+    let rival_key = objects.keys().next().unwrap().clone();
+    std::fs::write(store.join(&rival_key), RIVAL).unwrap();
+    // 60 days on, both archives (written 60 days ago) are past purge_after_days (90).
+    let result = run_at(
+        &ws,
+        &storage,
+        now() + chrono::Duration::days(60),
+        false,
+        None,
+    );
+    let executed = result.executed.expect("a real run");
+    assert!(executed.errors.is_empty(), "{:?}", executed.errors);
+    assert_eq!(executed.figures.purged_archives, 2);
+    assert_eq!(executed.figures.purged_remote_objects, 1);
+    assert!(placement(&ws, &storage).is_empty(), "both purged");
+    assert_eq!(
+        file_store_objects(&store),
+        std::collections::BTreeMap::from([(rival_key.clone(), sha_hex(RIVAL))])
+    );
+    assert!(
+        executed
+            .warnings
+            .iter()
+            .any(|w| w.contains(&rival_key) && w.contains("left alone")),
+        "{:?}",
+        executed.warnings
+    );
+}
+
 /// Panics at the `target`-th offload step (never when 0); counts them.
 struct CrashAt {
     target: usize,
@@ -258,8 +359,9 @@ struct CrashAt {
     steps: Mutex<Vec<Step>>,
 }
 
-const OFFLOAD_STEPS: [Step; 5] = [
+const OFFLOAD_STEPS: [Step; 6] = [
     Step::UploadArchive,
+    Step::PutObject,
     Step::ReadBackArchive,
     Step::RecordOffload,
     Step::DeleteOffloaded,

@@ -142,6 +142,35 @@ fn large_archives_go_up_in_parts() {
     assert_eq!(remote.read_back(&url).unwrap(), (sha, bytes.len() as u64));
 }
 
+#[test]
+fn an_object_put_after_the_look_up_is_not_overwritten() {
+    let Some(moto) = Moto::start() else { return };
+    moto.create_bucket("race");
+    let dir = tempfile::tempdir().unwrap();
+    let policy = OffloadPolicy {
+        after_days: 40,
+        url: "s3://race/p".into(),
+        endpoint: moto.endpoint.clone(),
+        allow_http: true,
+        path_style: true,
+        ..OffloadPolicy::default()
+    };
+    let remote = Remote::new(&policy).unwrap();
+    let url = remote.base().unwrap().join("S/a.tar.zst");
+    assert_eq!(remote.head(&url).unwrap(), None);
+    // Another writer's (empty) object lands between the look-up and the upload.
+    let status = http(moto.port, "PUT", "/race/p/S/a.tar.zst").expect("moto answers");
+    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+    let src = dir.path().join("a.tar.zst");
+    std::fs::write(&src, b"the archive").unwrap();
+    let sha = hex::encode(sha2::Sha256::digest(b"the archive"));
+    let e = remote
+        .upload(&url, std::fs::File::open(&src).unwrap(), &src, 11, &sha)
+        .unwrap_err();
+    assert!(e.to_string().contains("it is not overwritten"), "{e}");
+    assert_eq!(remote.head(&url).unwrap().map(|i| i.size), Some(0));
+}
+
 /// Stops the server at the second upload: the first archive is offloaded, the second's
 /// upload fails.
 struct StopServerAt {

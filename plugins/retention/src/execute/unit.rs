@@ -401,6 +401,9 @@ impl UnitRun<'_, '_> {
                     }
                 }
             }
+            if let Some(url) = &p.unrecorded_object {
+                self.purge_unrecorded(url, p, &path);
+            }
             let removed = (|| -> io::Result<u64> {
                 let (dir, name) = self.tree.parent_of(Path::new(&p.path))?;
                 faults::check(self.faults(), Step::PurgeArchive, &path)?;
@@ -450,6 +453,37 @@ impl UnitRun<'_, '_> {
                     format!("{} was deleted but recording the purge failed: {e} (the next run records it)", path.display()),
                 ),
             }
+        }
+    }
+
+    /// Deletes the object an offload stopped by a crash uploaded but never recorded (only
+    /// if it is this archive's exact bytes). A failure is a warning naming the object:
+    /// the purge of the local archive goes on (the store being down must not stop it).
+    fn purge_unrecorded(&mut self, url: &str, p: &plan::Purge, path: &Path) {
+        let checked = match self.req.remote {
+            Ok(remote) => crate::offload::StoreUrl::parse(url)
+                .map_err(|why| format!("{url}: {why}"))
+                .and_then(|o| {
+                    remote
+                        .delete_unrecorded(&o, &p.sha256, p.bytes)
+                        .map_err(|e| e.to_string())
+                }),
+            Err(why) => Err(why.to_string()),
+        };
+        match checked {
+            Ok(crate::offload::Unrecorded::Nothing) => {}
+            Ok(crate::offload::Unrecorded::Deleted) => {
+                self.figures.purged_remote_objects += 1;
+                tracing::info!(spec = %self.unit.key, archive = %p.path, url, "deleted an interrupted offload's unrecorded object");
+            }
+            Ok(crate::offload::Unrecorded::Other { bytes, sha256 }) => self.warnings.push(format!(
+                "{url}: an object no record names ({bytes} bytes, sha256 {sha256}) is at the offload key of {}, which is purged; it is not this archive, so it is left alone",
+                path.display()
+            )),
+            Err(e) => self.warnings.push(format!(
+                "{}: checking {url} for an object an interrupted offload left unrecorded failed: {e}; the archive is purged anyway (if an object is there, delete it by hand)",
+                path.display()
+            )),
         }
     }
 

@@ -9,7 +9,7 @@
 //! | step | then a crash leaves | the next run |
 //! |------|---------------------|--------------|
 //! | 1. the local file is checked (regular, recorded size) | local | starts again |
-//! | 2. upload, hashing the bytes sent: a file that is not the recorded archive is refused (a multipart upload aborted) | local (maybe a partial or complete object) | a complete object with the archive's exact bytes is adopted (read back); another object at that key is never overwritten |
+//! | 2. look up the key, then upload, hashing the bytes sent: a file that is not the recorded archive is refused (a multipart upload aborted, also when a part fails); a one-request upload only creates (`PutMode::Create`) | local (maybe a partial or complete object) | a complete object with the archive's exact bytes is adopted (read back); another object at that key is never overwritten; a `file://` store's staging files of that key (`<object>#<n>`, left by a killed upload) are removed first |
 //! | 3. read back in full: sha256 and size must match the record (else the object this run wrote is deleted) | local + object | as 2 |
 //! | 4. record `remote_url`, ETag, version, `offloaded_at` in one transaction | local + recorded object | finds it recorded: HEAD must match size (and ETag), the local file must still hash as recorded, then 5 |
 //! | 5. delete the local file (only if it is still the file checked), fsync its folder | recorded object (+ sidecar) | nothing to do |
@@ -18,6 +18,18 @@
 //! deletes nothing local; the next run tries again. A crash leaves the archive local,
 //! remote, or both, never neither.
 //!
+//! What a crash can leave on the store that no record names, and what clears it: a
+//! `file://` store's staging file of an upload cut short (removed by the next upload of
+//! that key, which the rerun makes); on S3, the parts of a multipart upload cut short by
+//! a crash (object_store cannot list them: an `AbortIncompleteMultipartUpload` lifecycle
+//! rule on the bucket removes them). A complete object uploaded but not recorded is
+//! adopted by the next run's offload, or, when that run finds the archive past the purge
+//! age instead, deleted with it (if it holds the archive's exact bytes; a failure to
+//! look is a warning naming the object, and the local purge goes on). Only a one-request upload (up to
+//! `part_size_mib`) is conditional: a multipart upload's completion cannot be made
+//! create-only through object_store, so for larger archives the look-up before the upload
+//! is the only guard against another writer's object at the same key.
+//!
 //! Purge of an offloaded archive deletes the object first, then the local sidecar (and
 //! file, if any), then records the purge: the record of an object is dropped only once
 //! the object is gone, so no object is ever left that no record names (a crash between
@@ -25,7 +37,7 @@
 
 mod remote;
 
-pub use remote::{ObjectInfo, OffloadError, Remote, StoreUrl, Uploaded};
+pub use remote::{redacted, ObjectInfo, OffloadError, Remote, StoreUrl, Unrecorded, Uploaded};
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -86,6 +98,13 @@ impl Planner {
         let base = self.base.as_ref()?;
         (rec.created_at_ms < self.cutoff_ms)
             .then(|| offload(base.join(object_key(&rec.path)).to_string(), None))
+    }
+
+    /// The URL the archive at `relative` is offloaded to under the configured
+    /// `[offload] url` (`None` with offload off).
+    pub fn object_url(&self, relative: &str) -> Option<String> {
+        let base = self.base.as_ref()?;
+        Some(base.join(object_key(relative)).to_string())
     }
 
     /// The offload of an unrecorded archive this run adopts (found verified on disk), if
@@ -297,6 +316,14 @@ fn upload_checked(
             shown.display()
         ));
     }
+    faults::check(faults, Step::PutObject, shown).map_err(|e| {
+        text(OffloadError::Local {
+            path: shown.to_path_buf(),
+            source: e,
+        })
+    })?;
+    // Created only if still absent (archives in one request; see `Remote::upload`): an
+    // object another writer put there since the look-up is not overwritten.
     let uploaded = remote
         .upload(url, file, shown, o.bytes, &o.sha256)
         .map_err(text)?;

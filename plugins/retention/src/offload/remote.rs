@@ -8,9 +8,14 @@
 //! restore reach it by its recorded URL; region, endpoint and path style come from the
 //! policy in effect).
 //!
-//! Credentials for S3 come only from the environment (`AWS_ACCESS_KEY_ID`,
-//! `AWS_SECRET_ACCESS_KEY`, optionally `AWS_SESSION_TOKEN`); without them the store is not
-//! used at all (no instance-metadata lookups), and they are never logged or reported.
+//! Credentials for S3 come from the environment (`AWS_ACCESS_KEY_ID`,
+//! `AWS_SECRET_ACCESS_KEY`, optionally `AWS_SESSION_TOKEN`), else from the static keys of
+//! profile `AWS_PROFILE` (or `default`) in the shared credentials file
+//! (`AWS_SHARED_CREDENTIALS_FILE`, or `~/.aws/credentials`; SSO, role and process
+//! profiles are not read); without them the store is not used at all (no
+//! instance-metadata lookups), and they are never logged or reported. A
+//! `user:password@` put into `offload.url` or `endpoint` is refused, and messages show
+//! such a url [`redacted`].
 
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -18,8 +23,8 @@ use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path as ObjectPath;
 use object_store::{
-    BackoffConfig, ClientOptions, ObjectStore, ObjectStoreExt, PutPayload, RetryConfig,
-    WriteMultipart,
+    BackoffConfig, ClientOptions, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload,
+    RetryConfig, WriteMultipart,
 };
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -97,13 +102,17 @@ pub struct StoreUrl {
 impl StoreUrl {
     /// Parses `s3://bucket[/prefix]` or `file:///absolute/path`; the message says why not.
     pub fn parse(url: &str) -> Result<StoreUrl, String> {
+        let raw = url;
+        // Messages show the url without any user:password part someone put in it.
+        let url = redacted(raw);
+        let url = url.as_str();
         if url.is_empty() {
             return Err(
                 "is empty; set it to s3://bucket/prefix or file:///absolute/folder (or after_days = 0 to turn offload off)"
                     .into(),
             );
         }
-        if let Some(rest) = url.strip_prefix("s3://") {
+        if let Some(rest) = raw.strip_prefix("s3://") {
             let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
             if bucket.is_empty() {
                 return Err(format!("{url:?} names no bucket (s3://bucket/prefix)"));
@@ -120,7 +129,7 @@ impl StoreUrl {
                 key: clean_key(prefix)?,
             });
         }
-        if let Some(path) = url.strip_prefix("file://") {
+        if let Some(path) = raw.strip_prefix("file://") {
             if !path.starts_with('/') {
                 return Err(format!(
                     "{url:?}: a file:// url needs an absolute path (file:///srv/archives)"
@@ -168,6 +177,107 @@ impl std::fmt::Display for StoreUrl {
     }
 }
 
+/// `url` with the `user:password@` of its authority (if any) replaced by `***@`, for
+/// messages: a credential pasted into a url or endpoint is never shown or logged.
+pub fn redacted(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}://***{}", &rest[at..]),
+        None => url.to_string(),
+    }
+}
+
+/// Where the S3 keys come from.
+enum Credentials {
+    /// `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY` (`AmazonS3Builder::from_env` reads
+    /// them, with `AWS_SESSION_TOKEN`).
+    Environment,
+    /// A profile of the shared credentials file.
+    Profile(ProfileKeys),
+}
+
+/// The static keys of one profile. No `Debug`: never printed.
+struct ProfileKeys {
+    access_key_id: String,
+    secret_access_key: String,
+    session_token: Option<String>,
+}
+
+/// The S3 keys, as the AWS tools find static ones: the environment first, else profile
+/// `AWS_PROFILE` (or `default`) of the shared credentials file
+/// (`AWS_SHARED_CREDENTIALS_FILE`, or `~/.aws/credentials`). `env` reads a variable. The
+/// message, when there are none, names the variables, profile and file, never a value.
+fn credentials(env: &dyn Fn(&str) -> Option<String>) -> Result<Credentials, String> {
+    if env("AWS_ACCESS_KEY_ID").is_some() && env("AWS_SECRET_ACCESS_KEY").is_some() {
+        return Ok(Credentials::Environment);
+    }
+    let named = env("AWS_PROFILE");
+    let profile = named.clone().unwrap_or_else(|| "default".into());
+    let file = match (env("AWS_SHARED_CREDENTIALS_FILE"), env("HOME")) {
+        (Some(f), _) => PathBuf::from(f),
+        (None, Some(home)) => Path::new(&home).join(".aws/credentials"),
+        (None, None) => PathBuf::from("~/.aws/credentials"),
+    };
+    let none = |why: String| {
+        Err(format!(
+            "no S3 credentials: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY are not both set, and {why} (credentials come from the environment or a shared credentials profile, never from speckit.toml)"
+        ))
+    };
+    let text = match std::fs::read_to_string(&file) {
+        Ok(text) => text,
+        Err(e) => return none(format!("profile {profile:?}: {}: {e}", file.display())),
+    };
+    match profile_keys(&text, &profile) {
+        Some(keys) => Ok(Credentials::Profile(keys)),
+        None => none(format!(
+            "{} has no profile {profile:?} with aws_access_key_id and aws_secret_access_key{}",
+            file.display(),
+            if named.is_some() {
+                ""
+            } else {
+                " (AWS_PROFILE is not set)"
+            }
+        )),
+    }
+}
+
+/// Profile `name`'s static keys in a shared credentials file (`[name]` sections of
+/// `key = value` lines, `#` and `;` comments); `None` without both keys.
+fn profile_keys(text: &str, name: &str) -> Option<ProfileKeys> {
+    let mut inside = false;
+    let (mut id, mut secret, mut token) = (None, None, None);
+    for line in text.lines().map(str::trim) {
+        if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
+            continue;
+        }
+        if let Some(section) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            inside = section.trim() == name;
+            continue;
+        }
+        let Some((key, value)) = line.split_once('=') else {
+            continue;
+        };
+        if !inside {
+            continue;
+        }
+        let value = Some(value.trim().to_string()).filter(|v| !v.is_empty());
+        match key.trim().to_ascii_lowercase().as_str() {
+            "aws_access_key_id" => id = value,
+            "aws_secret_access_key" => secret = value,
+            "aws_session_token" => token = value,
+            _ => {}
+        }
+    }
+    Some(ProfileKeys {
+        access_key_id: id?,
+        secret_access_key: secret?,
+        session_token: token,
+    })
+}
+
 /// A prefix or key without empty, `.` or `..` segments (object_store refuses those).
 fn clean_key(raw: &str) -> Result<String, String> {
     let parts: Vec<&str> = raw.split('/').filter(|p| !p.is_empty()).collect();
@@ -185,6 +295,17 @@ pub struct Uploaded {
     /// The object was already there with the archive's exact bytes (a rerun after a crash
     /// between upload and record): nothing was sent.
     pub already_there: bool,
+}
+
+/// What [`Remote::delete_unrecorded`] found at an archive's key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unrecorded {
+    /// No object.
+    Nothing,
+    /// The archive's exact bytes, now deleted.
+    Deleted,
+    /// An object that is not the archive (left alone).
+    Other { bytes: u64, sha256: String },
 }
 
 /// An object's figures from a HEAD request.
@@ -206,7 +327,7 @@ pub struct Remote {
 impl std::fmt::Debug for Remote {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Remote")
-            .field("url", &self.policy.url)
+            .field("url", &redacted(&self.policy.url))
             .finish()
     }
 }
@@ -239,7 +360,7 @@ impl Remote {
     /// The configured `[offload] url`.
     pub fn base(&self) -> Result<StoreUrl, OffloadError> {
         StoreUrl::parse(&self.policy.url).map_err(|why| OffloadError::Url {
-            url: self.policy.url.clone(),
+            url: redacted(&self.policy.url),
             why,
         })
     }
@@ -266,13 +387,8 @@ impl Remote {
         bucket: &str,
         url: &StoreUrl,
     ) -> Result<object_store::aws::AmazonS3, OffloadError> {
-        for var in ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"] {
-            if std::env::var_os(var).is_none_or(|v| v.is_empty()) {
-                return Err(OffloadError::Credentials(format!(
-                    "{url}: {var} is not set; S3 credentials are read only from the environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN), never from speckit.toml"
-                )));
-            }
-        }
+        let keys = credentials(&|var| std::env::var(var).ok().filter(|v| !v.is_empty()))
+            .map_err(|why| OffloadError::Credentials(format!("{url}: {why}")))?;
         let p = &self.policy;
         let timeout = Duration::from_secs(u64::from(p.timeout_seconds));
         let mut builder = AmazonS3Builder::from_env()
@@ -306,6 +422,14 @@ impl Remote {
         builder = builder.with_region(region.unwrap_or_else(|| "us-east-1".into()));
         if !p.endpoint.is_empty() {
             builder = builder.with_endpoint(&p.endpoint);
+        }
+        if let Credentials::Profile(keys) = keys {
+            builder = builder
+                .with_access_key_id(keys.access_key_id)
+                .with_secret_access_key(keys.secret_access_key);
+            if let Some(token) = keys.session_token {
+                builder = builder.with_token(token);
+            }
         }
         builder.build().map_err(|source| OffloadError::Store {
             url: url.to_string(),
@@ -346,6 +470,11 @@ impl Remote {
     /// request up to `part_size_mib`, else in parts. The bytes are hashed as they are
     /// sent; a file that is not the recorded archive is not left on the store. For a
     /// `file://` store the object is fsynced (file and folder) before this returns.
+    ///
+    /// A one-request upload only creates: it fails ([`OffloadError::Refused`]) if an
+    /// object is at `url` by then (`If-None-Match: *` on S3, a hard link on a folder). A
+    /// multipart upload's completion cannot be made conditional through `object_store`,
+    /// so for archives above `part_size_mib` the caller's look-up is the only guard.
     pub fn upload(
         &self,
         url: &StoreUrl,
@@ -354,8 +483,11 @@ impl Remote {
         size: u64,
         sha256: &str,
     ) -> Result<Uploaded, OffloadError> {
-        if let Some(folder) = url.local_path().as_deref().and_then(Path::parent) {
-            self.check_file_base(url, folder)?;
+        if let Some(object) = url.local_path() {
+            if let Some(folder) = object.parent() {
+                self.check_file_base(url, folder)?;
+            }
+            remove_stale_staging(&object)?;
         }
         let store = self.store(url)?;
         let location = url.object_path();
@@ -381,8 +513,24 @@ impl Remote {
                 sha256,
                 size,
             )?;
-            self.block_on(store.put(&location, PutPayload::from(Bytes::from(bytes))))
-                .map_err(store_error("uploading"))?
+            let create = PutOptions {
+                mode: PutMode::Create,
+                ..PutOptions::default()
+            };
+            match self.block_on(store.put_opts(
+                &location,
+                PutPayload::from(Bytes::from(bytes)),
+                create,
+            )) {
+                Ok(done) => done,
+                Err(object_store::Error::AlreadyExists { .. }) => {
+                    return Err(OffloadError::Refused {
+                        url: url.to_string(),
+                        detail: "another object appeared at this key after the look-up (another host offloading to the same prefix?); it is not overwritten".into(),
+                    })
+                }
+                Err(e) => return Err(store_error("uploading")(e)),
+            }
         } else {
             self.block_on(async {
                 let upload = store
@@ -406,6 +554,11 @@ impl Remote {
                     hasher.update(&buf[..n]);
                     sent += n as u64;
                     if let Err(e) = writer.wait_for_capacity(4).await {
+                        // A part failed: abort, or the store keeps the parts sent (an
+                        // incomplete multipart upload, billed and invisible) for good.
+                        if let Err(abort) = writer.abort().await {
+                            tracing::warn!(url = %url, "aborting a failed multipart upload failed too: {} (the parts sent stay on the store until a lifecycle rule removes them)", with_causes(&abort));
+                        }
                         return Err(store_error("uploading a part")(e));
                     }
                     writer.write(&buf[..n]);
@@ -486,6 +639,30 @@ impl Remote {
         }
     }
 
+    /// Clears what an offload of the archive (`size` bytes, sha256 `sha256`) that a crash
+    /// stopped before its record may have left at `url`: a `file://` store's staging
+    /// files, and a complete object only if it holds exactly the archive's bytes (any
+    /// other object there is someone else's and is left alone).
+    pub fn delete_unrecorded(
+        &self,
+        url: &StoreUrl,
+        sha256: &str,
+        size: u64,
+    ) -> Result<Unrecorded, OffloadError> {
+        if let Some(object) = url.local_path() {
+            remove_stale_staging(&object)?;
+        }
+        if self.head(url)?.is_none() {
+            return Ok(Unrecorded::Nothing);
+        }
+        let (sha, bytes) = self.read_back(url)?;
+        if sha != sha256 || bytes != size {
+            return Ok(Unrecorded::Other { bytes, sha256: sha });
+        }
+        self.delete(url)?;
+        Ok(Unrecorded::Deleted)
+    }
+
     /// A `file://` store's folder must exist: an unmounted network folder must not be
     /// filled in its mount point's place.
     fn check_file_base(&self, url: &StoreUrl, object_folder: &Path) -> Result<(), OffloadError> {
@@ -528,6 +705,49 @@ fn check_local(
             "read {got_bytes} bytes with sha256 {got}, but {size} bytes with sha256 {sha256} were recorded: not offloaded (the next cleanup's archive check reports it)"
         )),
     })
+}
+
+/// Removes what a killed upload to a `file://` store left beside `object`: the local
+/// store writes `<object>#<n>` and renames it into place when done, so a process killed
+/// mid-upload leaves that file for good (the store's listing hides it). Called under the
+/// SPEC's lock before the next upload of the same key, which is the only writer of those
+/// names (an in-flight upload by another process whose file this removes fails its
+/// rename and keeps its local archive).
+fn remove_stale_staging(object: &Path) -> Result<(), OffloadError> {
+    let (Some(folder), Some(name)) = (object.parent(), object.file_name()) else {
+        return Ok(());
+    };
+    let prefix = format!("{}#", name.to_string_lossy());
+    let entries = match std::fs::read_dir(folder) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()), // first upload here
+        Err(source) => {
+            return Err(OffloadError::Local {
+                path: folder.to_path_buf(),
+                source,
+            })
+        }
+    };
+    let local = |path: PathBuf| move |source| OffloadError::Local { path, source };
+    for entry in entries {
+        let entry = entry.map_err(local(folder.to_path_buf()))?;
+        let file_name = entry.file_name();
+        let Some(n) = file_name.to_str().and_then(|f| f.strip_prefix(&prefix)) else {
+            continue;
+        };
+        if n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit()) {
+            continue; // not a staging name of this object's
+        }
+        let path = entry.path();
+        match std::fs::remove_file(&path) {
+            Ok(()) => {
+                tracing::info!(path = %path.display(), "removed an interrupted upload's staging file")
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(source) => return Err(OffloadError::Local { path, source }),
+        }
+    }
+    Ok(())
 }
 
 /// fsyncs an object `LocalFileSystem` wrote (it renames a staged file into place without
@@ -581,6 +801,95 @@ mod tests {
             let e = StoreUrl::parse(url).unwrap_err();
             assert!(e.contains(says), "{url}: {e}");
         }
+    }
+
+    #[test]
+    fn credentials_come_from_the_environment_or_a_profile() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("credentials");
+        std::fs::write(
+            &file,
+            "# shared\n[default]\naws_access_key_id = AKIADEFAULT\naws_secret_access_key = s3cr3t-default\n\n\
+             [team]\n; a comment\nAWS_ACCESS_KEY_ID=AKIATEAM\naws_secret_access_key = s3cr3t-team\naws_session_token = tok\n\
+             [half]\naws_access_key_id = AKIAHALF\n",
+        )
+        .unwrap();
+        let file_s = file.display().to_string();
+        fn with<'a>(
+            vars: &'a [(&'a str, &'a str)],
+            file: &str,
+        ) -> impl Fn(&str) -> Option<String> + 'a {
+            let file = file.to_string();
+            move |k: &str| {
+                if k == "AWS_SHARED_CREDENTIALS_FILE" {
+                    return Some(file.clone());
+                }
+                vars.iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| v.to_string())
+            }
+        }
+        let env_keys = [("AWS_ACCESS_KEY_ID", "a"), ("AWS_SECRET_ACCESS_KEY", "b")];
+        assert!(matches!(
+            credentials(&with(&env_keys, &file_s)),
+            Ok(Credentials::Environment)
+        ));
+        let Ok(Credentials::Profile(k)) = credentials(&with(&[], &file_s)) else {
+            panic!("the default profile")
+        };
+        assert_eq!(
+            (k.access_key_id.as_str(), k.session_token),
+            ("AKIADEFAULT", None)
+        );
+        let Ok(Credentials::Profile(k)) = credentials(&with(&[("AWS_PROFILE", "team")], &file_s))
+        else {
+            panic!("profile team")
+        };
+        assert_eq!(
+            (k.access_key_id.as_str(), k.secret_access_key.as_str()),
+            ("AKIATEAM", "s3cr3t-team")
+        );
+        assert_eq!(k.session_token.as_deref(), Some("tok"));
+        for (vars, file, says) in [
+            (
+                &[("AWS_PROFILE", "half")][..],
+                file_s.clone(),
+                "no profile \"half\"",
+            ),
+            (
+                &[("AWS_PROFILE", "nope")][..],
+                file_s.clone(),
+                "no profile \"nope\"",
+            ),
+            (&[][..], format!("{file_s}.missing"), "credentials.missing"),
+        ] {
+            let Err(e) = credentials(&with(vars, &file)) else {
+                panic!("{vars:?}: no keys")
+            };
+            assert!(
+                e.contains(says) && e.contains("never from speckit.toml"),
+                "{e}"
+            );
+            assert!(!e.contains("s3cr3t") && !e.contains("AKIA"), "{e}");
+        }
+    }
+
+    #[test]
+    fn credentials_in_a_url_are_never_shown() {
+        for url in [
+            "s3://AKIAEXAMPLE:SeCrEt@bucket/x",
+            "file://AKIAEXAMPLE:SeCrEt@host/x",
+            "gs://AKIAEXAMPLE:SeCrEt@bucket",
+        ] {
+            let e = StoreUrl::parse(url).unwrap_err();
+            assert!(!e.contains("SeCrEt") && !e.contains("AKIAEXAMPLE"), "{e}");
+            assert!(e.contains("***@"), "{e}");
+        }
+        assert_eq!(
+            redacted("https://k:s@minio:9000/a@b"),
+            "https://***@minio:9000/a@b"
+        );
+        assert_eq!(redacted("s3://bucket/pre@fix"), "s3://bucket/pre@fix");
     }
 
     #[test]
@@ -639,6 +948,37 @@ mod tests {
         assert_eq!(remote.head(&other).unwrap(), None);
         assert!(remote.delete(&url).unwrap());
         assert!(!remote.delete(&url).unwrap());
+    }
+
+    #[test]
+    fn an_interrupted_uploads_staging_files_are_removed_by_the_next_upload() {
+        let dir = tempfile::tempdir().unwrap();
+        let store_dir = dir.path().join("store");
+        std::fs::create_dir_all(store_dir.join("S")).unwrap();
+        let policy = OffloadPolicy {
+            after_days: 40,
+            url: format!("file://{}", store_dir.display()),
+            ..OffloadPolicy::default()
+        };
+        let remote = Remote::new(&policy).unwrap();
+        // What a process killed mid-upload leaves (object_store's local staging names),
+        // and names that are not staging files of this object.
+        for name in ["a#1", "a#2", "a#x", "ab#1", "b#1"] {
+            std::fs::write(store_dir.join("S").join(name), b"partial").unwrap();
+        }
+        let src = dir.path().join("a");
+        std::fs::write(&src, b"abc").unwrap();
+        let sha = hex::encode(Sha256::digest(b"abc"));
+        let url = remote.base().unwrap().join("S/a");
+        remote
+            .upload(&url, File::open(&src).unwrap(), &src, 3, &sha)
+            .unwrap();
+        let mut left: Vec<String> = std::fs::read_dir(store_dir.join("S"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["a", "a#x", "ab#1", "b#1"]);
     }
 
     #[test]

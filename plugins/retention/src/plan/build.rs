@@ -325,6 +325,9 @@ pub fn build(req: &PlanRequest<'_>) -> Result<Plan, RetentionError> {
                         created_at_ms: verified.manifest.created_at_ms,
                         bytes: verified.bytes,
                         remote: None,
+                        sha256: verified.sha256.clone(),
+                        // Never offloaded: an offload starts only once it is recorded.
+                        unrecorded_object: None,
                     });
                 }
                 unit.adopt.push(Adopt {
@@ -352,6 +355,12 @@ pub fn build(req: &PlanRequest<'_>) -> Result<Plan, RetentionError> {
                 created_at_ms: rec.created_at_ms,
                 bytes: rec.bytes,
                 remote: rec.remote.as_ref().map(|r| r.url.clone()),
+                sha256: rec.sha256.clone(),
+                unrecorded_object: rec
+                    .remote
+                    .is_none()
+                    .then(|| offload.object_url(&rec.path))
+                    .flatten(),
             });
         } else if let Some(o) = offload.plan(req.root, rec) {
             units.get_mut(&k).expect("unit").offload.push(o);
