@@ -202,7 +202,7 @@ pub struct LargeFile {
 }
 
 /// What [`measure`] found.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct EvidenceUsage {
     pub root: PathBuf,
     /// The whole root was walked (not one SPEC's folders), so root totals are known.
