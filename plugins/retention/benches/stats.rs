@@ -178,7 +178,11 @@ fn main() {
 /// Cold page cache: each run starts after `sync` and `echo 3 > /proc/sys/vm/drop_caches`
 /// (root only), the tools alternating. The target: the parallel walk no slower than the
 /// one-thread walk (what `stats` did before), and its ratio to `du -sb` cold.
-fn cold_runs<A, B>(root: &Path, run_stats: &dyn Fn() -> (Duration, A), run_one: &dyn Fn() -> (Duration, B)) {
+fn cold_runs<A, B>(
+    root: &Path,
+    run_stats: &dyn Fn() -> (Duration, A),
+    run_one: &dyn Fn() -> (Duration, B),
+) {
     if let Err(e) = drop_caches() {
         println!(
             "cold cache: not measured (cannot drop the page cache: writing /proc/sys/vm/drop_caches: {e}; needs root)"

@@ -12,6 +12,10 @@
 //! [`tracker_id`] maps it to the ID a tracker uses. Symlinks, sockets and other special
 //! files are never followed or counted as evidence: they are reported as skipped, with the
 //! reason, so no number silently leaves files out.
+//!
+//! [`walk`] walks on the calling thread; [`walk_parallel`] is the same walk on several
+//! threads, each taking whole folders, its findings handed back in [`walk`]'s order (see
+//! `layout/pieces.rs`).
 
 use serde::Serialize;
 use speckit_engine::SpecId;
@@ -26,7 +30,7 @@ use crate::folder::{FileStat, Folder, Listing};
 mod pieces;
 
 use pieces::Plan;
-pub use pieces::{default_threads, Visit, MAX_THREADS};
+pub use pieces::{default_threads, Owner, Visit, MAX_THREADS};
 
 /// Which half of a SPEC's evidence a file is in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -177,7 +181,7 @@ pub fn walk_parallel<T: Visit + Send>(
     root: &Path,
     reach: Reach<'_>,
     threads: usize,
-    new: &(dyn Fn(Option<&(SpecId, EvidenceKind)>) -> T + Sync),
+    new: &(dyn Fn(Option<&Owner>) -> T + Sync),
     merge: &mut dyn FnMut(T),
 ) -> Result<(), LayoutError> {
     let plan = match reach {

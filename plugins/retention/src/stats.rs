@@ -7,6 +7,10 @@
 //! `du -sb` also counts the folders themselves). Symbolic links are never followed. Every
 //! SPEC folder is counted, whichever half it has evidence in: upstream's script only looked
 //! at SPECs with consensus evidence and never flagged one with 60 MB of command evidence.
+//!
+//! The walk runs on several threads ([`layout::walk_parallel`]): each SPEC folder is summed
+//! on the thread that walks it and the sums are merged in walk order, so the figures, rows
+//! and skip list are those of a walk on one thread.
 
 use crate::{EvidencePolicy, RetentionPolicy};
 use serde::{Serialize, Serializer};
@@ -345,7 +349,6 @@ pub fn measure_with_threads(
         Scope::Spec(_) => Reach::SpecFolders(&mut belongs),
     };
     layout::walk_parallel(root, reach, threads, &new, &mut merge)?;
-    drop(merge);
 
     // A SPEC asked for is always reported, with zeros when it has no evidence yet.
     if let Scope::Spec(spec) = scope {

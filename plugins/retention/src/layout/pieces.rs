@@ -19,7 +19,7 @@ use speckit_engine::SpecId;
 use super::{EvidenceKind, LayoutError, SkipReason, Skipped};
 use crate::folder::{FileStat, Folder, Listing, NodeKind};
 
-/// A SPEC folder's name and which half it is in.
+/// A SPEC folder's name and which half it is in: whose files a piece of the walk holds.
 pub type Owner = (SpecId, EvidenceKind);
 
 /// What one piece of a walk tells, as it finds it.
@@ -343,7 +343,7 @@ pub(super) fn run<T: Visit + Send>(
             .filter_map(|n| {
                 std::thread::Builder::new()
                     .name(format!("evidence-walk-{n}"))
-                    .spawn_scoped(scope, &work)
+                    .spawn_scoped(scope, work)
                     .ok()
             })
             .collect();
