@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 const SPECS: usize = 500;
 const NON_SPEC_FILES: usize = 1_000;
 const ROUNDS: usize = 5;
-const COLD_ROUNDS: usize = 2;
+const COLD_ROUNDS: usize = 3;
 /// Issue 17: `stats` at most 0.8x `du -sb` on the warm 1M-file tree.
 const WARM_TARGET: f64 = 0.8;
 
@@ -89,21 +89,25 @@ fn main() {
         let report = collect(&policy, &Scope::All, &SpecNames::canonical()).expect("stats");
         (t.elapsed(), report)
     };
-    // The same measurement on the calling thread only: what parallelism adds.
+    // The same measurement on a given number of threads: one shows what parallelism adds,
+    // MAX_THREADS whether more threads than cores help (they may, when the disk is the
+    // limit: cold cache).
     let limits = Limits::from_policy(&policy);
-    let run_one_thread = || {
+    let run_on = |n: usize| {
         let t = Instant::now();
         let usage = measure_with_threads(
             &root,
             &Scope::All,
             &SpecNames::canonical(),
             limits.file_warn_bytes,
-            1,
+            n,
         )
-        .expect("stats on one thread");
+        .expect("stats on a set thread count");
         let report = StatsReport::new(usage, limits, None);
         (t.elapsed(), report)
     };
+    let run_one_thread = || run_on(1);
+    let run_max_threads = || run_on(MAX_THREADS);
 
     println!("load average before: {}", load_average());
     println!("walk threads: {threads} (available_parallelism, at most {MAX_THREADS})");
@@ -111,17 +115,26 @@ fn main() {
     let (_, report) = run_stats();
     // Before du and find run: their captured output would count in this process's peak.
     let stats_peak_kib = peak_rss_kib();
-    let (_, one_report) = run_one_thread();
-    assert_eq!(one_report, report, "one thread and {threads} disagree");
+    assert_eq!(
+        run_one_thread().1,
+        report,
+        "one thread and {threads} disagree"
+    );
+    assert_eq!(
+        run_max_threads().1,
+        report,
+        "{MAX_THREADS} threads and {threads} disagree"
+    );
     let du_total = du_sb(&root).map(|(_, total)| total);
     let find_total = find_sum(&root).map(|(_, total)| total);
     check(&report, files, bytes, find_total);
 
-    let (mut stats_times, mut one_times, mut du_times, mut find_times) =
-        (vec![], vec![], vec![], vec![]);
+    let (mut stats_times, mut one_times, mut max_times, mut du_times, mut find_times) =
+        (vec![], vec![], vec![], vec![], vec![]);
     for _ in 0..rounds {
         stats_times.push(run_stats().0);
         one_times.push(run_one_thread().0);
+        max_times.push(run_max_threads().0);
         if let Some((t, _)) = du_sb(&root) {
             du_times.push(t);
         }
@@ -135,6 +148,10 @@ fn main() {
         &stats_times,
     );
     print_times("stats on one thread (measure_with_threads 1)", &one_times);
+    print_times(
+        &format!("stats on {MAX_THREADS} threads (measure_with_threads {MAX_THREADS})"),
+        &max_times,
+    );
     print_times("du -sb", &du_times);
     print_times("find -type f -printf '%s\\n' (summed)", &find_times);
     let warm = ratio(&stats_times, &du_times);
@@ -147,6 +164,9 @@ fn main() {
     }
     if let Some(r) = ratio(&one_times, &du_times) {
         println!("warm: stats on one thread / du -sb (median) {r:.2}x");
+    }
+    if let Some(r) = ratio(&max_times, &du_times) {
+        println!("warm: stats on {MAX_THREADS} threads / du -sb (median) {r:.2}x");
     }
     println!(
         "totals: stats {} bytes in {} files; find {}; du -sb {} (du also counts the folders' own sizes)",
@@ -161,7 +181,9 @@ fn main() {
     println!("load average after the warm runs: {}", load_average());
 
     if full {
-        cold_runs(&root, &run_stats, &run_one_thread);
+        cold_runs(&root, &|| run_stats().0, &|| run_one_thread().0, &|| {
+            run_max_threads().0
+        });
     } else {
         println!("cold cache: not measured (smoke run; only with --bench)");
     }
@@ -178,10 +200,11 @@ fn main() {
 /// Cold page cache: each run starts after `sync` and `echo 3 > /proc/sys/vm/drop_caches`
 /// (root only), the tools alternating. The target: the parallel walk no slower than the
 /// one-thread walk (what `stats` did before), and its ratio to `du -sb` cold.
-fn cold_runs<A, B>(
+fn cold_runs(
     root: &Path,
-    run_stats: &dyn Fn() -> (Duration, A),
-    run_one: &dyn Fn() -> (Duration, B),
+    run_stats: &dyn Fn() -> Duration,
+    run_one: &dyn Fn() -> Duration,
+    run_max: &dyn Fn() -> Duration,
 ) {
     if let Err(e) = drop_caches() {
         println!(
@@ -190,29 +213,36 @@ fn cold_runs<A, B>(
         println!("cold: target (parallel <= one thread) NOT met (not measured)");
         return;
     }
-    let (mut stats_times, mut one_times, mut du_times) = (vec![], vec![], vec![]);
+    let (mut stats_times, mut one_times, mut max_times, mut du_times) =
+        (vec![], vec![], vec![], vec![]);
     for _ in 0..COLD_ROUNDS {
         drop_caches().expect("drop caches");
-        stats_times.push(run_stats().0);
+        stats_times.push(run_stats());
         drop_caches().expect("drop caches");
-        one_times.push(run_one().0);
+        one_times.push(run_one());
+        drop_caches().expect("drop caches");
+        max_times.push(run_max());
         drop_caches().expect("drop caches");
         if let Some((t, _)) = du_sb(root) {
             du_times.push(t);
         }
     }
     println!("cold rounds: {COLD_ROUNDS} (page cache dropped before every run)");
-    print_times("cold: stats (parallel)", &stats_times);
+    print_times("cold: stats (default threads)", &stats_times);
     print_times("cold: stats on one thread", &one_times);
+    print_times(&format!("cold: stats on {MAX_THREADS} threads"), &max_times);
     print_times("cold: du -sb", &du_times);
     if let Some(r) = ratio(&stats_times, &one_times) {
         println!(
-            "cold: parallel / one thread (median) {r:.2}x; target <= 1.00x: {}",
+            "cold: stats / one thread (median) {r:.2}x; target <= 1.00x: {}",
             met(r <= 1.0)
         );
     }
     if let Some(r) = ratio(&stats_times, &du_times) {
         println!("cold: stats / du -sb (median) {r:.2}x");
+    }
+    if let Some(r) = ratio(&max_times, &du_times) {
+        println!("cold: stats on {MAX_THREADS} threads / du -sb (median) {r:.2}x");
     }
     println!("load average after the cold runs: {}", load_average());
 }
