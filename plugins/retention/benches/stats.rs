@@ -4,7 +4,8 @@
 //! `cargo bench -p speckit-retention --bench stats` builds a tree of 1,000,000 small files
 //! (500 SPECs x 2 halves x 999 files, plus 1,000 non-SPEC files) in a temporary folder,
 //! warms the page cache with one run of each tool, then times `ROUNDS` alternating runs of
-//! each (`stats` on its default thread count and on one thread) and prints min and median,
+//! each (`stats` on its default thread count, one per core and one thread) and prints min
+//! and median,
 //! the ratio to `du -sb` against the 0.8x target ("met"/"NOT met") and the load average.
 //! Then, if it may drop the page cache (root: `/proc/sys/vm/drop_caches`), `COLD_ROUNDS`
 //! cold runs of each, the parallel walk against the one-thread walk; else it says cold was
@@ -90,8 +91,8 @@ fn main() {
         (t.elapsed(), report)
     };
     // The same measurement on a given number of threads: one shows what parallelism adds,
-    // MAX_THREADS whether more threads than cores help (they may, when the disk is the
-    // limit: cold cache).
+    // one per core whether the default's extra threads help (they may when the disk is
+    // the limit: cold cache).
     let limits = Limits::from_policy(&policy);
     let run_on = |n: usize| {
         let t = Instant::now();
@@ -107,10 +108,13 @@ fn main() {
         (t.elapsed(), report)
     };
     let run_one_thread = || run_on(1);
-    let run_max_threads = || run_on(MAX_THREADS);
+    let per_core = layout::threads_per_core();
+    let run_per_core = || run_on(per_core);
 
     println!("load average before: {}", load_average());
-    println!("walk threads: {threads} (available_parallelism, at most {MAX_THREADS})");
+    println!(
+        "walk threads: {threads} by default (4 per core, at most {MAX_THREADS}); {per_core} per core"
+    );
     // Warm-up: one run of each, so every tool meets the same warm page cache.
     let (_, report) = run_stats();
     // Before du and find run: their captured output would count in this process's peak.
@@ -121,20 +125,20 @@ fn main() {
         "one thread and {threads} disagree"
     );
     assert_eq!(
-        run_max_threads().1,
+        run_per_core().1,
         report,
-        "{MAX_THREADS} threads and {threads} disagree"
+        "{per_core} threads and {threads} disagree"
     );
     let du_total = du_sb(&root).map(|(_, total)| total);
     let find_total = find_sum(&root).map(|(_, total)| total);
     check(&report, files, bytes, find_total);
 
-    let (mut stats_times, mut one_times, mut max_times, mut du_times, mut find_times) =
+    let (mut stats_times, mut one_times, mut per_core_times, mut du_times, mut find_times) =
         (vec![], vec![], vec![], vec![], vec![]);
     for _ in 0..rounds {
         stats_times.push(run_stats().0);
         one_times.push(run_one_thread().0);
-        max_times.push(run_max_threads().0);
+        per_core_times.push(run_per_core().0);
         if let Some((t, _)) = du_sb(&root) {
             du_times.push(t);
         }
@@ -149,8 +153,8 @@ fn main() {
     );
     print_times("stats on one thread (measure_with_threads 1)", &one_times);
     print_times(
-        &format!("stats on {MAX_THREADS} threads (measure_with_threads {MAX_THREADS})"),
-        &max_times,
+        &format!("stats on one thread per core (measure_with_threads {per_core})"),
+        &per_core_times,
     );
     print_times("du -sb", &du_times);
     print_times("find -type f -printf '%s\\n' (summed)", &find_times);
@@ -165,8 +169,8 @@ fn main() {
     if let Some(r) = ratio(&one_times, &du_times) {
         println!("warm: stats on one thread / du -sb (median) {r:.2}x");
     }
-    if let Some(r) = ratio(&max_times, &du_times) {
-        println!("warm: stats on {MAX_THREADS} threads / du -sb (median) {r:.2}x");
+    if let Some(r) = ratio(&per_core_times, &du_times) {
+        println!("warm: stats on {per_core} threads / du -sb (median) {r:.2}x");
     }
     println!(
         "totals: stats {} bytes in {} files; find {}; du -sb {} (du also counts the folders' own sizes)",
@@ -181,9 +185,12 @@ fn main() {
     println!("load average after the warm runs: {}", load_average());
 
     if full {
-        cold_runs(&root, &|| run_stats().0, &|| run_one_thread().0, &|| {
-            run_max_threads().0
-        });
+        cold_runs(
+            &root,
+            &|| run_stats().0,
+            &|| run_one_thread().0,
+            (per_core, &|| run_per_core().0),
+        );
     } else {
         println!("cold cache: not measured (smoke run; only with --bench)");
     }
@@ -204,7 +211,7 @@ fn cold_runs(
     root: &Path,
     run_stats: &dyn Fn() -> Duration,
     run_one: &dyn Fn() -> Duration,
-    run_max: &dyn Fn() -> Duration,
+    run_per_core: (usize, &dyn Fn() -> Duration),
 ) {
     if let Err(e) = drop_caches() {
         println!(
@@ -213,7 +220,7 @@ fn cold_runs(
         println!("cold: target (parallel <= one thread) NOT met (not measured)");
         return;
     }
-    let (mut stats_times, mut one_times, mut max_times, mut du_times) =
+    let (mut stats_times, mut one_times, mut per_core_times, mut du_times) =
         (vec![], vec![], vec![], vec![]);
     for _ in 0..COLD_ROUNDS {
         drop_caches().expect("drop caches");
@@ -221,7 +228,7 @@ fn cold_runs(
         drop_caches().expect("drop caches");
         one_times.push(run_one());
         drop_caches().expect("drop caches");
-        max_times.push(run_max());
+        per_core_times.push((run_per_core.1)());
         drop_caches().expect("drop caches");
         if let Some((t, _)) = du_sb(root) {
             du_times.push(t);
@@ -230,7 +237,11 @@ fn cold_runs(
     println!("cold rounds: {COLD_ROUNDS} (page cache dropped before every run)");
     print_times("cold: stats (default threads)", &stats_times);
     print_times("cold: stats on one thread", &one_times);
-    print_times(&format!("cold: stats on {MAX_THREADS} threads"), &max_times);
+    let per_core = run_per_core.0;
+    print_times(
+        &format!("cold: stats on {per_core} threads"),
+        &per_core_times,
+    );
     print_times("cold: du -sb", &du_times);
     if let Some(r) = ratio(&stats_times, &one_times) {
         println!(
@@ -241,8 +252,8 @@ fn cold_runs(
     if let Some(r) = ratio(&stats_times, &du_times) {
         println!("cold: stats / du -sb (median) {r:.2}x");
     }
-    if let Some(r) = ratio(&max_times, &du_times) {
-        println!("cold: stats on {MAX_THREADS} threads / du -sb (median) {r:.2}x");
+    if let Some(r) = ratio(&per_core_times, &du_times) {
+        println!("cold: stats on {per_core} threads / du -sb (median) {r:.2}x");
     }
     println!("load average after the cold runs: {}", load_average());
 }

@@ -30,7 +30,7 @@ use crate::folder::{FileStat, Folder, Listing};
 mod pieces;
 
 use pieces::Plan;
-pub use pieces::{default_threads, Owner, Visit, MAX_THREADS};
+pub use pieces::{default_threads, threads_per_core, Owner, Visit, MAX_THREADS};
 
 /// Which half of a SPEC's evidence a file is in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
