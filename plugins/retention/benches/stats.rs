@@ -5,8 +5,8 @@
 //! (500 SPECs x 2 halves x 999 files, plus 1,000 non-SPEC files) in a temporary folder,
 //! warms the page cache with one run of each tool, then times `ROUNDS` alternating runs of
 //! each (`stats` on its default thread count, one per core and one thread) and prints min
-//! and median,
-//! the ratio to `du -sb` against the 0.8x target ("met"/"NOT met") and the load average.
+//! and median, the ratio to `du -sb` against the 0.8x target ("met"/"NOT met") and the
+//! load average.
 //! Then, if it may drop the page cache (root: `/proc/sys/vm/drop_caches`), `COLD_ROUNDS`
 //! cold runs of each, the parallel walk against the one-thread walk; else it says cold was
 //! not measured. Files are sparse (`set_len`): apparent sizes of 200 B to 20 KiB but no
@@ -113,7 +113,7 @@ fn main() {
 
     println!("load average before: {}", load_average());
     println!(
-        "walk threads: {threads} by default (4 per core, at most {MAX_THREADS}); {per_core} per core"
+        "walk threads: {threads} by default (4 per core, at most {MAX_THREADS}); one per core: {per_core}"
     );
     // Warm-up: one run of each, so every tool meets the same warm page cache.
     let (_, report) = run_stats();
