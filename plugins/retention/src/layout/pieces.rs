@@ -308,7 +308,8 @@ pub const MAX_THREADS: usize = 8;
 
 /// Walk threads per core. On a cold cache a walk mostly waits for the disk (folder and
 /// inode blocks), so more walks in flight than cores keep it busier: on the 2-core bench
-/// machine, 8 threads walked the cold 1M-file tree in 0.6x the time of 2 (BENCHMARKS.md).
+/// machine, 8 threads walked the cold 1M-file tree in about 0.75x the time of 2, and no
+/// slower warm on a quieter run (BENCHMARKS.md).
 /// On a warm cache the extra threads only share the cores.
 const THREADS_PER_CORE: usize = 4;
 
