@@ -18,10 +18,10 @@
 //! calls, which the per-SPEC lock keeps cooperating writers out of.
 
 use std::collections::HashMap;
-use std::ffi::{OsStr, OsString};
+use std::ffi::{CStr, OsStr, OsString};
 use std::fs::File;
 use std::io::{self, Write};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -388,10 +388,41 @@ impl Folder {
     /// The folder's entries (without `.` and `..`), with their kind where the file system
     /// reports it in the listing (`d_type`); `None` means "stat it".
     pub fn entries(&self) -> io::Result<Vec<(OsString, Option<NodeKind>)>> {
-        let dir = rustix::fs::Dir::read_from(self.fd.as_fd()).map_err(errno)?;
-        let mut out = Vec::new();
-        for entry in dir {
-            let entry = entry.map_err(errno)?;
+        let mut listing = Listing::default();
+        self.list(&mut listing)?;
+        Ok(listing
+            .iter()
+            .map(|(name, kind)| (OsStr::from_bytes(name.to_bytes()).to_os_string(), kind))
+            .collect())
+    }
+
+    /// Reads the folder's whole listing into `into` (replacing what it held), reusing its
+    /// memory: a walk lists a million files without an allocation per name. Read in full
+    /// before any entry is used, so a listing that fails part way is one error, as with
+    /// [`Folder::entries`], never half a folder.
+    pub fn list(&self, into: &mut Listing) -> io::Result<()> {
+        into.packed.clear();
+        // A description of its own: the listing's offset is not shared with another reader
+        // of this handle (another thread of a parallel walk, a second listing).
+        let fd = rustix::fs::openat(
+            &self.fd,
+            c".",
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(errno)?;
+        if into.raw.capacity() < Listing::READ_BYTES {
+            into.raw.reserve(Listing::READ_BYTES);
+        }
+        let mut dir = rustix::fs::RawDir::new(&fd, into.raw.spare_capacity_mut());
+        while let Some(entry) = dir.next() {
+            let entry = match entry {
+                Ok(entry) => entry,
+                // What `rustix::fs::Dir` (behind `entries` before) takes as the end: the
+                // folder was removed while listed.
+                Err(rustix::io::Errno::NOENT) => break,
+                Err(e) => return Err(errno(e)),
+            };
             let name = entry.file_name().to_bytes();
             if name == b"." || name == b".." {
                 continue;
@@ -403,9 +434,21 @@ impl Folder {
                 FileType::Unknown => None,
                 _ => Some(NodeKind::Special),
             };
-            out.push((OsStr::from_bytes(name).to_os_string(), kind));
+            into.packed.push(Listing::kind_byte(kind));
+            into.packed.extend_from_slice(name);
+            into.packed.push(0);
         }
-        Ok(out)
+        Ok(())
+    }
+
+    /// What the entry `name` of this folder's listing is, without following a symlink.
+    /// Takes the listing's own NUL-terminated name, so nothing is copied per file; a
+    /// listed name is one component by construction (the kernel never lists `/`, and
+    /// [`Listing`] leaves out `.` and `..`).
+    pub fn stat_listed(&self, name: &CStr) -> io::Result<FileStat> {
+        debug_assert!(component(OsStr::from_bytes(name.to_bytes())).is_ok());
+        let st = rustix::fs::statat(&self.fd, name, AtFlags::SYMLINK_NOFOLLOW).map_err(errno)?;
+        Ok(FileStat::of_stat(&st))
     }
 
     /// Writes `bytes` to `name` atomically: a short temporary name in this folder, fsync,
@@ -424,6 +467,51 @@ impl Folder {
             let _ = self.remove_file(&temp);
         }
         result
+    }
+}
+
+/// One folder's listing, read by [`Folder::list`]; kept from one folder to the next so
+/// its memory is reused.
+#[derive(Debug, Default)]
+pub struct Listing {
+    /// Where `getdents64` writes.
+    raw: Vec<u8>,
+    /// The entries, each a kind byte, the name and a NUL.
+    packed: Vec<u8>,
+}
+
+impl Listing {
+    /// What one `getdents64` call may fill: about a thousand typical names, as many as a
+    /// SPEC folder holds, so a folder costs a few calls (`du`'s `fts` reads 32 KiB).
+    const READ_BYTES: usize = 64 * 1024;
+
+    fn kind_byte(kind: Option<NodeKind>) -> u8 {
+        match kind {
+            None => 0,
+            Some(NodeKind::File) => 1,
+            Some(NodeKind::Dir) => 2,
+            Some(NodeKind::Symlink) => 3,
+            Some(NodeKind::Special) => 4,
+        }
+    }
+
+    /// The entries in the order the file system listed them, with their kind where the
+    /// listing gives it (`None`: stat it).
+    pub fn iter(&self) -> impl Iterator<Item = (&CStr, Option<NodeKind>)> + '_ {
+        let mut rest = self.packed.as_slice();
+        std::iter::from_fn(move || {
+            let (&kind, tail) = rest.split_first()?;
+            let name = CStr::from_bytes_until_nul(tail).expect("a packed name ends in NUL");
+            rest = &tail[name.to_bytes_with_nul().len()..];
+            let kind = match kind {
+                1 => Some(NodeKind::File),
+                2 => Some(NodeKind::Dir),
+                3 => Some(NodeKind::Symlink),
+                4 => Some(NodeKind::Special),
+                _ => None,
+            };
+            Some((name, kind))
+        })
     }
 }
 

@@ -12,6 +12,10 @@
 //! [`tracker_id`] maps it to the ID a tracker uses. Symlinks, sockets and other special
 //! files are never followed or counted as evidence: they are reported as skipped, with the
 //! reason, so no number silently leaves files out.
+//!
+//! [`walk`] walks on the calling thread; [`walk_parallel`] is the same walk on several
+//! threads, each taking whole folders, its findings handed back in [`walk`]'s order (see
+//! `layout/pieces.rs`).
 
 use serde::Serialize;
 use speckit_engine::SpecId;
@@ -21,7 +25,12 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use crate::folder::{FileStat, Folder, NodeKind};
+use crate::folder::{FileStat, Folder, Listing};
+
+mod pieces;
+
+use pieces::Plan;
+pub use pieces::{default_threads, threads_per_core, Owner, Visit, MAX_THREADS};
 
 /// Which half of a SPEC's evidence a file is in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -126,168 +135,17 @@ pub fn check_root(root: &Path) -> Result<(), LayoutError> {
 }
 
 /// Walks the whole evidence root, calling `on_file` for every regular file and `on_skip`
-/// for everything not counted. Streaming: memory does not grow with the tree. Every
-/// folder is reached through its parent's handle (see [`crate::folder`]): a folder
-/// swapped for a symlink mid-walk is reported as a symlink, never entered.
+/// for everything not counted. Streaming: memory grows with the number of top-level
+/// folders, not with the tree. Every folder is reached through its parent's handle (see
+/// [`crate::folder`]): a folder swapped for a symlink mid-walk is reported as a symlink,
+/// never entered. One thread; [`walk_parallel`] is the same walk on several.
 pub fn walk(
     root: &Path,
     on_file: &mut dyn FnMut(Entry),
     on_skip: &mut dyn FnMut(Skipped),
 ) -> Result<(), LayoutError> {
-    let top = open_root(root)?;
-    let entries = top
-        .entries()
-        .map_err(|source| LayoutError::RootUnreadable {
-            path: root.to_path_buf(),
-            source,
-        })?;
-    for (name, listed) in entries {
-        let kind = match name.to_str() {
-            Some("commands") => Some(EvidenceKind::Commands),
-            Some("consensus") => Some(EvidenceKind::Consensus),
-            _ => None,
-        };
-        let relative = PathBuf::from(&name);
-        match node(&top, &name, listed) {
-            Ok(Node::Dir) => match top.open_dir(&name) {
-                Ok(folder) => match kind {
-                    Some(kind) => walk_kind(&folder, &relative, kind, on_file, on_skip),
-                    None => walk_files(folder, relative, None, on_file, on_skip),
-                },
-                Err(e) => on_skip(not_entered(relative, &e)),
-            },
-            Ok(Node::File(stat)) => on_file(Entry::new(relative, None, &stat)),
-            Ok(Node::Skip(reason)) => on_skip(Skipped { relative, reason }),
-            Err(e) => on_skip(unreadable(relative, &e)),
-        }
-    }
+    walk_plan(&Plan::whole_root(root)?, on_file, on_skip);
     Ok(())
-}
-
-/// Opens the root after [`check_root`], so a missing root gets its own message.
-fn open_root(root: &Path) -> Result<Folder, LayoutError> {
-    check_root(root)?;
-    Folder::open(root).map_err(|source| LayoutError::RootUnreadable {
-        path: root.to_path_buf(),
-        source,
-    })
-}
-
-/// `commands/` or `consensus/`: folders are SPEC folders, files are non-SPEC.
-fn walk_kind(
-    kind_dir: &Folder,
-    kind_rel: &Path,
-    kind: EvidenceKind,
-    on_file: &mut dyn FnMut(Entry),
-    on_skip: &mut dyn FnMut(Skipped),
-) {
-    let entries = match kind_dir.entries() {
-        Ok(e) => e,
-        Err(e) => return on_skip(unreadable(kind_rel.to_path_buf(), &e)),
-    };
-    for (name, listed) in entries {
-        let relative = kind_rel.join(&name);
-        match node(kind_dir, &name, listed) {
-            Ok(Node::Dir) => {
-                let owner = name
-                    .to_str()
-                    .ok_or_else(|| "the name is not valid UTF-8".to_string())
-                    .and_then(|n| SpecId::parse(n).map_err(|e| e.to_string()));
-                match owner {
-                    Ok(spec) => match kind_dir.open_dir(&name) {
-                        Ok(folder) => {
-                            walk_files(folder, relative, Some((spec, kind)), on_file, on_skip)
-                        }
-                        Err(e) => on_skip(not_entered(relative, &e)),
-                    },
-                    Err(detail) => on_skip(Skipped {
-                        relative,
-                        reason: SkipReason::InvalidSpecFolder { detail },
-                    }),
-                }
-            }
-            Ok(Node::File(stat)) => on_file(Entry::new(relative, None, &stat)),
-            Ok(Node::Skip(reason)) => on_skip(Skipped { relative, reason }),
-            Err(e) => on_skip(unreadable(relative, &e)),
-        }
-    }
-}
-
-/// Every regular file below `dir`, depth first, each folder entered through its
-/// parent's handle, no symlink followed.
-fn walk_files(
-    dir: Folder,
-    relative: PathBuf,
-    owner: Option<(SpecId, EvidenceKind)>,
-    on_file: &mut dyn FnMut(Entry),
-    on_skip: &mut dyn FnMut(Skipped),
-) {
-    let mut stack = vec![(dir, relative)];
-    while let Some((folder, current)) = stack.pop() {
-        let entries = match folder.entries() {
-            Ok(e) => e,
-            Err(e) => {
-                on_skip(unreadable(current, &e));
-                continue;
-            }
-        };
-        for (name, listed) in entries {
-            let relative = current.join(&name);
-            match node(&folder, &name, listed) {
-                Ok(Node::Dir) => match folder.open_dir(&name) {
-                    Ok(sub) => stack.push((sub, relative)),
-                    Err(e) => on_skip(not_entered(relative, &e)),
-                },
-                Ok(Node::File(stat)) => on_file(Entry::new(relative, owner.clone(), &stat)),
-                Ok(Node::Skip(reason)) => on_skip(Skipped { relative, reason }),
-                Err(e) => on_skip(unreadable(relative, &e)),
-            }
-        }
-    }
-}
-
-enum Node {
-    Dir,
-    File(FileStat),
-    Skip(SkipReason),
-}
-
-/// What `name` in `folder` is: the listing's type where it has one (a folder or a symlink
-/// needs no `stat`), else `statat` relative to the folder without following.
-fn node(folder: &Folder, name: &OsStr, listed: Option<NodeKind>) -> std::io::Result<Node> {
-    let kind = match listed {
-        Some(NodeKind::Symlink) => return Ok(Node::Skip(SkipReason::Symlink)),
-        Some(NodeKind::Dir) => return Ok(Node::Dir),
-        _ => folder.stat(name)?,
-    };
-    Ok(match kind.kind {
-        NodeKind::Symlink => Node::Skip(SkipReason::Symlink),
-        NodeKind::Dir => Node::Dir,
-        NodeKind::File => Node::File(kind),
-        NodeKind::Special => Node::Skip(SkipReason::SpecialFile),
-    })
-}
-
-/// A folder that could not be entered: swapped for a symlink after it was listed (the
-/// open refuses to follow it), or unreadable.
-fn not_entered(relative: PathBuf, e: &std::io::Error) -> Skipped {
-    if e.kind() == std::io::ErrorKind::InvalidInput {
-        Skipped {
-            relative,
-            reason: SkipReason::Symlink,
-        }
-    } else {
-        unreadable(relative, e)
-    }
-}
-
-fn unreadable(relative: PathBuf, e: &std::io::Error) -> Skipped {
-    Skipped {
-        relative,
-        reason: SkipReason::Unreadable {
-            detail: e.to_string(),
-        },
-    }
 }
 
 /// Walks only the SPEC folders of `commands/` and `consensus/` whose names `select` accepts,
@@ -300,73 +158,73 @@ pub fn walk_spec_folders(
     on_file: &mut dyn FnMut(Entry),
     on_skip: &mut dyn FnMut(Skipped),
 ) -> Result<(), LayoutError> {
-    let top = open_root(root)?;
-    for kind in EvidenceKind::ALL {
-        let kind_rel = PathBuf::from(kind.dir_name());
-        let kind_name = OsStr::new(kind.dir_name());
-        match node(&top, kind_name, None) {
-            Ok(Node::Dir) => {}
-            // No folder (or a plain file of that name, which walk counts as non-SPEC).
-            Ok(Node::File(..)) => continue,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Ok(Node::Skip(reason)) => {
-                on_skip(Skipped {
-                    relative: kind_rel,
-                    reason,
-                });
-                continue;
-            }
-            Err(e) => {
-                on_skip(unreadable(kind_rel, &e));
-                continue;
-            }
+    walk_plan(&Plan::spec_folders(root, select)?, on_file, on_skip);
+    Ok(())
+}
+
+/// Which part of the root [`walk_parallel`] walks.
+pub enum Reach<'a> {
+    /// All of it, as [`walk`].
+    WholeRoot,
+    /// The SPEC folders `select` accepts, as [`walk_spec_folders`].
+    SpecFolders(&'a mut dyn FnMut(&str) -> bool),
+}
+
+/// [`walk`] (or [`walk_spec_folders`]) on up to `threads` threads, each walking whole
+/// folders (one SPEC folder, or one non-SPEC folder such as `archive/`) by the same rules.
+/// Each piece of the walk (a folder, or one entry at the top) is told to its own visitor,
+/// made by `new` with the piece's SPEC folder (`None`: non-SPEC), and the visitors are
+/// handed to `merge` in the order [`walk`] meets their pieces: whatever the thread count,
+/// folding them in that order gives the same figures and the same skip list, in the same
+/// order, as [`walk`]. Memory grows with the number of pieces and what their visitors keep.
+pub fn walk_parallel<T: Visit + Send>(
+    root: &Path,
+    reach: Reach<'_>,
+    threads: usize,
+    new: &(dyn Fn(Option<&Owner>) -> T + Sync),
+    merge: &mut dyn FnMut(T),
+) -> Result<(), LayoutError> {
+    let plan = match reach {
+        Reach::WholeRoot => Plan::whole_root(root)?,
+        Reach::SpecFolders(select) => Plan::spec_folders(root, select)?,
+    };
+    pieces::run(&plan, threads, new, merge);
+    Ok(())
+}
+
+/// Every piece of `plan` on this thread, as owned [`Entry`]s.
+fn walk_plan(plan: &Plan, on_file: &mut dyn FnMut(Entry), on_skip: &mut dyn FnMut(Skipped)) {
+    struct Callbacks<'a> {
+        owner: Option<&'a (SpecId, EvidenceKind)>,
+        on_file: &'a mut dyn FnMut(Entry),
+        on_skip: &'a mut dyn FnMut(Skipped),
+    }
+    impl Visit for Callbacks<'_> {
+        fn file(&mut self, dir: &Path, name: &OsStr, stat: &FileStat) {
+            (self.on_file)(Entry::new(dir.join(name), self.owner.cloned(), stat));
         }
-        let kind_dir = match top.open_dir(kind_name) {
-            Ok(f) => f,
-            Err(e) => {
-                on_skip(not_entered(kind_rel, &e));
-                continue;
-            }
-        };
-        let entries = match kind_dir.entries() {
-            Ok(e) => e,
-            Err(e) => {
-                on_skip(unreadable(kind_rel, &e));
-                continue;
-            }
-        };
-        for (file_name, listed) in entries {
-            // A name that is not UTF-8 can never equal or start with a valid SPEC-ID.
-            let Some(name) = file_name.to_str() else {
-                continue;
-            };
-            if !select(name) {
-                continue;
-            }
-            let relative = kind_rel.join(name);
-            match node(&kind_dir, &file_name, listed) {
-                Ok(Node::Dir) => match SpecId::parse(name) {
-                    Ok(spec) => match kind_dir.open_dir(&file_name) {
-                        Ok(folder) => {
-                            walk_files(folder, relative, Some((spec, kind)), on_file, on_skip)
-                        }
-                        Err(e) => on_skip(not_entered(relative, &e)),
-                    },
-                    Err(e) => on_skip(Skipped {
-                        relative,
-                        reason: SkipReason::InvalidSpecFolder {
-                            detail: e.to_string(),
-                        },
-                    }),
-                },
-                // A file directly in commands/ is non-SPEC evidence, not this SPEC's.
-                Ok(Node::File(..)) => {}
-                Ok(Node::Skip(reason)) => on_skip(Skipped { relative, reason }),
-                Err(e) => on_skip(unreadable(relative, &e)),
-            }
+        fn skip(&mut self, skip: Skipped) {
+            (self.on_skip)(skip);
         }
     }
-    Ok(())
+    let mut listing = Listing::default();
+    for piece in &plan.pieces {
+        let mut visit = Callbacks {
+            owner: piece.owner(),
+            on_file: &mut *on_file,
+            on_skip: &mut *on_skip,
+        };
+        plan.walk_piece(piece, &mut listing, &mut visit);
+    }
+}
+
+/// Opens the root after [`check_root`], so a missing root gets its own message.
+fn open_root(root: &Path) -> Result<Folder, LayoutError> {
+    check_root(root)?;
+    Folder::open(root).map_err(|source| LayoutError::RootUnreadable {
+        path: root.to_path_buf(),
+        source,
+    })
 }
 
 /// All of a tree, collected: per SPEC folder its files, plus non-SPEC files and skips.

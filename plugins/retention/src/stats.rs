@@ -7,15 +7,21 @@
 //! `du -sb` also counts the folders themselves). Symbolic links are never followed. Every
 //! SPEC folder is counted, whichever half it has evidence in: upstream's script only looked
 //! at SPECs with consensus evidence and never flagged one with 60 MB of command evidence.
+//!
+//! The walk runs on several threads ([`layout::walk_parallel`]): each SPEC folder is summed
+//! on the thread that walks it and the sums are merged in walk order, so the figures, rows
+//! and skip list are those of a walk on one thread.
 
 use crate::{EvidencePolicy, RetentionPolicy};
 use serde::{Serialize, Serializer};
 use speckit_engine::spec_id::InvalidSpecId;
 use speckit_engine::{Policy, SpecId};
 use std::collections::{BTreeMap, HashMap};
+use std::ffi::OsStr;
 use std::path::{Component, Path, PathBuf};
 
-use crate::layout::{self, Entry, EvidenceKind, LayoutError, SkipReason, Skipped};
+use crate::folder::FileStat;
+use crate::layout::{self, EvidenceKind, LayoutError, Reach, SkipReason, Skipped};
 use crate::limits::{files, human_bytes, human_mib, LimitFinding, Limits, Verdict};
 use crate::tracker::{Activity, StatusRules, Trackers};
 
@@ -200,7 +206,7 @@ pub struct LargeFile {
 }
 
 /// What [`measure`] found.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct EvidenceUsage {
     pub root: PathBuf,
     /// The whole root was walked (not one SPEC's folders), so root totals are known.
@@ -225,21 +231,62 @@ impl EvidenceUsage {
 
 /// Walks `root` (all of it, or one SPEC's folders) and adds up what it holds. Files above
 /// `file_warn_bytes` are listed. Memory grows with the number of SPECs, large files and
-/// skips, not with the number of files.
+/// skips, not with the number of files. The walk uses [`layout::default_threads`]
+/// threads; [`measure_with_threads`] gives the same figures with any other count.
 pub fn measure(
     root: &Path,
     scope: &Scope,
     names: &SpecNames,
     file_warn_bytes: u64,
 ) -> Result<EvidenceUsage, LayoutError> {
+    measure_with_threads(
+        root,
+        scope,
+        names,
+        file_warn_bytes,
+        layout::default_threads(),
+    )
+}
+
+/// What one piece of the walk (one SPEC folder, one non-SPEC folder, or one entry at the
+/// top) holds: every file of a piece has the piece's owner, so it is summed here on the
+/// walking thread and only the sum is merged.
+struct PieceTally {
+    owner: Option<(SpecId, EvidenceKind)>,
+    usage: Usage,
+    file_warn_bytes: u64,
+    /// Files above `file_warn_bytes`: relative path and bytes.
+    large: Vec<(PathBuf, u64)>,
+    skipped: Vec<Skipped>,
+}
+
+impl layout::Visit for PieceTally {
+    fn file(&mut self, dir: &Path, name: &OsStr, stat: &FileStat) {
+        self.usage.count(stat.size);
+        if stat.size > self.file_warn_bytes {
+            self.large.push((dir.join(name), stat.size));
+        }
+    }
+
+    fn skip(&mut self, skip: Skipped) {
+        self.skipped.push(skip);
+    }
+}
+
+/// [`measure`] with the walk on `threads` threads (1: the calling thread only). Same
+/// figures, rows and skip list, in the same order, for every count.
+pub fn measure_with_threads(
+    root: &Path,
+    scope: &Scope,
+    names: &SpecNames,
+    file_warn_bytes: u64,
+    threads: usize,
+) -> Result<EvidenceUsage, LayoutError> {
     let mut specs: Vec<SpecUsage> = Vec::new();
     let mut index: HashMap<String, usize> = HashMap::new();
     let mut non_spec = Usage::default();
     let mut large_files = Vec::new();
     let mut skipped = Vec::new();
-    // Files arrive folder by folder: map a folder to its SPEC once, not once per file.
-    // (folder name, index in `specs`, index in that SPEC's `folders`)
-    let mut current: Option<(String, usize, usize)> = None;
 
     let key_of = |folder: &str| match scope {
         Scope::All => names.spec_of(folder),
@@ -252,22 +299,18 @@ pub fn measure(
         })
     };
 
-    let mut on_file = |entry: Entry| {
-        let spec_slot = match &entry.owner {
-            None => {
-                non_spec.count(entry.size);
+    // Pieces arrive in walk order; a SPEC gets its row when its first file is counted,
+    // as a file-by-file walk would give it.
+    let mut merge = |piece: PieceTally| {
+        let spec_slot = match (&piece.owner, piece.usage.files) {
+            (_, 0) => None,
+            (None, _) => {
+                non_spec = non_spec.plus(piece.usage);
                 None
             }
-            Some((folder, kind)) => {
-                let (i, f) = match &current {
-                    Some((name, i, f)) if name == folder.as_str() => (*i, *f),
-                    _ => {
-                        let i = slot(&mut specs, key_of(folder.as_str()));
-                        let f = specs[i].folder(folder.as_str());
-                        current = Some((folder.to_string(), i, f));
-                        (i, f)
-                    }
-                };
+            (Some((folder, kind)), _) => {
+                let i = slot(&mut specs, key_of(folder.as_str()));
+                let f = specs[i].folder(folder.as_str());
                 let spec = &mut specs[i];
                 let (spec_half, folder_half) = match kind {
                     EvidenceKind::Commands => (&mut spec.commands, &mut spec.folders[f].commands),
@@ -275,30 +318,37 @@ pub fn measure(
                         (&mut spec.consensus, &mut spec.folders[f].consensus)
                     }
                 };
-                spec_half.count(entry.size);
-                folder_half.count(entry.size);
+                *spec_half = spec_half.plus(piece.usage);
+                *folder_half = folder_half.plus(piece.usage);
                 Some(i)
             }
         };
-        if entry.size > file_warn_bytes {
+        for (path, bytes) in piece.large {
             large_files.push(LargeFile {
-                path: entry.relative,
-                bytes: entry.size,
+                path,
+                bytes,
                 spec: spec_slot.map(|i| specs[i].spec.clone()),
             });
         }
+        skipped.extend(piece.skipped);
     };
-    let mut on_skip = |skip: Skipped| skipped.push(skip);
+    let new = |owner: Option<&(SpecId, EvidenceKind)>| PieceTally {
+        owner: owner.cloned(),
+        usage: Usage::default(),
+        file_warn_bytes,
+        large: Vec::new(),
+        skipped: Vec::new(),
+    };
 
-    match scope {
-        Scope::All => layout::walk(root, &mut on_file, &mut on_skip)?,
-        Scope::Spec(spec) => layout::walk_spec_folders(
-            root,
-            &mut |folder| names.belongs_to(folder, spec),
-            &mut on_file,
-            &mut on_skip,
-        )?,
-    }
+    let mut belongs = |folder: &str| match scope {
+        Scope::Spec(spec) => names.belongs_to(folder, spec),
+        Scope::All => true,
+    };
+    let reach = match scope {
+        Scope::All => Reach::WholeRoot,
+        Scope::Spec(_) => Reach::SpecFolders(&mut belongs),
+    };
+    layout::walk_parallel(root, reach, threads, &new, &mut merge)?;
 
     // A SPEC asked for is always reported, with zeros when it has no evidence yet.
     if let Scope::Spec(spec) = scope {
