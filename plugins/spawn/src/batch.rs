@@ -27,6 +27,7 @@ use crate::handle::{AgentCompletion, AgentHandle};
 use crate::host_agents::EffectiveAgent;
 use crate::launch::{
     agent_id, emit, initialize, mark_row_failed, not_started, AgentInit, BatchContext, BatchRows,
+    INLINE_START_MAX_AGENTS,
 };
 use crate::request::{host_stage, validate_stage, SpawnRequest};
 use crate::schema::SPAWN_SCHEMA;
@@ -162,6 +163,7 @@ pub async fn spawn_agents(
         cancel: request.cancel.clone(),
         clock: request.clock.clone(),
         rows,
+        start_inline: planned.len() <= INLINE_START_MAX_AGENTS,
     });
     tracing::info!(batch_id = %batch.batch_id, spec = %batch.spec_id, stage = %batch.stage, agents = planned.len(), max_concurrency, chained, "spawning agents");
 

@@ -53,7 +53,17 @@ pub(crate) struct BatchContext {
     pub clock: SharedClock,
     /// The rows of every agent, when the batch inserts them in one transaction.
     pub rows: Option<BatchRows>,
+    /// Agents start on their own task (a small batch) rather than on the blocking pool;
+    /// see [`start_off_runtime`].
+    pub start_inline: bool,
 }
+
+/// Batches of at most this many agents start each agent's process on the agent's own task.
+/// Measured on 2 cores (`cargo bench -p speckit-spawn --bench spawn`, quiet machine,
+/// interleaved runs): with 3 agents inline starts gave a parallel p95 of 56.7-58.1 ms
+/// against 59.4-61.2 ms through the blocking pool, whose hand-off cost more than the
+/// queueing it avoids; with 32 agents the pool wins by far (see [`start_off_runtime`]).
+pub(crate) const INLINE_START_MAX_AGENTS: usize = 4;
 
 /// The `agent_executions` rows of a whole batch inserted in one transaction, for a batch
 /// whose agents all get a slot at once: one hand-off to the writer thread and one commit
@@ -235,7 +245,15 @@ pub(crate) async fn initialize(
             .await;
         (committed.map_err(|e| e.to_string()), Instant::now())
     };
-    let start = start_off_runtime(&ctx, &agent, prompt, &paths, &id);
+    let start = async {
+        if ctx.start_inline {
+            let mut phases = SpawnPhases::default();
+            let started = start_process(&ctx, &agent, prompt, &paths, &id, &mut phases);
+            (started, phases)
+        } else {
+            start_off_runtime(&ctx, &agent, prompt, &paths, &id).await
+        }
+    };
     let ((row, row_done), (started, start_phases)) = tokio::join!(row, start);
     metric.phases.prompt_file_us = start_phases.prompt_file_us;
     metric.phases.process_spawned_us = start_phases.process_spawned_us;
@@ -396,9 +414,10 @@ pub(crate) async fn not_started(
     failed(ctx, metric, None, cause, false).await
 }
 
-/// [`start_process`] on the blocking pool: a `posix_spawn` holds its thread for as long
-/// as the kernel takes to build the process (0.2 ms on a quiet machine, milliseconds on a
-/// busy one), and on the runtime's few threads those waits queue up. Measured with 32
+/// [`start_process`] on the blocking pool, for a batch of more than
+/// [`INLINE_START_MAX_AGENTS`]: a `posix_spawn` holds its thread for as long as the kernel
+/// takes to build the process (0.2 ms on a quiet machine, milliseconds on a busy one), and
+/// on the runtime's few threads those waits queue up. Measured with 32
 /// agents on 2 cores: inline, agents' tasks began 15-20 ms (p50) after the batch set-up
 /// and ready lines were read up to 40 ms (p95) after they were written, behind other
 /// agents' spawns; here they begin within 2 ms and the batch's p99 fell by 40%
