@@ -9,7 +9,6 @@
 //! plugin host.
 
 use rusqlite::{Connection, OpenFlags};
-use sha2::{Digest, Sha256};
 use speckit_hygiene::embed::EngineBuilder;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -172,7 +171,7 @@ impl Workspace {
 }
 
 fn sha256_of(path: &Path) -> String {
-    hex::encode(Sha256::digest(fs::read(path).unwrap()))
+    speckit_testkit::digest::sha256_file(path).unwrap()
 }
 
 fn count(conn: &Connection, sql: &str) -> i64 {

@@ -7,7 +7,6 @@
 //! and create nothing.
 
 use rusqlite::{Connection, OpenFlags};
-use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -72,7 +71,7 @@ fn hygiene(ws: &Ws, args: &[&str]) -> Output {
 }
 
 fn sha256(path: &Path) -> String {
-    hex::encode(Sha256::digest(std::fs::read(path).unwrap()))
+    speckit_testkit::digest::sha256_file(path).unwrap()
 }
 
 fn open(db: &Path) -> Connection {

@@ -14,7 +14,6 @@
 use chrono::{DateTime, Duration as Days, Utc};
 use rand::{Rng, SeedableRng};
 use rusqlite::{Connection, OpenFlags};
-use sha2::{Digest, Sha256};
 use speckit_engine::engine::storage_options;
 use speckit_engine::policy::load_policy;
 use speckit_engine::Storage;
@@ -182,35 +181,12 @@ fn cleanup(ws: &Ws) -> Command {
 }
 
 fn sha_of(path: &Path) -> Option<String> {
-    std::fs::read(path)
-        .ok()
-        .map(|b| hex::encode(Sha256::digest(b)))
+    speckit_testkit::digest::sha256_file(path).ok()
 }
 
 /// Files below `dir`, relative, with their sha256.
 fn files(dir: &Path) -> BTreeMap<String, String> {
-    let mut out = BTreeMap::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in entries {
-            let e = e.unwrap();
-            if e.file_type().unwrap().is_dir() {
-                stack.push(e.path());
-            } else {
-                let rel = e
-                    .path()
-                    .strip_prefix(dir)
-                    .unwrap()
-                    .to_string_lossy()
-                    .into_owned();
-                out.insert(rel, sha_of(&e.path()).unwrap());
-            }
-        }
-    }
-    out
+    speckit_testkit::digest::tree_sha256(dir)
 }
 
 /// One archive's record.

@@ -123,6 +123,8 @@ fn print_next_steps(dir: &std::path::Path) {
     println!(
         "  speckit-hygiene archives               # where each archive is: local, remote, purged"
     );
-    println!("  speckit-hygiene restore SPEC-KIT-900   # put archived evidence back (offloaded ones are fetched)");
+    // `--to`: in place, the older archives' copies of files the SPEC still has would be
+    // conflicts (restore never overwrites), which is not what a first try should show.
+    println!("  speckit-hygiene restore SPEC-KIT-900 --to restored   # archived evidence back into ./restored (offloaded ones are fetched)");
     println!("Remove it with: rm -rf {}", dir.display());
 }

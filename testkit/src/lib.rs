@@ -7,6 +7,7 @@ pub mod artifacts;
 pub mod bench;
 pub mod bulk;
 pub mod database;
+pub mod digest;
 pub mod evidence;
 pub mod fixtures;
 pub mod json;

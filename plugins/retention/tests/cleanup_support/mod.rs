@@ -5,7 +5,6 @@
 #![allow(dead_code)]
 
 use chrono::{DateTime, TimeZone, Utc};
-use sha2::{Digest, Sha256};
 use speckit_engine::clock::Clock;
 use speckit_engine::engine::{storage_options, EngineOptions};
 use speckit_engine::policy::{load_policy, PolicySnapshot};
@@ -111,13 +110,7 @@ pub fn spec(id: &str, n: usize) -> SpecEvidence {
     }
 }
 
-pub fn sha_hex(bytes: &[u8]) -> String {
-    hex(Sha256::digest(bytes).as_slice())
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
+pub use speckit_testkit::digest::sha256_hex as sha_hex;
 
 /// Every regular file under `root` except our own `cleanup/` folder: path -> sha256.
 pub fn tree(root: &Path) -> BTreeMap<String, String> {

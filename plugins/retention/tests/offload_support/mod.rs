@@ -136,26 +136,5 @@ pub use speckit_testkit::moto::*;
 
 /// Objects under a `file://` store folder: relative path -> sha256.
 pub fn file_store_objects(dir: &Path) -> BTreeMap<String, String> {
-    let mut out = BTreeMap::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in entries {
-            let e = e.unwrap();
-            if e.file_type().unwrap().is_dir() {
-                stack.push(e.path());
-            } else {
-                let rel = e
-                    .path()
-                    .strip_prefix(dir)
-                    .unwrap()
-                    .to_string_lossy()
-                    .into_owned();
-                out.insert(rel, sha_hex(&std::fs::read(e.path()).unwrap()));
-            }
-        }
-    }
-    out
+    speckit_testkit::digest::tree_sha256(dir)
 }
