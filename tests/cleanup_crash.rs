@@ -7,9 +7,9 @@
 //! `SPECKIT_CRASH_SEED=S` to replay a sequence of kill times.
 
 use chrono::Utc;
-use rand::{Rng, SeedableRng};
 use rusqlite::{Connection, OpenFlags};
 use sha2::{Digest, Sha256};
+use speckit_testkit::crash::{assert_succeeds, kill_after, Kill, KillSchedule};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -262,16 +262,8 @@ fn end_state(ws: &Ws) -> EndState {
 
 #[test]
 fn sigkill_at_random_points_loses_nothing_and_a_rerun_finishes() {
-    let iterations: usize = std::env::var("SPECKIT_CRASH_ITERATIONS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(50);
-    let seed: u64 = std::env::var("SPECKIT_CRASH_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(rand::random);
-    eprintln!("SIGKILL test: {iterations} kills, SPECKIT_CRASH_SEED={seed}");
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut schedule = KillSchedule::from_env("SIGKILL test", 50);
+    let (iterations, seed) = (schedule.iterations, schedule.seed);
     let now = Utc::now();
 
     // The uninterrupted run, and how long it takes: the fastest of three, so a slow first
@@ -299,15 +291,12 @@ fn sigkill_at_random_points_loses_nothing_and_a_rerun_finishes() {
         let ws = workspace(now);
         let original = tree(&ws.root);
         let original_runs = run_ids(&ws.db);
-        let delay = full.mul_f64(rng.random_range(0.0..1.0));
-        let mut child = cleanup(&ws).spawn().unwrap();
-        std::thread::sleep(delay);
-        let still_running = child.try_wait().unwrap().is_none();
-        child.kill().unwrap(); // SIGKILL
-        let status = child.wait().unwrap();
-        if still_running {
-            killed_mid_run += 1;
-        }
+        let delay = schedule.next_delay(full);
+        let Kill {
+            was_running,
+            status,
+        } = kill_after(&mut cleanup(&ws), delay);
+        killed_mid_run += usize::from(was_running);
         let context = format!("kill {i} after {delay:?} (seed {seed}, exit {status:?})");
 
         let now_tree = tree(&ws.root);
@@ -326,13 +315,7 @@ fn sigkill_at_random_points_loses_nothing_and_a_rerun_finishes() {
             );
         }
 
-        let out = cleanup(&ws).output().unwrap();
-        assert_eq!(
-            out.status.code(),
-            Some(0),
-            "{context}: rerun failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert_succeeds(&mut cleanup(&ws), &context);
         assert_eq!(
             end_state(&ws),
             reference,

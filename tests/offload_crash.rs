@@ -12,12 +12,12 @@
 //! replay a sequence of kill times.
 
 use chrono::{DateTime, Duration as Days, Utc};
-use rand::{Rng, SeedableRng};
 use rusqlite::{Connection, OpenFlags};
 use speckit_engine::engine::storage_options;
 use speckit_engine::policy::load_policy;
 use speckit_engine::Storage;
 use speckit_retention::job::{cleanup_blocking, CleanupOptions, Control};
+use speckit_testkit::crash::{assert_succeeds, kill_after, Kill, KillSchedule};
 use speckit_testkit::evidence::SpecEvidence;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -346,16 +346,8 @@ fn end_state(ws: &Ws) -> EndState {
 #[test]
 fn sigkill_during_offload_and_purge_loses_nothing_and_a_rerun_finishes() {
     let started = Instant::now();
-    let iterations: usize = std::env::var("SPECKIT_CRASH_ITERATIONS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(40);
-    let seed: u64 = std::env::var("SPECKIT_CRASH_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(rand::random);
-    eprintln!("offload SIGKILL test: {iterations} kills, SPECKIT_CRASH_SEED={seed}");
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut schedule = KillSchedule::from_env("offload SIGKILL test", 40);
+    let (iterations, seed) = (schedule.iterations, schedule.seed);
     let now = Utc::now();
 
     // The uninterrupted run and its duration: the fastest of three.
@@ -417,13 +409,12 @@ fn sigkill_during_offload_and_purge_loses_nothing_and_a_rerun_finishes() {
     for i in 0..iterations {
         ws.reset();
         let before = rows(&ws.db);
-        let delay = full.mul_f64(rng.random_range(0.0..1.0));
-        let mut child = cleanup(&ws).spawn().unwrap();
-        std::thread::sleep(delay);
-        let still_running = child.try_wait().unwrap().is_none();
-        child.kill().unwrap(); // SIGKILL
-        let status = child.wait().unwrap();
-        killed_mid_run += usize::from(still_running);
+        let delay = schedule.next_delay(full);
+        let Kill {
+            was_running,
+            status,
+        } = kill_after(&mut cleanup(&ws), delay);
+        killed_mid_run += usize::from(was_running);
         let context = format!("kill {i} after {delay:?} (seed {seed}, exit {status:?})");
 
         let p = check_after_kill(&ws, &before, &context);
@@ -431,13 +422,7 @@ fn sigkill_during_offload_and_purge_loses_nothing_and_a_rerun_finishes() {
         caught_between += usize::from(p.between > 0);
         leftovers_seen += p.leftovers;
 
-        let out = cleanup(&ws).output().unwrap();
-        assert_eq!(
-            out.status.code(),
-            Some(0),
-            "{context}: rerun failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert_succeeds(&mut cleanup(&ws), &context);
         assert_eq!(
             end_state(&ws),
             reference,

@@ -6,6 +6,7 @@
 pub mod artifacts;
 pub mod bench;
 pub mod bulk;
+pub mod crash;
 pub mod database;
 pub mod digest;
 pub mod evidence;

@@ -1,0 +1,71 @@
+//! The SIGKILL tests' shared harness: the kill schedule (how many kills, and a seed that
+//! replays their times), one kill of a running command at a delay, and the rerun that must
+//! finish. What a kill may leave is each test's own check.
+
+use rand::{Rng, SeedableRng};
+use std::process::{Command, ExitStatus};
+use std::time::Duration;
+
+/// How many kills a test makes and when, from `SPECKIT_CRASH_ITERATIONS` and
+/// `SPECKIT_CRASH_SEED` (a random seed when unset, printed so a failure can be replayed).
+pub struct KillSchedule {
+    pub iterations: usize,
+    pub seed: u64,
+    rng: rand::rngs::StdRng,
+}
+
+impl KillSchedule {
+    pub fn from_env(label: &str, default_iterations: usize) -> Self {
+        let iterations = std::env::var("SPECKIT_CRASH_ITERATIONS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default_iterations);
+        let seed = std::env::var("SPECKIT_CRASH_SEED")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(rand::random);
+        eprintln!("{label}: {iterations} kills, SPECKIT_CRASH_SEED={seed}");
+        Self {
+            iterations,
+            seed,
+            rng: rand::rngs::StdRng::seed_from_u64(seed),
+        }
+    }
+
+    /// When the next kill lands: somewhere in an uninterrupted run of length `full`.
+    pub fn next_delay(&mut self, full: Duration) -> Duration {
+        full.mul_f64(self.rng.random_range(0.0..1.0))
+    }
+}
+
+/// One SIGKILL of a started command.
+#[derive(Debug)]
+pub struct Kill {
+    /// The command had not ended by itself when the signal was sent.
+    pub was_running: bool,
+    pub status: ExitStatus,
+}
+
+/// Starts `command`, sends it SIGKILL after `delay`, and reaps it.
+pub fn kill_after(command: &mut Command, delay: Duration) -> Kill {
+    let mut child = command.spawn().expect("start the command to kill");
+    std::thread::sleep(delay);
+    let was_running = child.try_wait().expect("poll the child").is_none();
+    child.kill().expect("SIGKILL"); // std's kill is SIGKILL
+    let status = child.wait().expect("reap the child");
+    Kill {
+        was_running,
+        status,
+    }
+}
+
+/// Runs `command` to its end; panics with `context` and its stderr unless it exits 0.
+pub fn assert_succeeds(command: &mut Command, context: &str) {
+    let out = command.output().expect("run the command");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{context}: rerun failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
