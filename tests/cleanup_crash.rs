@@ -13,7 +13,7 @@ use speckit_testkit::crash::{assert_succeeds, kill_after, Kill, KillSchedule};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_speckit-hygiene");
@@ -83,18 +83,7 @@ fn workspace(now: chrono::DateTime<Utc>) -> Ws {
 }
 
 fn cleanup(ws: &Ws) -> Command {
-    let mut cmd = Command::new(BIN);
-    cmd.arg("--config")
-        .arg(&ws.config)
-        .arg("cleanup")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    for (key, _) in std::env::vars() {
-        if key.starts_with("SPECKIT_") || key == "RUST_LOG" {
-            cmd.env_remove(key);
-        }
-    }
-    cmd
+    speckit_testkit::crash::cleanup_command(BIN, &ws.config)
 }
 
 fn sha(bytes: &[u8]) -> String {

@@ -21,7 +21,7 @@ use speckit_testkit::crash::{assert_succeeds, kill_after, Kill, KillSchedule};
 use speckit_testkit::evidence::SpecEvidence;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_speckit-hygiene");
@@ -169,15 +169,7 @@ fn workspace(now: DateTime<Utc>) -> Ws {
 }
 
 fn cleanup(ws: &Ws) -> Command {
-    let mut cmd = Command::new(BIN);
-    cmd.arg("--config")
-        .arg(&ws.config)
-        .arg("cleanup")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .env_remove("RUST_LOG");
-    speckit_testkit::process::without_speckit_env(&mut cmd);
-    cmd
+    speckit_testkit::crash::cleanup_command(BIN, &ws.config)
 }
 
 fn sha_of(path: &Path) -> Option<String> {

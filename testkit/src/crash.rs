@@ -3,7 +3,8 @@
 //! finish. What a kill may leave is each test's own check.
 
 use rand::{Rng, SeedableRng};
-use std::process::{Command, ExitStatus};
+use std::path::Path;
+use std::process::{Command, ExitStatus, Stdio};
 use std::time::Duration;
 
 /// How many kills a test makes and when, from `SPECKIT_CRASH_ITERATIONS` and
@@ -68,4 +69,20 @@ pub fn assert_succeeds(command: &mut Command, context: &str) {
         "{context}: rerun failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// `speckit-hygiene --config <config> cleanup` as the crash tests run it (`bin` is the
+/// test's `CARGO_BIN_EXE_speckit-hygiene`): stdout discarded, stderr kept for a failure's
+/// message, without the developer's `SPECKIT_*` and `RUST_LOG`.
+pub fn cleanup_command(bin: &str, config: &Path) -> Command {
+    let mut command = Command::new(bin);
+    command
+        .arg("--config")
+        .arg(config)
+        .arg("cleanup")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .env_remove("RUST_LOG");
+    crate::process::without_speckit_env(&mut command);
+    command
 }
