@@ -310,3 +310,75 @@ async fn two_processes_write_concurrently() {
     assert_eq!(parent_rows as usize, parent_acks);
     assert_eq!(child_rows as usize, child_acks);
 }
+
+/// Frames in the WAL file and how many of them are in the database, from a connection of
+/// the test's own (PASSIVE: it copies nothing a reader still needs, and waits for nobody).
+fn wal_state(path: &Path) -> (i64, i64) {
+    let conn = Connection::open(path).unwrap();
+    conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+        Ok((r.get(1)?, r.get(2)?))
+    })
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commits_past_the_wal_threshold_are_checkpointed_off_the_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.db");
+    let storage = Storage::open(options(&path)).unwrap();
+    create_table(&storage).await;
+    // SQLite's own automatic checkpoint is off on the writer connection: it would run
+    // inside the commit that crosses the threshold.
+    let auto: i64 = storage
+        .maintain(|conn| {
+            conn.query_row("PRAGMA wal_autocheckpoint", [], |r| r.get(0))
+                .map_err(sqlite)
+        })
+        .await
+        .unwrap();
+    assert_eq!(auto, 0, "the writer's automatic checkpoint is handed over");
+    assert_eq!(storage.stats().checkpoints, 0);
+    // About 1300 pages of WAL in 100 commits of 13 pages each.
+    let pages = speckit_engine::storage::checkpoint::AUTO_CHECKPOINT_PAGES as usize;
+    for cycle in 0..(pages / 10) {
+        storage
+            .write(move |tx| {
+                tx.execute(
+                    "INSERT INTO t (tag, cycle, task, payload) VALUES ('wal', ?1, 0, ?2)",
+                    params![cycle as i64, "x".repeat(13 * 4096)],
+                )
+                .map_err(sqlite)
+            })
+            .await
+            .unwrap();
+    }
+    wait_until("a background checkpoint", || {
+        storage.stats().checkpoints >= 1
+    });
+    assert_eq!(storage.stats().checkpoint_failures, 0);
+    // What the background checkpoint copied is in the database file: a checkpoint asked
+    // for now (after the last commit) leaves nothing behind.
+    let asked = storage.checkpoint_passive().await.unwrap();
+    assert!(asked.complete(), "{asked:?}");
+    assert!(asked.wal_frames >= pages as i64, "{asked:?}");
+    let (frames, copied) = wal_state(&path);
+    assert_eq!(frames, copied, "every frame is in the database");
+    let rows: i64 = storage
+        .read(|conn| conn.query_row("SELECT count(*) FROM t WHERE tag = 'wal'", [], |r| r.get(0)))
+        .await
+        .unwrap();
+    assert_eq!(rows, (pages / 10) as i64);
+}
+
+#[tokio::test]
+async fn read_only_storage_refuses_checkpoints() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.db");
+    Storage::open(options(&path)).unwrap().close();
+    let storage = Storage::open_read_only(options(&path)).unwrap();
+    let refused = storage.checkpoint_passive().await.unwrap_err();
+    assert!(
+        matches!(refused, StorageError::NotWritable { .. }),
+        "{refused}"
+    );
+}

@@ -19,6 +19,7 @@
 //! durable on commit. The engine never touches the `-wal`/`-shm` files, and never opens the
 //! database file with plain file APIs (closing such a descriptor drops SQLite's locks).
 
+pub mod checkpoint;
 pub mod host;
 pub mod legacy;
 pub mod retry;
@@ -34,6 +35,9 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use checkpoint::Checkpointer;
+
+pub use checkpoint::PassiveCheckpoint;
 pub use retry::{is_transient, RetryPolicy};
 pub use schema::{
     column_exists, table_exists, ComponentSchema, Migration, MigrationStep, ENGINE_SCHEMA,
@@ -206,6 +210,9 @@ pub struct StorageCounters {
     pub busy_retries: AtomicU64,
     /// Writes that gave up after the retry budget.
     pub busy_failures: AtomicU64,
+    /// PASSIVE checkpoints the checkpointer thread ran, and those that failed.
+    pub checkpoints: AtomicU64,
+    pub checkpoint_failures: AtomicU64,
 }
 
 /// A snapshot of [`StorageCounters`].
@@ -215,6 +222,8 @@ pub struct StorageStats {
     pub writes_rolled_back: u64,
     pub busy_retries: u64,
     pub busy_failures: u64,
+    pub checkpoints: u64,
+    pub checkpoint_failures: u64,
 }
 
 type WriterJob = Box<dyn FnOnce(&mut Connection) + Send>;
@@ -245,6 +254,9 @@ struct Inner {
     writer: Mutex<Option<JoinHandle<()>>>,
     readers: Mutex<Vec<Connection>>,
     counters: Arc<StorageCounters>,
+    /// Runs the automatic checkpoints off the writer thread; `None` without a writer, or
+    /// if it could not start (SQLite's own automatic checkpoint stays on then).
+    checkpointer: Option<Checkpointer>,
 }
 
 impl Drop for Inner {
@@ -340,9 +352,12 @@ impl Storage {
         absent: bool,
     ) -> Result<Self, StorageError> {
         let mut schemas = HashSet::new();
+        let counters = Arc::new(StorageCounters::default());
+        let mut checkpointer = None;
         let (queue, writer) = match writer_conn {
             Some(mut conn) => {
                 schemas.insert(ENGINE_SCHEMA.component);
+                checkpointer = start_checkpointer(&options.path, &counters, &mut conn);
                 let (sender, receiver) = mpsc::channel::<WriterJob>();
                 let writer = std::thread::Builder::new()
                     .name("speckit-storage-writer".into())
@@ -368,7 +383,8 @@ impl Storage {
                 queue: Mutex::new(queue),
                 writer: Mutex::new(writer),
                 readers: Mutex::new(Vec::new()),
-                counters: Arc::new(StorageCounters::default()),
+                counters,
+                checkpointer,
             }),
         })
     }
@@ -458,6 +474,8 @@ impl Storage {
             writes_rolled_back: c.writes_rolled_back.load(Ordering::Relaxed),
             busy_retries: c.busy_retries.load(Ordering::Relaxed),
             busy_failures: c.busy_failures.load(Ordering::Relaxed),
+            checkpoints: c.checkpoints.load(Ordering::Relaxed),
+            checkpoint_failures: c.checkpoint_failures.load(Ordering::Relaxed),
         }
     }
 
@@ -530,6 +548,50 @@ impl Storage {
         receiver.await.map_err(|_| StorageError::Closed)?
     }
 
+    /// Frames in the WAL after the writer connection's last commit (its commits and every
+    /// other connection's before them): how much of the WAL file is in use, which its
+    /// size does not say once a checkpoint let SQLite reuse it from the start. `None`
+    /// before the first commit, or without the checkpointer.
+    pub fn wal_frames_at_last_commit(&self) -> Option<u64> {
+        self.inner
+            .checkpointer
+            .as_ref()
+            .and_then(Checkpointer::wal_frames_at_last_commit)
+    }
+
+    /// One `wal_checkpoint(PASSIVE)` on the checkpointer's connection, started after this
+    /// call: copies every WAL frame no reader still needs into the database without
+    /// taking the write lock, so writes of this process and of others go on meanwhile.
+    pub async fn checkpoint_passive(&self) -> Result<PassiveCheckpoint, StorageError> {
+        if let Some(reason) = &self.inner.refusal {
+            return Err(StorageError::NotWritable {
+                path: self.inner.options.path.clone(),
+                reason: reason.clone(),
+            });
+        }
+        match &self.inner.checkpointer {
+            Some(checkpointer) => checkpointer
+                .request()
+                .await
+                .map_err(|_| StorageError::Closed)?,
+            // No checkpointer thread: the writer connection checkpoints (between writes).
+            None => {
+                let path = self.inner.options.path.clone();
+                self.maintain(move |conn| {
+                    let (wal_frames, checkpointed_frames) = conn
+                        .wal_checkpoint_v2(None::<&str>, rusqlite::wal::CheckpointMode::PASSIVE)
+                        .map_err(|cause| StorageError::Sqlite { path, cause })?;
+                    Ok(PassiveCheckpoint {
+                        wal_frames: wal_frames.into(),
+                        checkpointed_frames: checkpointed_frames.into(),
+                        busy: false,
+                    })
+                })
+                .await
+            }
+        }
+    }
+
     /// Runs `f` on a pooled read-only connection, off the async runtime.
     pub async fn read<T, F>(&self, f: F) -> Result<T, StorageError>
     where
@@ -592,6 +654,9 @@ impl Storage {
             .take()
         {
             let _ = handle.join();
+        }
+        if let Some(checkpointer) = &self.inner.checkpointer {
+            checkpointer.stop();
         }
         self.inner
             .readers
@@ -685,6 +750,31 @@ fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
         s.clone()
     } else {
         "non-string panic payload".to_string()
+    }
+}
+
+/// Starts the checkpointer thread and hands it `writer`'s automatic checkpoint; on
+/// failure the writer keeps SQLite's own (slower commits, nothing lost).
+fn start_checkpointer(
+    path: &Path,
+    counters: &Arc<StorageCounters>,
+    writer: &mut Connection,
+) -> Option<Checkpointer> {
+    let started = Checkpointer::start(path, counters.clone()).and_then(|checkpointer| {
+        checkpointer
+            .take_over_auto_checkpoint(writer)
+            .map_err(|cause| StorageError::Sqlite {
+                path: path.to_path_buf(),
+                cause,
+            })?;
+        Ok(checkpointer)
+    });
+    match started {
+        Ok(checkpointer) => Some(checkpointer),
+        Err(e) => {
+            tracing::warn!(error = %e, "checkpoints stay inside commits: {e}");
+            None
+        }
     }
 }
 

@@ -14,7 +14,8 @@
 //!
 //! Targets (issue 17), for the default policy, per writer: at least 150 MiB/s freed, the
 //! writer's p99 during vacuum at most 5 ms, and its max at most the vacuum's longest step
-//! of the same run.
+//! of the same run (plus the writer's own transaction, p99 without vacuum: a write that
+//! arrives as a step begins waits that step, then runs).
 //!
 //! `cargo bench -p speckit-vacuum --bench vacuum` runs it for real (150 MB databases);
 //! without `--bench` (as `cargo test --all-targets` runs it) it does a tiny smoke run.
@@ -187,11 +188,13 @@ fn main() {
                     p99 <= TARGET_WRITER_P99_MS,
                     format!("writer p99 {p99:.3} ms <= {TARGET_WRITER_P99_MS} ms"),
                 ),
+                // A write that arrives as a step begins waits the whole step, then
+                // runs its own transaction: the most a step may cost it.
                 (
-                    max <= run.longest_step_ms,
+                    max <= run.longest_step_ms + run.own_p99_ms,
                     format!(
-                        "writer max {max:.3} ms <= the longest step {:.3} ms",
-                        run.longest_step_ms
+                        "writer max {max:.3} ms <= the longest step {:.3} ms + its own p99 without vacuum {:.3} ms",
+                        run.longest_step_ms, run.own_p99_ms
                     ),
                 ),
                 (
@@ -370,8 +373,7 @@ impl Latencies {
         if self.0.is_empty() {
             return f64::NAN;
         }
-        let rank = ((p / 100.0) * self.0.len() as f64).ceil() as usize;
-        self.0[rank.clamp(1, self.0.len()) - 1] as f64 / 1000.0
+        speckit_testkit::bench::percentile(&self.0, p) as f64 / 1000.0
     }
 
     fn line(&self) -> String {
@@ -461,6 +463,8 @@ struct Run {
     mib_per_s: f64,
     during: Latencies,
     longest_step_ms: f64,
+    /// The writer's own transaction, p99, with no vacuum running.
+    own_p99_ms: f64,
     freelist_after: i64,
 }
 
@@ -593,6 +597,7 @@ async fn incremental_with_writer(
         mib_per_s,
         during,
         longest_step_ms: report.max_step_ms,
+        own_p99_ms: baseline.percentile(99.0),
         freelist_after: report.freelist_after,
     }
 }

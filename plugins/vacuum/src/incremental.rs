@@ -1,7 +1,9 @@
 //! Incremental vacuum in chunks: one write transaction per chunk (one step), sized so a
-//! step holds the writer about `[vacuum] step_target_ms`; a TRUNCATE checkpoint once the
-//! WAL outgrows `checkpoint_wal_kib` and at the end; a pause after each step so other
-//! processes' writers get in; and no next chunk while the WAL cannot be checkpointed.
+//! step holds the writer about `[vacuum] step_target_ms`; a PASSIVE checkpoint on the
+//! storage's checkpointer connection once the WAL outgrows `checkpoint_wal_kib` (it holds
+//! no lock, so writers go on meanwhile); at the end PASSIVE then TRUNCATE, which shrinks
+//! the file and empties the WAL; a pause after each step so other processes' writers get
+//! in; and no next chunk while the WAL cannot be checkpointed.
 //!
 //! Why these parts (measured on a 150 MiB free list, see BENCHMARKS.md): the
 //! `incremental_vacuum` work is about 2 us a page while the chunk's dirty pages fit the page
@@ -14,7 +16,7 @@ use std::time::{Duration, Instant};
 use crate::error::VacuumError;
 use crate::measure::Measurement;
 use crate::report::{Outcome, VacuumReport};
-use crate::steps::{ChunkOutcome, Maintenance};
+use crate::steps::{CheckpointOutcome, ChunkOutcome, Maintenance};
 
 /// Frees the pages that were free when the job started, in chunks of `chunk_pages`.
 pub async fn incremental(
@@ -32,6 +34,7 @@ pub async fn incremental(
     let mut remaining = before.pages.freelist_count;
     let total = before.pages.freelist_count.max(0) as u64;
     let counter = ctx.counter("pages");
+    let page_size = before.pages.page_size.max(512) as u64;
     while remaining > 0 {
         if ctx.cancel.is_cancelled() {
             report.outcome = Outcome::Cancelled;
@@ -86,18 +89,14 @@ pub async fn incremental(
         let mut held = Duration::from_micros(chunk.duration_us);
         let checkpoint = match chunk.checkpoint {
             Some(checkpoint) => Some(checkpoint),
-            // The end's checkpoint shrinks the file and empties the WAL.
-            None if last || chunk.wal_bytes_peak > checkpoint_after_bytes => {
-                let started = Instant::now();
-                let checkpoint = maintenance
-                    .checkpoint()
+            None if last => Some(final_checkpoint(maintenance, report, &mut held).await?),
+            // PASSIVE on the checkpointer's connection: writers go on while it copies.
+            None if wal_in_use(maintenance, &chunk, page_size) > checkpoint_after_bytes => Some(
+                maintenance
+                    .checkpoint_passive()
                     .await
-                    .map_err(VacuumError::from_storage)?;
-                let took = started.elapsed();
-                report.max_step_ms = report.max_step_ms.max(took.as_secs_f64() * 1000.0);
-                held += took;
-                Some(checkpoint)
-            }
+                    .map_err(VacuumError::from_storage)?,
+            ),
             None => None,
         };
         if let Some(checkpoint) = checkpoint {
@@ -211,6 +210,44 @@ async fn pause_for_other_writers(
         }
         _ = tokio::time::sleep(pause) => true,
     }
+}
+
+/// Bytes of the WAL in use after a chunk: its frames since SQLite last started it over,
+/// or, without that count, the file's size (which never shrinks until a TRUNCATE).
+fn wal_in_use(maintenance: &Maintenance, chunk: &ChunkOutcome, page_size: u64) -> u64 {
+    match maintenance.wal_frames_at_last_commit() {
+        Some(frames) => frames.saturating_mul(page_size),
+        None => chunk.wal_bytes_peak,
+    }
+}
+
+/// The end's checkpoint, which shrinks the file and empties the WAL: PASSIVE first, which
+/// copies the WAL and truncates the database file without holding anything, then
+/// TRUNCATE on the writer connection, which then has nothing left to copy or sync and
+/// holds the write lock only to reset the WAL. (A TRUNCATE alone held it for the copy and
+/// two fsyncs, the longest step of a run.) Counts the PASSIVE one in `report`.
+async fn final_checkpoint(
+    maintenance: &Maintenance,
+    report: &mut VacuumReport,
+    held: &mut Duration,
+) -> Result<CheckpointOutcome, VacuumError> {
+    let copied = maintenance
+        .checkpoint_passive()
+        .await
+        .map_err(VacuumError::from_storage)?;
+    report.checkpoints += 1;
+    if copied.busy {
+        report.checkpoints_busy += 1;
+    }
+    let started = Instant::now();
+    let emptied = maintenance
+        .checkpoint()
+        .await
+        .map_err(VacuumError::from_storage)?;
+    let took = started.elapsed();
+    report.max_step_ms = report.max_step_ms.max(took.as_secs_f64() * 1000.0);
+    *held += took;
+    Ok(emptied)
 }
 
 /// After a checkpoint that could not finish, retries `wal_checkpoint(TRUNCATE)` as steps

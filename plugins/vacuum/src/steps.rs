@@ -1,6 +1,7 @@
 //! The maintenance steps, each one `Storage::maintain` call on the engine's writer
 //! connection: one chunk of incremental vacuum (with or without its checkpoint), the
-//! migration `VACUUM`, a checkpoint.
+//! migration `VACUUM`, a TRUNCATE checkpoint; and the PASSIVE checkpoint, which runs on the
+//! storage's checkpointer connection instead and holds nothing.
 //!
 //! One call per step, because every other write of the process queues behind the writer
 //! connection: a step is the longest any of them waits. Writers of other processes meet
@@ -153,6 +154,27 @@ impl Maintenance {
         self.storage
             .maintain(move |conn| migrate_blocking(conn, &ctx))
             .await
+    }
+
+    /// Frames in the WAL after the writer connection's last commit (see
+    /// [`Storage::wal_frames_at_last_commit`]).
+    pub fn wal_frames_at_last_commit(&self) -> Option<u64> {
+        self.storage.wal_frames_at_last_commit()
+    }
+
+    /// One `wal_checkpoint(PASSIVE)` on the storage's checkpointer connection: copies the
+    /// WAL into the database (and, once all of it is copied, truncates the database file
+    /// to its pages) without holding the writer connection or the write lock. `busy`
+    /// means it could not copy everything: a reader still needs old frames, or another
+    /// connection was checkpointing.
+    pub async fn checkpoint_passive(&self) -> Result<CheckpointOutcome, StorageError> {
+        let done = self.storage.checkpoint_passive().await?;
+        Ok(CheckpointOutcome {
+            busy: !done.complete(),
+            wal_frames: done.wal_frames,
+            checkpointed_frames: done.checkpointed_frames,
+            wal_bytes_after: wal_size_or_zero(self.storage.path()),
+        })
     }
 
     /// One `wal_checkpoint(TRUNCATE)` on the writer connection, waiting at most
