@@ -5,7 +5,8 @@
 //!   `VACUUM` after checking free disk, and otherwise frees free pages in chunks, each a
 //!   write transaction stepping `PRAGMA incremental_vacuum(N)` to its end and sized to
 //!   hold the writer about `[vacuum] step_target_ms` (at most `chunk_pages` pages), with a
-//!   `wal_checkpoint(TRUNCATE)` once the WAL outgrows `checkpoint_wal_kib` and at the end.
+//!   `wal_checkpoint(PASSIVE)` off the writer once the WAL in use outgrows
+//!   `checkpoint_wal_kib`, and PASSIVE then TRUNCATE at the end.
 //!   `PRAGMA quick_check` runs first; a database that fails it is not touched.
 //! - `integrity_check` runs `PRAGMA integrity_check` and reports.
 //!

@@ -16,9 +16,11 @@ pub struct VacuumPolicy {
     /// step the next one's page count is set from the pages per millisecond just measured
     /// (within 16..=`chunk_pages`). 0 frees `chunk_pages` pages in every step.
     pub step_target_ms: f64,
-    /// Checkpoint the WAL (TRUNCATE) between steps once it holds more than this many KiB,
-    /// and once at the end. 0 checkpoints after every step. A checkpoint syncs the
-    /// database file, so one per step would cost more than the step itself.
+    /// Checkpoint the WAL between steps once more than this many KiB of it are in use
+    /// (PASSIVE, on the storage's checkpointer connection: writers go on meanwhile), and
+    /// at the end (PASSIVE, then TRUNCATE to empty it). 0 runs a TRUNCATE inside every
+    /// step. A checkpoint syncs the database file, so one per step costs more than the
+    /// step itself.
     pub checkpoint_wal_kib: u64,
     /// Switch an `auto_vacuum = NONE` database to INCREMENTAL with one full VACUUM.
     pub migrate_to_incremental: bool,
