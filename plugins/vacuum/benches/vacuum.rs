@@ -13,9 +13,11 @@
 //! exactly as another process does.
 //!
 //! Targets (issue 17), for the default policy, per writer: at least 150 MiB/s freed, the
-//! writer's p99 during vacuum at most 5 ms, and its max at most the vacuum's longest step
-//! of the same run (plus the writer's own transaction, p99 without vacuum: a write that
-//! arrives as a step begins waits that step, then runs).
+//! writer's p99 during vacuum at most 5 ms, and its max at most one step: the vacuum's
+//! longest step of the same run (for the `Connection` writer, rounded up to its busy
+//! handler's next poll, since it sleeps rather than queues), plus the writer's own
+//! transaction (p99 without vacuum): a write that arrives as a step begins waits that
+//! step, then runs.
 //!
 //! `cargo bench -p speckit-vacuum --bench vacuum` runs it for real (150 MB databases);
 //! without `--bench` (as `cargo test --all-targets` runs it) it does a tiny smoke run.
@@ -166,8 +168,13 @@ fn main() {
         let pristine = pristine_dir.path().join("pristine.db");
         incremental_db(&pristine, scale.database_mib);
         let shell = one_shot_baselines(&pristine);
+        // `SPECKIT_BENCH_SWEEP=0` skips the sweep, to look at the default policy alone.
+        let sweep = match std::env::var("SPECKIT_BENCH_SWEEP").as_deref() {
+            Ok("0") => &[][..],
+            _ => scale.sweep,
+        };
         println!("\n## sweep (each run on a fresh copy of the same database)");
-        for setting in scale.sweep {
+        for setting in sweep {
             for writer in [Writer::Queue, Writer::Connection] {
                 incremental_with_writer(scale, &pristine, *setting, writer).await;
             }
@@ -188,13 +195,22 @@ fn main() {
                     p99 <= TARGET_WRITER_P99_MS,
                     format!("writer p99 {p99:.3} ms <= {TARGET_WRITER_P99_MS} ms"),
                 ),
-                // A write that arrives as a step begins waits the whole step, then
-                // runs its own transaction: the most a step may cost it.
+                // A write that arrives as a step begins waits the whole step (a writer
+                // of another process until its busy handler's next poll), then runs its
+                // own transaction: the most one step may cost it.
                 (
-                    max <= run.longest_step_ms + run.own_p99_ms,
+                    max <= writer.wait_for(run.longest_step_ms) + run.own_p99_ms,
                     format!(
-                        "writer max {max:.3} ms <= the longest step {:.3} ms + its own p99 without vacuum {:.3} ms",
-                        run.longest_step_ms, run.own_p99_ms
+                        "writer max {max:.3} ms <= one step: the longest step {:.3} ms{} + its own p99 without vacuum {:.3} ms",
+                        run.longest_step_ms,
+                        match writer {
+                            Writer::Queue => String::new(),
+                            Writer::Connection => format!(
+                                " (SQLite's busy handler polls again at {:.0} ms)",
+                                writer.wait_for(run.longest_step_ms)
+                            ),
+                        },
+                        run.own_p99_ms
                     ),
                 ),
                 (
@@ -394,6 +410,30 @@ impl Latencies {
 enum Writer {
     Queue,
     Connection,
+}
+
+/// When SQLite's default busy handler (the one `busy_timeout` installs) tries the lock:
+/// after sleeping 1, 2, 5, 10, 15, 20, 25, 25, 25, 50, 50, then 100 ms at a time.
+const BUSY_HANDLER_POLLS_MS: [f64; 12] = [
+    1.0, 3.0, 8.0, 18.0, 33.0, 53.0, 78.0, 103.0, 128.0, 178.0, 228.0, 328.0,
+];
+
+impl Writer {
+    /// The longest a write waits for a step of `step_ms` that has just begun: the step
+    /// itself through the queue; the busy handler's first poll after it on a connection.
+    fn wait_for(self, step_ms: f64) -> f64 {
+        match self {
+            Writer::Queue => step_ms,
+            Writer::Connection => BUSY_HANDLER_POLLS_MS
+                .iter()
+                .copied()
+                .find(|&poll| poll >= step_ms)
+                .unwrap_or_else(|| {
+                    let last = BUSY_HANDLER_POLLS_MS[BUSY_HANDLER_POLLS_MS.len() - 1];
+                    last + ((step_ms - last) / 100.0).ceil() * 100.0
+                }),
+        }
+    }
 }
 
 async fn write_until(

@@ -42,7 +42,7 @@ pub async fn incremental(
         }
         let request = remaining.min(sizer.pages() as i64) as u32;
         let chunk = maintenance
-            .incremental_chunk_with(request, checkpoint_after_bytes == 0)
+            .incremental_chunk_with(request, checkpoint_after_bytes == 0, sizer.budget())
             .await
             .map_err(VacuumError::from_storage)?;
         sizer.observe(&chunk);
@@ -85,7 +85,9 @@ pub async fn incremental(
             total,
             format!("{} of {total} free pages freed", report.pages_freed),
         );
-        let last = remaining <= 0 || chunk.pages_freed < request as i64;
+        // Fewer pages than asked, without the budget stopping it: the freelist ran out.
+        let ran_out = chunk.pages_freed < request as i64 && !chunk.stopped_at_budget;
+        let last = remaining <= 0 || ran_out;
         let mut held = Duration::from_micros(chunk.duration_us);
         let checkpoint = match chunk.checkpoint {
             Some(checkpoint) => Some(checkpoint),
@@ -108,7 +110,7 @@ pub async fn incremental(
                 }
             }
         }
-        if chunk.pages_freed < request as i64 {
+        if ran_out {
             // The freelist ran out first (another connection reused or freed pages).
             break;
         }
@@ -138,6 +140,8 @@ pub struct ChunkSizer {
     pages: u32,
     max: u32,
     target_us: f64,
+    /// The last step's `COMMIT`, in microseconds: the part of a step after its budget.
+    last_commit_us: u64,
 }
 
 impl ChunkSizer {
@@ -154,7 +158,20 @@ impl ChunkSizer {
             pages,
             max,
             target_us,
+            last_commit_us: 0,
         }
+    }
+
+    /// How long the next step's vacuum may run before it stops and commits: the target
+    /// less the last step's commit, at least half the target; none without a target.
+    /// Pages are not all alike (a page moved costs more than one dropped from the end), so
+    /// a count sized from the last step's rate alone overshot the target up to 5x.
+    pub fn budget(&self) -> Option<Duration> {
+        if self.target_us <= 0.0 {
+            return None;
+        }
+        let budget_us = (self.target_us - self.last_commit_us as f64).max(self.target_us / 2.0);
+        Some(Duration::from_secs_f64(budget_us / 1e6))
     }
 
     /// Pages for the next step.
@@ -166,7 +183,9 @@ impl ChunkSizer {
     /// for its transaction (the checkpoint, when it has one, is a cost of the WAL's size,
     /// not of the chunk's).
     pub fn observe(&mut self, chunk: &ChunkOutcome) {
-        self.observe_rate(chunk.requested_pages, chunk.vacuum_us + chunk.commit_us);
+        self.last_commit_us = chunk.commit_us;
+        let pages = u32::try_from(chunk.rows_stepped).unwrap_or(u32::MAX);
+        self.observe_rate(pages, chunk.vacuum_us + chunk.commit_us);
     }
 
     /// [`ChunkSizer::observe`] from its figures: `pages` freed holding `held_us`.
@@ -221,6 +240,9 @@ fn wal_in_use(maintenance: &Maintenance, chunk: &ChunkOutcome, page_size: u64) -
     }
 }
 
+/// PASSIVE checkpoints the end tries (1, 2 and 4 ms apart) before its TRUNCATE.
+const FINAL_PASSIVE_ATTEMPTS: u32 = 4;
+
 /// The end's checkpoint, which shrinks the file and empties the WAL: PASSIVE first, which
 /// copies the WAL and truncates the database file without holding anything, then
 /// TRUNCATE on the writer connection, which then has nothing left to copy or sync and
@@ -231,13 +253,21 @@ async fn final_checkpoint(
     report: &mut VacuumReport,
     held: &mut Duration,
 ) -> Result<CheckpointOutcome, VacuumError> {
-    let copied = maintenance
-        .checkpoint_passive()
-        .await
-        .map_err(VacuumError::from_storage)?;
-    report.checkpoints += 1;
-    if copied.busy {
+    // Another connection's checkpoint (the host's automatic one) makes PASSIVE give up at
+    // once; it is over in milliseconds, and copying here beats copying under the lock.
+    for attempt in 0..FINAL_PASSIVE_ATTEMPTS {
+        let copied = maintenance
+            .checkpoint_passive()
+            .await
+            .map_err(VacuumError::from_storage)?;
+        report.checkpoints += 1;
+        if !copied.busy {
+            break;
+        }
         report.checkpoints_busy += 1;
+        if attempt + 1 < FINAL_PASSIVE_ATTEMPTS {
+            tokio::time::sleep(Duration::from_millis(1 << attempt)).await;
+        }
     }
     let started = Instant::now();
     let emptied = maintenance

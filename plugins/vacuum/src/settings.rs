@@ -36,7 +36,7 @@ impl Default for VacuumPolicy {
             free_fraction_threshold: 0.1,
             chunk_pages: 4096,
             step_target_ms: 1.0,
-            checkpoint_wal_kib: 2048,
+            checkpoint_wal_kib: 1024,
             migrate_to_incremental: true,
             lock_time_fraction: 0.5,
         }

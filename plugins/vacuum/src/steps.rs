@@ -52,6 +52,9 @@ pub struct ChunkOutcome {
     pub freelist_after: i64,
     pub page_count_before: i64,
     pub page_count_after: i64,
+    /// The step reached its time budget and stopped before `requested_pages` (so fewer
+    /// pages freed does not mean the freelist ran out).
+    pub stopped_at_budget: bool,
     /// WAL size after the chunk committed and before its checkpoint: the chunk's peak.
     pub wal_bytes_peak: u64,
     /// The checkpoint run in the same step, if one was asked for.
@@ -132,18 +135,21 @@ impl Maintenance {
     /// Frees up to `pages` pages (at least 1) in one write transaction, stepping
     /// `PRAGMA incremental_vacuum(N)` to the end, then runs `wal_checkpoint(TRUNCATE)`.
     pub async fn incremental_chunk(&self, pages: u32) -> Result<ChunkOutcome, StorageError> {
-        self.incremental_chunk_with(pages, true).await
+        self.incremental_chunk_with(pages, true, None).await
     }
 
-    /// [`Maintenance::incremental_chunk`], with the checkpoint only if `checkpoint`.
+    /// [`Maintenance::incremental_chunk`], with the checkpoint only if `checkpoint`, and
+    /// the vacuum stopped (and committed) once it has run `budget`, if one is given: how a
+    /// step stays near its time target when some pages cost more than the last step's.
     pub async fn incremental_chunk_with(
         &self,
         pages: u32,
         checkpoint: bool,
+        budget: Option<Duration>,
     ) -> Result<ChunkOutcome, StorageError> {
         let ctx = self.ctx();
         self.storage
-            .maintain(move |conn| chunk_blocking(conn, &ctx, pages, checkpoint))
+            .maintain(move |conn| chunk_blocking(conn, &ctx, pages, checkpoint, budget))
             .await
     }
 
@@ -200,6 +206,7 @@ struct ChunkCounts {
     page_count_before: i64,
     page_count_after: i64,
     rows_stepped: u64,
+    stopped_at_budget: bool,
 }
 
 /// Pages of page cache kept beside a chunk's own: the b-tree pages, pointer-map and
@@ -232,13 +239,15 @@ fn chunk_blocking(
     ctx: &StepCtx,
     pages: u32,
     checkpoint: bool,
+    budget: Option<Duration>,
 ) -> Result<ChunkOutcome, StorageError> {
     let started = Instant::now();
     // incremental_vacuum(0) and negative arguments mean "every free page", and SQLite
     // reads the argument as a 32-bit integer: keep it in 1..=i32::MAX.
     let pages = pages.clamp(1, i32::MAX as u32);
     let restore_cache = fit_cache(conn, pages).map_err(|e| classify(&ctx.path, e))?;
-    let outcome = chunk_in_cache(conn, ctx, pages, checkpoint, started);
+    let deadline = budget.map(|budget| started + budget);
+    let outcome = chunk_in_cache(conn, ctx, pages, checkpoint, started, deadline);
     if let Some(cache_size) = restore_cache {
         let restored = conn.execute_batch(&format!("PRAGMA cache_size = {cache_size}"));
         if let Err(e) = restored {
@@ -254,6 +263,7 @@ fn chunk_in_cache(
     pages: u32,
     checkpoint: bool,
     started: Instant,
+    deadline: Option<Instant>,
 ) -> Result<ChunkOutcome, StorageError> {
     // BEGIN IMMEDIATE takes the write lock up front, so the counts below and the vacuum
     // see one state no other connection can change in between.
@@ -261,11 +271,13 @@ fn chunk_in_cache(
     let counts = (|| -> rusqlite::Result<ChunkCounts> {
         let freelist_before = pragma_i64(conn, "freelist_count")?;
         let page_count_before = pragma_i64(conn, "page_count")?;
-        let rows_stepped = step_incremental_vacuum(conn, pages)?;
+        let (rows_stepped, stopped_at_budget) =
+            step_incremental_vacuum_until(conn, pages, deadline)?;
         Ok(ChunkCounts {
             freelist_before,
             page_count_before,
             rows_stepped,
+            stopped_at_budget,
             freelist_after: pragma_i64(conn, "freelist_count")?,
             page_count_after: pragma_i64(conn, "page_count")?,
         })
@@ -296,6 +308,7 @@ fn chunk_in_cache(
         requested_pages: pages,
         pages_freed: counts.freelist_before - counts.freelist_after,
         rows_stepped: counts.rows_stepped,
+        stopped_at_budget: counts.stopped_at_budget,
         freelist_before: counts.freelist_before,
         freelist_after: counts.freelist_after,
         page_count_before: counts.page_count_before,
@@ -313,14 +326,31 @@ fn chunk_in_cache(
 /// one page and returns one row: `execute` or `execute_batch` would step once and free one
 /// page only (the bug upstream shipped).
 pub fn step_incremental_vacuum(conn: &Connection, pages: u32) -> rusqlite::Result<u64> {
+    Ok(step_incremental_vacuum_until(conn, pages, None)?.0)
+}
+
+/// [`step_incremental_vacuum`] that stops after the row (the page) on which `deadline`
+/// passed; returns the rows stepped and whether it stopped there. Stopping is safe: the
+/// statement frees one page per row inside the caller's transaction, each page complete
+/// (SQLite updates the page count with each), and the pragma opens no statement journal,
+/// so resetting it keeps the pages freed so far; the caller counts them from
+/// `freelist_count` anyway.
+pub fn step_incremental_vacuum_until(
+    conn: &Connection,
+    pages: u32,
+    deadline: Option<Instant>,
+) -> rusqlite::Result<(u64, bool)> {
     // PRAGMA arguments cannot be bound parameters; `pages` is an integer.
     let mut statement = conn.prepare(&format!("PRAGMA incremental_vacuum({pages})"))?;
     let mut rows = statement.query([])?;
     let mut stepped = 0;
     while rows.next()?.is_some() {
         stepped += 1;
+        if deadline.is_some_and(|deadline| Instant::now() >= deadline) && stepped < pages as u64 {
+            return Ok((stepped, true));
+        }
     }
-    Ok(stepped)
+    Ok((stepped, false))
 }
 
 fn migrate_blocking(

@@ -46,6 +46,46 @@ async fn one_chunk_of_n_pages_frees_exactly_n_pages() {
     engine.shutdown(std::time::Duration::from_secs(10)).await;
 }
 
+#[tokio::test]
+async fn a_chunk_stopped_by_its_budget_keeps_the_pages_it_freed() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("consensus.db");
+    incremental_db(&db, 3, 400, 16 * 1024);
+    let rows_before = upstream_rows(&Connection::open(&db).unwrap());
+    let engine = engine(dir.path(), &db, "").await;
+    let maintenance = Maintenance::new(engine.storage().clone());
+    // A budget already spent: the vacuum stops after its first page and commits it.
+    let chunk = maintenance
+        .incremental_chunk_with(1000, true, Some(std::time::Duration::ZERO))
+        .await
+        .unwrap();
+    assert!(chunk.freelist_before > 1000, "{chunk:?}");
+    assert!(chunk.stopped_at_budget, "{chunk:?}");
+    assert_eq!(chunk.rows_stepped, 1, "{chunk:?}");
+    assert_eq!(
+        chunk.pages_freed, 1,
+        "the page freed before the stop is kept: {chunk:?}"
+    );
+    // A budget it does not reach: every page asked for.
+    let chunk = maintenance
+        .incremental_chunk_with(100, true, Some(std::time::Duration::from_secs(60)))
+        .await
+        .unwrap();
+    assert!(!chunk.stopped_at_budget, "{chunk:?}");
+    assert_eq!(chunk.pages_freed, 100, "{chunk:?}");
+    let file = std::fs::metadata(&db).unwrap().len() as i64;
+    assert_eq!(
+        file,
+        chunk.page_count_after * 4096,
+        "the file really shrank"
+    );
+    engine.shutdown(std::time::Duration::from_secs(10)).await;
+    let conn = Connection::open(&db).unwrap();
+    let state = db_state(&conn);
+    assert_eq!(state.integrity, vec!["ok"]);
+    assert_eq!(upstream_rows(&conn), rows_before, "every live row intact");
+}
+
 /// Upstream ran `PRAGMA incremental_vacuum(N)` with rusqlite's `execute_batch`, which steps
 /// the statement once: one page freed, whatever N. This pins down that SQLite fact, which
 /// the plugin's stepping exists for.
