@@ -9,12 +9,12 @@
 use chrono::Utc;
 use rusqlite::{Connection, OpenFlags};
 use sha2::{Digest, Sha256};
-use speckit_testkit::crash::{assert_succeeds, kill_after, Kill, KillSchedule};
+use speckit_testkit::crash::{assert_succeeds, kill_after, run_timed, Kill, KillSchedule};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const BIN: &str = env!("CARGO_BIN_EXE_speckit-hygiene");
 
@@ -261,15 +261,7 @@ fn sigkill_at_random_points_loses_nothing_and_a_rerun_finishes() {
     let mut reference = None;
     for _ in 0..3 {
         let reference_ws = workspace(now);
-        let started = Instant::now();
-        let out = cleanup(&reference_ws).output().unwrap();
-        full = full.min(started.elapsed());
-        assert_eq!(
-            out.status.code(),
-            Some(0),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        full = full.min(run_timed(&mut cleanup(&reference_ws), "the reference run"));
         reference = Some(end_state(&reference_ws));
     }
     let reference = reference.expect("three reference runs");

@@ -62,13 +62,22 @@ pub fn kill_after(command: &mut Command, delay: Duration) -> Kill {
 
 /// Runs `command` to its end; panics with `context` and its stderr unless it exits 0.
 pub fn assert_succeeds(command: &mut Command, context: &str) {
+    run_timed(command, context);
+}
+
+/// [`assert_succeeds`], returning how long the run took: the reference run's length is
+/// what the kill schedule spreads its delays over.
+pub fn run_timed(command: &mut Command, context: &str) -> Duration {
+    let started = std::time::Instant::now();
     let out = command.output().expect("run the command");
+    let took = started.elapsed();
     assert_eq!(
         out.status.code(),
         Some(0),
-        "{context}: rerun failed: {}",
+        "{context}: the run failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    took
 }
 
 /// `speckit-hygiene --config <config> cleanup` as the crash tests run it (`bin` is the
