@@ -3,6 +3,7 @@
 //! ready). Every failure path kills and reaps what it started and marks the row
 //! failed, so a failure leaves no orphan process and no half-written row.
 
+use std::ffi::OsStr;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::Arc;
@@ -18,7 +19,7 @@ use speckit_engine::clock::SharedClock;
 use speckit_engine::events::{EngineEvent, EventBus};
 use speckit_engine::{Storage, StorageError};
 
-use crate::command::{expand, program_path, PlaceholderValues};
+use crate::command::{expand, find_program, program_path, PlaceholderValues};
 use crate::db::{self, AgentMetric, BatchRow, SpawnPhases};
 use crate::error::{AgentFailure, FailureCause};
 use crate::evidence::{self, AgentPaths};
@@ -473,6 +474,24 @@ fn start_process(
     })?;
     phases.prompt_file_us = since_request(Instant::now());
     let program = program_path(&agent.command, &ctx.config_dir);
+    // Where the agent starts; relative PATH entries are folders of it, as in the child.
+    let working_dir = agent
+        .working_dir
+        .clone()
+        .or_else(|| std::env::current_dir().ok());
+    let cannot_start = |message: String| FailureCause::Start {
+        command: program.display().to_string(),
+        working_dir: working_dir
+            .as_ref()
+            .map(|d| d.display().to_string())
+            .unwrap_or_else(|| "unknown".into()),
+        message,
+    };
+    let environment =
+        crate::environment::agent_environment(&ctx.environment, &agent.env, std::env::vars_os());
+    let search_path = environment.get(OsStr::new("PATH")).map(|p| p.as_os_str());
+    let cwd = working_dir.as_deref().unwrap_or(std::path::Path::new("."));
+    let executable = find_program(&program, search_path, cwd).map_err(&cannot_start)?;
     let mut values = PlaceholderValues {
         prompt_file: &paths.prompt,
         spec_id: &ctx.batch.spec_id,
@@ -490,15 +509,15 @@ fn start_process(
         values.prompt = Some(&*prompt);
         args.extend(agent.prompt_args.iter().map(|a| expand(a, &values)));
     }
-    let mut command = tokio::process::Command::new(&program);
+    let mut command = tokio::process::Command::new(&executable);
+    if executable != program {
+        // Found on PATH: the agent still sees the name it was given as its argv[0].
+        command.arg0(&program);
+    }
     command
         .args(args)
         .env_clear()
-        .envs(crate::environment::agent_environment(
-            &ctx.environment,
-            &agent.env,
-            std::env::vars_os(),
-        ))
+        .envs(environment)
         // Inherited by everything the agent starts: how what it leaves behind is found.
         .env(crate::descendants::MARKER, agent_id)
         .stdin(if via == PromptVia::Stdin {
@@ -514,16 +533,7 @@ fn start_process(
     if let Some(dir) = &agent.working_dir {
         command.current_dir(dir);
     }
-    let mut child = command.spawn().map_err(|e| FailureCause::Start {
-        command: program.display().to_string(),
-        working_dir: match &agent.working_dir {
-            Some(dir) => dir.display().to_string(),
-            None => std::env::current_dir()
-                .map(|d| d.display().to_string())
-                .unwrap_or_else(|_| "unknown".into()),
-        },
-        message: e.to_string(),
-    })?;
+    let mut child = command.spawn().map_err(|e| cannot_start(e.to_string()))?;
     let started = Instant::now();
     phases.process_spawned_us = since_request(started);
     if let Some(stdin) = child.stdin.take() {

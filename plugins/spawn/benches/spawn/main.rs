@@ -12,6 +12,11 @@
 //! 4. A 200 KB prompt in the prompt file against handed over on stdin (the host's way for
 //!    long prompts), one agent, interleaved.
 //! 5. Cases 1-3 again with the 200 KB prompt on stdin.
+//! 6. An agent named without a folder (as the host names its agents) from a process
+//!    holding 512 MiB, as a host application embedding the engine does: the engine's spawn
+//!    call (the name found on the agent's PATH first, then `posix_spawn`) against the same
+//!    start as the engine made it before (the bare name with the agent's own environment,
+//!    which the standard library can start only by `fork`), interleaved.
 //!
 //! The stub agents wait 20 ms after they are ready before they answer and exit, as a real
 //! agent waits on its model; case 2 also shows a stub that works at once, whose CPU use
@@ -384,6 +389,63 @@ async fn prompt_handover(bench: &Bench, n: usize, prompt: &str) {
     target("stdin adds to p95", added, 1_000);
 }
 
+/// Case 6: an agent named on its PATH, from a process holding 512 MiB.
+async fn named_on_path(bench: &Bench, n: usize) {
+    const NAME: &str = "stub-agent-on-path";
+    let folder = bench.root.join("path-bin");
+    std::fs::create_dir_all(&folder).unwrap();
+    let link = folder.join(NAME);
+    if !link.exists() {
+        std::os::unix::fs::symlink(stub::stub_agent(), &link).unwrap();
+    }
+    let search_path = format!("{}:/usr/bin:/bin", folder.display());
+    let mut named = agent("named", 0, AgentReadiness::Started);
+    named.command = NAME.into();
+    named.env.insert("PATH".into(), search_path.clone());
+    let policy = bench.policy(vec![named], 8);
+    // A host application's memory: every page written, so a fork has all of them to map.
+    let host_memory = vec![1u8; 512 << 20];
+    let (mut engine_call, mut engine_total, mut by_fork) = (Vec::new(), Vec::new(), Vec::new());
+    for i in 0..n {
+        let batch = bench.batch(&policy, i).await;
+        for agent in &batch.agents {
+            let p = agent.phases;
+            engine_call.push(p.process_spawned_us.saturating_sub(p.prompt_file_us));
+            engine_total.push(agent.spawn_us);
+        }
+        let mut command = tokio::process::Command::new(NAME);
+        command
+            .arg("--never-ready")
+            .env_clear()
+            .env("PATH", &search_path)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .process_group(0)
+            .kill_on_drop(true);
+        let t = Instant::now();
+        let mut child = command.spawn().unwrap();
+        by_fork.push(t.elapsed().as_micros() as u64);
+        child.kill().await.unwrap();
+    }
+    std::hint::black_box(&host_memory);
+    drop(host_memory);
+    let e = Summary::print(
+        "engine: spawn call (found on PATH, posix_spawn)",
+        &engine_call,
+    );
+    Summary::print(
+        "engine: request to running (readiness = started)",
+        &engine_total,
+    );
+    let f = Summary::print("before: spawn call by name (fork + execvp)", &by_fork);
+    println!(
+        "  spawn call p50 before/engine: {:.1}x, p95 {:.1}x",
+        f.p50_us as f64 / e.p50_us.max(1) as f64,
+        f.p95_us as f64 / e.p95_us.max(1) as f64
+    );
+}
+
 /// Whether case `n` runs: all by default, else those `SPECKIT_BENCH_CASES` lists
 /// (`SPECKIT_BENCH_CASES=1,2`), for looking at one part at a time.
 fn case(n: u32) -> bool {
@@ -463,6 +525,10 @@ fn main() {
             overhead(&bench, n, &long_prompt, true).await;
             println!(" 5.3 32 agents");
             thirty_two_agents(&bench, n_wide, &long_prompt, true).await;
+        }
+        if case(6) {
+            println!("\n6. one agent named on its PATH, from a process holding 512 MiB (interleaved)");
+            named_on_path(&bench, n).await;
         }
     });
     bench.storage.close();
