@@ -243,11 +243,20 @@ fn wal_in_use(maintenance: &Maintenance, chunk: &ChunkOutcome, page_size: u64) -
 /// PASSIVE checkpoints the end tries (1, 2 and 4 ms apart) before its TRUNCATE.
 const FINAL_PASSIVE_ATTEMPTS: u32 = 4;
 
+/// TRUNCATE attempts the end makes without waiting (1, 2, 4 and 8 ms apart, holding
+/// nothing in between) before one that waits.
+const FINAL_TRUNCATE_ATTEMPTS: u32 = 5;
+
 /// The end's checkpoint, which shrinks the file and empties the WAL: PASSIVE first, which
 /// copies the WAL and truncates the database file without holding anything, then
 /// TRUNCATE on the writer connection, which then has nothing left to copy or sync and
 /// holds the write lock only to reset the WAL. (A TRUNCATE alone held it for the copy and
-/// two fsyncs, the longest step of a run.) Counts the PASSIVE one in `report`.
+/// two fsyncs, the longest step of a run.) The TRUNCATE is tried without waiting first: a
+/// waiting one takes the write lock, then sleeps in SQLite's busy handler (1, 2, 5 ms)
+/// while another connection finishes its transaction, and that connection's next write
+/// waits the whole time (measured: an 8.4 ms step, a 12.6 ms write). Only if every quick
+/// attempt found the WAL in use does it wait, as before. Counts every checkpoint in
+/// `report` but the one it returns.
 async fn final_checkpoint(
     maintenance: &Maintenance,
     report: &mut VacuumReport,
@@ -269,15 +278,35 @@ async fn final_checkpoint(
             tokio::time::sleep(Duration::from_millis(1 << attempt)).await;
         }
     }
+    for attempt in 0..FINAL_TRUNCATE_ATTEMPTS {
+        let emptied = timed_truncate(maintenance, report, held, false).await?;
+        if !emptied.busy {
+            return Ok(emptied);
+        }
+        report.checkpoints += 1;
+        report.checkpoints_busy += 1;
+        tokio::time::sleep(Duration::from_millis(1 << attempt)).await;
+    }
+    timed_truncate(maintenance, report, held, true).await
+}
+
+/// One TRUNCATE checkpoint (waiting for other connections or not), timed as a step.
+async fn timed_truncate(
+    maintenance: &Maintenance,
+    report: &mut VacuumReport,
+    held: &mut Duration,
+    waits: bool,
+) -> Result<CheckpointOutcome, VacuumError> {
     let started = Instant::now();
-    let emptied = maintenance
-        .checkpoint()
-        .await
-        .map_err(VacuumError::from_storage)?;
+    let outcome = if waits {
+        maintenance.checkpoint().await
+    } else {
+        maintenance.try_truncate().await
+    };
     let took = started.elapsed();
     report.max_step_ms = report.max_step_ms.max(took.as_secs_f64() * 1000.0);
     *held += took;
-    Ok(emptied)
+    outcome.map_err(VacuumError::from_storage)
 }
 
 /// After a checkpoint that could not finish, retries `wal_checkpoint(TRUNCATE)` as steps

@@ -188,7 +188,17 @@ impl Maintenance {
     pub async fn checkpoint(&self) -> Result<CheckpointOutcome, StorageError> {
         let ctx = self.ctx();
         self.storage
-            .maintain(move |conn| checkpoint_blocking(conn, &ctx))
+            .maintain(move |conn| checkpoint_blocking(conn, &ctx, CHECKPOINT_BUSY_WAIT))
+            .await
+    }
+
+    /// One `wal_checkpoint(TRUNCATE)` that does not wait: busy at once if another
+    /// connection holds the write lock or reads the WAL, so it holds the write lock only
+    /// when it can finish, for as long as resetting the WAL takes.
+    pub async fn try_truncate(&self) -> Result<CheckpointOutcome, StorageError> {
+        let ctx = self.ctx();
+        self.storage
+            .maintain(move |conn| checkpoint_blocking(conn, &ctx, Duration::ZERO))
             .await
     }
 }
@@ -299,7 +309,7 @@ fn chunk_in_cache(
     let micros = |d: Duration| d.as_micros() as u64;
     let (checkpoint, checkpoint_us) = if checkpoint {
         let started = Instant::now();
-        let done = checkpoint_blocking(conn, ctx)?;
+        let done = checkpoint_blocking(conn, ctx, CHECKPOINT_BUSY_WAIT)?;
         (Some(done), micros(started.elapsed()))
     } else {
         (None, 0)
@@ -374,7 +384,7 @@ fn migrate_blocking(
     }
     let after = page_stats(conn).map_err(sqlite)?;
     let wal_bytes_peak = wal_size_or_zero(&ctx.path);
-    let checkpoint = checkpoint_blocking(conn, ctx)?;
+    let checkpoint = checkpoint_blocking(conn, ctx, CHECKPOINT_BUSY_WAIT)?;
     Ok(MigrationOutcome {
         auto_vacuum_before: before.auto_vacuum,
         auto_vacuum_after: after.auto_vacuum,
@@ -388,15 +398,17 @@ fn migrate_blocking(
     })
 }
 
-/// `wal_checkpoint(TRUNCATE)`: waits (briefly) for writers and old readers, copies every
-/// frame into the database and truncates the WAL to zero bytes.
+/// `wal_checkpoint(TRUNCATE)`: waits up to `wait` for writers and old readers (none with
+/// zero: SQLite has no busy handler then), copies every frame into the database and
+/// truncates the WAL to zero bytes.
 fn checkpoint_blocking(
     conn: &Connection,
     ctx: &StepCtx,
+    wait: Duration,
 ) -> Result<CheckpointOutcome, StorageError> {
     let path: &Path = &ctx.path;
     let sqlite = |source| classify(path, source);
-    conn.busy_timeout(CHECKPOINT_BUSY_WAIT.min(ctx.busy_timeout))
+    conn.busy_timeout(wait.min(ctx.busy_timeout))
         .map_err(sqlite)?;
     // A checkpoint that cannot finish answers busy = 1 in its row rather than failing.
     let answer = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| {

@@ -386,3 +386,51 @@ async fn a_reader_pinning_an_old_snapshot_pauses_the_vacuum_instead_of_growing_t
     assert_eq!(db_state(&conn).integrity, vec!["ok"]);
     assert_eq!(upstream_rows(&conn), rows_before);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_end_tries_its_truncate_without_waiting_before_it_waits() {
+    serve_helper(&[("helper_snapshot_reader", helper_snapshot_reader)]);
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("consensus.db");
+    incremental_db(&db, 5, 200, 16 * 1024);
+    let rows_before = upstream_rows(&Connection::open(&db).unwrap());
+    // One chunk frees every page, so its checkpoint is the end's.
+    let engine = engine(
+        dir.path(),
+        &db,
+        "[storage]\nbusy_timeout_ms = 50\nwrite_retry_attempts = 3\n[vacuum]\nchunk_pages = 100000\nstep_target_ms = 0\n",
+    )
+    .await;
+    let mut reader = Helper::start(
+        "helper_snapshot_reader",
+        &[("SPECKIT_VACUUM_HELPER_DB", db.display().to_string())],
+    );
+    reader.send("read");
+    reader.expect("reading");
+
+    let run = run_job(&engine, "vacuum", serde_json::json!({})).await;
+    assert_succeeded(&run);
+    let report = report_of(&run);
+    assert_eq!(report.chunks, 1, "{report:?}");
+    // Four PASSIVE ones, five TRUNCATEs that gave up at once, the one that waited, and the
+    // storage's three retries: every one met the reader.
+    assert_eq!(
+        (report.checkpoints, report.checkpoints_busy),
+        (13, 13),
+        "{report:?}"
+    );
+    assert_eq!(report.outcome, Outcome::Incomplete, "{report:?}");
+
+    // The quick TRUNCATE: busy while the reader holds the WAL, done once it is gone.
+    let maintenance = speckit_vacuum::Maintenance::new(engine.storage().clone());
+    assert!(maintenance.try_truncate().await.unwrap().busy);
+    reader.send("end");
+    reader.expect("ended");
+    let emptied = maintenance.try_truncate().await.unwrap();
+    assert!(!emptied.busy, "{emptied:?}");
+    assert_eq!(emptied.wal_bytes_after, 0);
+    engine.shutdown(Duration::from_secs(10)).await;
+    let conn = Connection::open(&db).unwrap();
+    assert_eq!(db_state(&conn).integrity, vec!["ok"]);
+    assert_eq!(upstream_rows(&conn), rows_before);
+}
