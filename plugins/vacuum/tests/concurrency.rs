@@ -326,6 +326,17 @@ fn helper_snapshot_reader() {
     }
 }
 
+/// The helper process holding a read transaction on `db` (until it is sent `end`).
+fn reader_holding_a_snapshot(db: &std::path::Path) -> Helper {
+    let mut reader = Helper::start(
+        "helper_snapshot_reader",
+        &[("SPECKIT_VACUUM_HELPER_DB", db.display().to_string())],
+    );
+    reader.send("read");
+    reader.expect("reading");
+    reader
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reader_pinning_an_old_snapshot_pauses_the_vacuum_instead_of_growing_the_wal() {
     serve_helper(&[("helper_snapshot_reader", helper_snapshot_reader)]);
@@ -339,12 +350,7 @@ async fn a_reader_pinning_an_old_snapshot_pauses_the_vacuum_instead_of_growing_t
         "[storage]\nbusy_timeout_ms = 50\nwrite_retry_attempts = 3\n[vacuum]\nchunk_pages = 64\nstep_target_ms = 0\ncheckpoint_wal_kib = 0\n",
     )
     .await;
-    let mut reader = Helper::start(
-        "helper_snapshot_reader",
-        &[("SPECKIT_VACUUM_HELPER_DB", db.display().to_string())],
-    );
-    reader.send("read");
-    reader.expect("reading");
+    let mut reader = reader_holding_a_snapshot(&db);
 
     let run = run_job(&engine, "vacuum", serde_json::json!({})).await;
     assert_succeeded(&run);
@@ -401,12 +407,7 @@ async fn the_end_tries_its_truncate_without_waiting_before_it_waits() {
         "[storage]\nbusy_timeout_ms = 50\nwrite_retry_attempts = 3\n[vacuum]\nchunk_pages = 100000\nstep_target_ms = 0\n",
     )
     .await;
-    let mut reader = Helper::start(
-        "helper_snapshot_reader",
-        &[("SPECKIT_VACUUM_HELPER_DB", db.display().to_string())],
-    );
-    reader.send("read");
-    reader.expect("reading");
+    let mut reader = reader_holding_a_snapshot(&db);
 
     let run = run_job(&engine, "vacuum", serde_json::json!({})).await;
     assert_succeeded(&run);

@@ -298,6 +298,20 @@ async fn overhead(bench: &Bench, n: usize, prompt: &str, stdin: bool) -> u64 {
     p.p95_us
 }
 
+/// The stub started as the engine starts an agent (own process group, output piped), but
+/// never ready: the bench times the start alone, then kills it.
+fn never_ready(program: impl AsRef<std::ffi::OsStr>) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(program);
+    command
+        .arg("--never-ready")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
+    command
+}
+
 /// The parts of a spawn, each alone: the row write, the prompt file, the process start.
 async fn parts(bench: &Bench, n: usize) {
     bench
@@ -344,14 +358,7 @@ async fn parts(bench: &Bench, n: usize) {
         speckit_spawn::evidence::write_prompt_file(&paths, SHORT_PROMPT).unwrap();
         files.push(t.elapsed().as_micros() as u64);
 
-        let mut command = tokio::process::Command::new(stub::stub_agent());
-        command
-            .arg("--never-ready")
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .process_group(0)
-            .kill_on_drop(true);
+        let mut command = never_ready(stub::stub_agent());
         let t = Instant::now();
         let mut child = command.spawn().unwrap();
         exec.push(t.elapsed().as_micros() as u64);
@@ -413,16 +420,8 @@ async fn named_on_path(bench: &Bench, n: usize) {
             engine_call.push(p.process_spawned_us.saturating_sub(p.prompt_file_us));
             engine_total.push(agent.spawn_us);
         }
-        let mut command = tokio::process::Command::new(NAME);
-        command
-            .arg("--never-ready")
-            .env_clear()
-            .env("PATH", &search_path)
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .process_group(0)
-            .kill_on_drop(true);
+        let mut command = never_ready(NAME);
+        command.env_clear().env("PATH", &search_path);
         let t = Instant::now();
         let mut child = command.spawn().unwrap();
         by_fork.push(t.elapsed().as_micros() as u64);
