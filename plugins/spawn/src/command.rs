@@ -107,6 +107,9 @@ const DEFAULT_SEARCH_PATH: &str = "/bin:/usr/bin";
 /// in the folders of `path_var` (the agent's own `PATH`, not the engine's; glibc's default
 /// when it has none), an empty entry or a relative one meaning a folder of `cwd`, as
 /// `execvp` would find it in the child. A program with a folder is returned as it is.
+/// One difference from `execvp`: an entry starting with `~/` is taken as the engine's home
+/// folder (`which` expands it, as shells do), where `execvp` would look for a folder
+/// named `~`.
 ///
 /// Why before the start and not in the child: given a bare name and an environment of its
 /// own, the standard library cannot use `posix_spawn` and forks instead, copying the page
