@@ -327,3 +327,30 @@ fn a_killed_command_leaves_its_run_abandoned_not_running() {
     let error = after["error"]["message"].as_str().unwrap_or_default();
     assert!(error.contains("ended (killed or crashed)"), "{error}");
 }
+
+#[test]
+fn list_agents_warns_of_an_agent_whose_command_is_not_on_its_path() {
+    let (_dir, config) = workspace(
+        "[[spawn.agents]]\nname = \"shell\"\ncommand = \"sh\"\n\
+         [[spawn.agents]]\nname = \"absent\"\ncommand = \"no-such-agent-cli\"\n",
+    );
+    let out = run(&config, &["spawn", "--list-agents"]);
+    assert!(
+        out.status.success(),
+        "listing is not a failure: {}",
+        stderr(&out)
+    );
+    let warnings = stderr(&out);
+    assert!(
+        warnings.contains(
+            "agent \"absent\" would not start: no executable file named \"no-such-agent-cli\""
+        ),
+        "{warnings}"
+    );
+    assert_eq!(warnings.matches("would not start").count(), 1, "{warnings}");
+    assert!(
+        stdout(&out).contains("no-such-agent-cli"),
+        "{}",
+        stdout(&out)
+    );
+}

@@ -108,7 +108,8 @@ pub async fn spawn(global: &GlobalArgs, args: SpawnArgs) -> Result<u8> {
 }
 
 /// `spawn --list-agents`: the agents in effect, where each came from, the host's stage
-/// routing, and the host entries left out (on stderr). Starts nothing, opens no database.
+/// routing, and the host entries left out and the agents whose command is not on their
+/// PATH (on stderr). Starts nothing, opens no database.
 fn list_agents(global: &GlobalArgs, stage: Option<&str>, json: bool) -> Result<u8> {
     use speckit_spawn::host_agents::{agents_in_effect, AgentOrigin};
     let snapshot = super::stats::load_policy(global)?;
@@ -156,6 +157,17 @@ fn list_agents(global: &GlobalArgs, stage: Option<&str>, json: bool) -> Result<u
             "{:<16} {:<24} {origin}{routed}",
             a.agent.name, a.agent.command
         );
+        // An agent CLI that is not installed is found here, not by a failed spawn.
+        let environment = speckit_spawn::environment::agent_environment(
+            &spawn.environment,
+            &a.agent.env,
+            std::env::vars_os(),
+        );
+        if let Err(why) =
+            speckit_spawn::command::agent_executable(&a.agent, &snapshot.source.dir, &environment)
+        {
+            super::output::warn(format!("agent {:?} would not start: {why}", a.agent.name));
+        }
     }
     for disabled in &effect.disabled {
         println!("(disabled in the host config: {disabled})");

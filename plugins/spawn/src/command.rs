@@ -6,7 +6,8 @@
 //! are listed in [`PLACEHOLDERS`]. Braces around anything else (`{"json": 1}`) are literal.
 //! An unknown placeholder is a policy error, caught when the policy loads.
 
-use std::ffi::OsStr;
+use std::collections::BTreeMap;
+use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
 
 use crate::AgentPolicy;
@@ -133,6 +134,25 @@ pub fn find_program(
             std::env::split_paths(search).count()
         )
     })
+}
+
+/// The file `agent`'s process runs, found as its start finds it: the command resolved
+/// against `config_dir` ([`program_path`]), a bare name on the `PATH` of `environment` (the
+/// agent's own, [`crate::environment::agent_environment`]) from its working folder (the
+/// engine's when it has none). `Err` says why it would not start.
+pub fn agent_executable(
+    agent: &AgentPolicy,
+    config_dir: &Path,
+    environment: &BTreeMap<OsString, OsString>,
+) -> Result<PathBuf, String> {
+    let program = program_path(&agent.command, config_dir);
+    let search_path = environment.get(OsStr::new("PATH")).map(|p| p.as_os_str());
+    let cwd = agent
+        .working_dir
+        .clone()
+        .or_else(|| std::env::current_dir().ok())
+        .unwrap_or_else(|| PathBuf::from("."));
+    find_program(&program, search_path, &cwd)
 }
 
 /// Problems with one agent's command settings, as (key suffix, message) pairs.

@@ -3,7 +3,6 @@
 //! ready). Every failure path kills and reaps what it started and marks the row
 //! failed, so a failure leaves no orphan process and no half-written row.
 
-use std::ffi::OsStr;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::Arc;
@@ -19,7 +18,7 @@ use speckit_engine::clock::SharedClock;
 use speckit_engine::events::{EngineEvent, EventBus};
 use speckit_engine::{Storage, StorageError};
 
-use crate::command::{expand, find_program, program_path, PlaceholderValues};
+use crate::command::{agent_executable, expand, program_path, PlaceholderValues};
 use crate::db::{self, AgentMetric, BatchRow, SpawnPhases};
 use crate::error::{AgentFailure, FailureCause};
 use crate::evidence::{self, AgentPaths};
@@ -474,7 +473,7 @@ fn start_process(
     })?;
     phases.prompt_file_us = since_request(Instant::now());
     let program = program_path(&agent.command, &ctx.config_dir);
-    // Where the agent starts; relative PATH entries are folders of it, as in the child.
+    // Where the agent starts, for messages.
     let working_dir = agent
         .working_dir
         .clone()
@@ -489,9 +488,8 @@ fn start_process(
     };
     let environment =
         crate::environment::agent_environment(&ctx.environment, &agent.env, std::env::vars_os());
-    let search_path = environment.get(OsStr::new("PATH")).map(|p| p.as_os_str());
-    let cwd = working_dir.as_deref().unwrap_or(std::path::Path::new("."));
-    let executable = find_program(&program, search_path, cwd).map_err(&cannot_start)?;
+    let executable =
+        agent_executable(agent, &ctx.config_dir, &environment).map_err(&cannot_start)?;
     let mut values = PlaceholderValues {
         prompt_file: &paths.prompt,
         spec_id: &ctx.batch.spec_id,
