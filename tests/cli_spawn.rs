@@ -353,4 +353,9 @@ fn list_agents_warns_of_an_agent_whose_command_is_not_on_its_path() {
         "{}",
         stdout(&out)
     );
+    // The same warning beside the JSON listing.
+    let out = run(&config, &["spawn", "--list-agents", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let warnings = stderr(&out);
+    assert_eq!(warnings.matches("would not start").count(), 1, "{warnings}");
 }

@@ -118,6 +118,19 @@ fn list_agents(global: &GlobalArgs, stage: Option<&str>, json: bool) -> Result<u
     for problem in &effect.problems {
         super::output::warn(problem);
     }
+    // An agent CLI that is not installed is found here, not by a failed spawn.
+    for a in &effect.agents {
+        let environment = speckit_spawn::environment::agent_environment(
+            &spawn.environment,
+            &a.agent.env,
+            std::env::vars_os(),
+        );
+        if let Err(why) =
+            speckit_spawn::command::agent_executable(&a.agent, &snapshot.source.dir, &environment)
+        {
+            super::output::warn(format!("agent {:?} would not start: {why}", a.agent.name));
+        }
+    }
     if json {
         super::json::print_data("spawn --list-agents", &effect);
         return Ok(EXIT_OK);
@@ -157,17 +170,6 @@ fn list_agents(global: &GlobalArgs, stage: Option<&str>, json: bool) -> Result<u
             "{:<16} {:<24} {origin}{routed}",
             a.agent.name, a.agent.command
         );
-        // An agent CLI that is not installed is found here, not by a failed spawn.
-        let environment = speckit_spawn::environment::agent_environment(
-            &spawn.environment,
-            &a.agent.env,
-            std::env::vars_os(),
-        );
-        if let Err(why) =
-            speckit_spawn::command::agent_executable(&a.agent, &snapshot.source.dir, &environment)
-        {
-            super::output::warn(format!("agent {:?} would not start: {why}", a.agent.name));
-        }
     }
     for disabled in &effect.disabled {
         println!("(disabled in the host config: {disabled})");
