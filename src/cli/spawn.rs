@@ -125,9 +125,8 @@ fn list_agents(global: &GlobalArgs, stage: Option<&str>, json: bool) -> Result<u
             &a.agent.env,
             std::env::vars_os(),
         );
-        if let Err(why) =
-            speckit_spawn::command::agent_executable(&a.agent, &snapshot.source.dir, &environment)
-        {
+        let start = speckit_spawn::command::AgentProgram::of(&a.agent, &snapshot.source.dir);
+        if let Err(why) = start.executable(&environment) {
             super::output::warn(format!("agent {:?} would not start: {why}", a.agent.name));
         }
     }

@@ -115,8 +115,9 @@ const DEFAULT_SEARCH_PATH: &str = "/bin:/usr/bin";
 /// Why before the start and not in the child: given a bare name and an environment of its
 /// own, the standard library cannot use `posix_spawn` and forks instead, copying the page
 /// tables of the whole engine, or of the host application embedding it, for every agent.
-/// Measured from a process holding 500 MiB: 22.7 ms a start by name against 0.16 ms by
-/// path (`cargo bench -p speckit-spawn --bench spawn`, case 6, has the engine's figures).
+/// Measured from a process holding 512 MiB (`SPECKIT_BENCH_CASES=6 cargo bench -p
+/// speckit-spawn --bench spawn`): a start by name p50 25.8-30.7 ms, the engine's start
+/// after this look-up 0.4-1.4 ms.
 pub fn find_program(
     program: &Path,
     path_var: Option<&OsStr>,
@@ -136,23 +137,38 @@ pub fn find_program(
     })
 }
 
-/// The file `agent`'s process runs, found as its start finds it: the command resolved
-/// against `config_dir` ([`program_path`]), a bare name on the `PATH` of `environment` (the
-/// agent's own, [`crate::environment::agent_environment`]) from its working folder (the
-/// engine's when it has none). `Err` says why it would not start.
-pub fn agent_executable(
-    agent: &AgentPolicy,
-    config_dir: &Path,
-    environment: &BTreeMap<OsString, OsString>,
-) -> Result<PathBuf, String> {
-    let program = program_path(&agent.command, config_dir);
-    let search_path = environment.get(OsStr::new("PATH")).map(|p| p.as_os_str());
-    let cwd = agent
-        .working_dir
-        .clone()
-        .or_else(|| std::env::current_dir().ok())
-        .unwrap_or_else(|| PathBuf::from("."));
-    find_program(&program, search_path, &cwd)
+/// Where `agent`'s process starts from: its program as configured (resolved against the
+/// config file's folder, [`program_path`]) and the folder it starts in (its `working_dir`,
+/// else the engine's). Both a start and `spawn --list-agents` find its file through this.
+#[derive(Debug, Clone)]
+pub struct AgentProgram {
+    pub program: PathBuf,
+    /// `None` only when the engine's own working folder is gone.
+    pub working_dir: Option<PathBuf>,
+}
+
+impl AgentProgram {
+    pub fn of(agent: &AgentPolicy, config_dir: &Path) -> Self {
+        Self {
+            program: program_path(&agent.command, config_dir),
+            working_dir: agent
+                .working_dir
+                .clone()
+                .or_else(|| std::env::current_dir().ok()),
+        }
+    }
+
+    /// The file the process runs: a bare name found on the `PATH` of `environment` (the
+    /// agent's own, [`crate::environment::agent_environment`]) from the working folder,
+    /// as [`find_program`] finds it. `Err` says why it would not start.
+    pub fn executable(
+        &self,
+        environment: &BTreeMap<OsString, OsString>,
+    ) -> Result<PathBuf, String> {
+        let search_path = environment.get(OsStr::new("PATH")).map(|p| p.as_os_str());
+        let cwd = self.working_dir.as_deref().unwrap_or(Path::new("."));
+        find_program(&self.program, search_path, cwd)
+    }
 }
 
 /// Problems with one agent's command settings, as (key suffix, message) pairs.

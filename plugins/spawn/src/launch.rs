@@ -18,7 +18,7 @@ use speckit_engine::clock::SharedClock;
 use speckit_engine::events::{EngineEvent, EventBus};
 use speckit_engine::{Storage, StorageError};
 
-use crate::command::{agent_executable, expand, program_path, PlaceholderValues};
+use crate::command::{expand, AgentProgram, PlaceholderValues};
 use crate::db::{self, AgentMetric, BatchRow, SpawnPhases};
 use crate::error::{AgentFailure, FailureCause};
 use crate::evidence::{self, AgentPaths};
@@ -472,15 +472,11 @@ fn start_process(
         message: e.to_string(),
     })?;
     phases.prompt_file_us = since_request(Instant::now());
-    let program = program_path(&agent.command, &ctx.config_dir);
-    // Where the agent starts, for messages.
-    let working_dir = agent
-        .working_dir
-        .clone()
-        .or_else(|| std::env::current_dir().ok());
+    let start = AgentProgram::of(agent, &ctx.config_dir);
     let cannot_start = |message: String| FailureCause::Start {
-        command: program.display().to_string(),
-        working_dir: working_dir
+        command: start.program.display().to_string(),
+        working_dir: start
+            .working_dir
             .as_ref()
             .map(|d| d.display().to_string())
             .unwrap_or_else(|| "unknown".into()),
@@ -488,8 +484,7 @@ fn start_process(
     };
     let environment =
         crate::environment::agent_environment(&ctx.environment, &agent.env, std::env::vars_os());
-    let executable =
-        agent_executable(agent, &ctx.config_dir, &environment).map_err(&cannot_start)?;
+    let executable = start.executable(&environment).map_err(&cannot_start)?;
     let mut values = PlaceholderValues {
         prompt_file: &paths.prompt,
         spec_id: &ctx.batch.spec_id,
@@ -508,9 +503,9 @@ fn start_process(
         args.extend(agent.prompt_args.iter().map(|a| expand(a, &values)));
     }
     let mut command = tokio::process::Command::new(&executable);
-    if executable != program {
+    if executable != start.program {
         // Found on PATH: the agent still sees the name it was given as its argv[0].
-        command.arg0(&program);
+        command.arg0(&start.program);
     }
     command
         .args(args)

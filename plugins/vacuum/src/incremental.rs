@@ -243,8 +243,8 @@ fn wal_in_use(maintenance: &Maintenance, chunk: &ChunkOutcome, page_size: u64) -
 /// PASSIVE checkpoints the end tries (1, 2 and 4 ms apart) before its TRUNCATE.
 const FINAL_PASSIVE_ATTEMPTS: u32 = 4;
 
-/// TRUNCATE attempts the end makes without waiting (1, 2, 4 and 8 ms apart, holding
-/// nothing in between) before one that waits.
+/// TRUNCATE attempts the end makes without waiting before one that waits; after each it
+/// sleeps (1, 2, 4, 8 and 16 ms), holding nothing.
 const FINAL_TRUNCATE_ATTEMPTS: u32 = 5;
 
 /// The end's checkpoint, which shrinks the file and empties the WAL: PASSIVE first, which
